@@ -1,0 +1,431 @@
+"""Governance actions: strict argument validation and their effect on the governance tables.
+
+`validate_actions` checks shape only (no state) and normalises; `apply_actions` checks each
+action's preconditions against the current state and writes it. The engine runs `apply_actions`
+twice: as a dry run when a proposal opens (so an impossible proposal is refused at once) and for
+real when it is accepted. Consequences outside the tables (secrets, node handover) are returned as
+effects for the executor.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from conclavium.crypto.keys import KeyError_, PublicKey
+from conclavium.governance import constitution as const
+from conclavium.governance.model import (
+    ACTION_NAMES,
+    ACTIVE,
+    COMMIT_QUORUM_KEY,
+    CONSTITUTION,
+    CONSTITUTION_KEY,
+    MEASUREMENTS,
+    MEMBERS,
+    NODE_PENDING,
+    NODE_RETIRED,
+    NODE_TRUSTED,
+    NODES,
+    REMOVED,
+    SERVICE,
+    SERVICE_OPEN,
+    SERVICE_STATE_KEY,
+    USERS,
+    Context,
+    GovernanceError,
+    Tables,
+)
+
+PLATFORMS: tuple[str, ...] = ("sev-snp", "tdx", "sgx", "virtual")
+MAX_ACTIONS = 64
+MAX_PEM_CHARS = 16384
+MAX_MEASUREMENT_BYTES = 64
+MAX_WEIGHT = 1_000_000
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+Action = dict[str, Any]
+Effect = dict[str, Any]
+
+
+# ---- argument checks -------------------------------------------------------------------------
+
+
+def _fields(args: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    unknown = sorted(k for k in args if k not in required and k not in optional)
+    if unknown:
+        raise GovernanceError(f"unknown argument(s) {', '.join(unknown)}")
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise GovernanceError(f"missing argument(s) {', '.join(missing)}")
+
+
+def _name(value: object, what: str = "name") -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise GovernanceError(
+            f"{what} must be 1-64 characters of letters, digits, space . _ @ -, starting with a "
+            f"letter or digit; got {value!r}"
+        )
+    return value
+
+
+def _public_key(value: object) -> tuple[str, str]:
+    """Return (pem as given, key id); refuses private keys, which must never enter the ledger."""
+    if not isinstance(value, str) or not value.strip():
+        raise GovernanceError("public_key must be a PEM string (public key or X.509 certificate)")
+    if len(value) > MAX_PEM_CHARS:
+        raise GovernanceError(f"public_key longer than {MAX_PEM_CHARS} characters")
+    if "-----BEGIN" not in value:
+        raise GovernanceError("public_key must be PEM")
+    if "PRIVATE KEY" in value:
+        raise GovernanceError("public_key is a PRIVATE key: never put a private key in a proposal")
+    try:
+        key = PublicKey.load(value)
+    except KeyError_ as e:
+        raise GovernanceError(f"public_key: {e}") from e
+    return value.strip() + "\n", key.key_id
+
+
+def _key_id(value: object, what: str) -> str:
+    if not const.is_key_id(value):
+        raise GovernanceError(f"{what} must be a key id (64 lowercase hex digits), got {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+def _hex(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) % 2:
+        raise GovernanceError(f"{what} must be a non-empty even-length hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError as e:
+        raise GovernanceError(f"{what} is not hex: {value!r}") from e
+    if len(raw) > MAX_MEASUREMENT_BYTES:
+        raise GovernanceError(f"{what} longer than {MAX_MEASUREMENT_BYTES} bytes")
+    return raw.hex()
+
+
+def _platform(value: object) -> str:
+    if value not in PLATFORMS:
+        raise GovernanceError(f"platform must be one of {', '.join(PLATFORMS)}, got {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+def _node_id(value: object) -> str:
+    if not isinstance(value, str) or not _NODE_ID_RE.match(value):
+        raise GovernanceError(f"node_id must be 1-128 characters of letters, digits . _ : -; got {value!r}")
+    return value
+
+
+def _one_of(args: dict[str, Any], id_field: str) -> dict[str, Any]:
+    """For removals: exactly one of `<id_field>` or `name`."""
+    _fields(args, (), (id_field, "name"))
+    if (id_field in args) == ("name" in args):
+        raise GovernanceError(f"give exactly one of {id_field} or name")
+    if id_field in args:
+        return {id_field: _key_id(args[id_field], id_field)}
+    return {"name": _name(args["name"])}
+
+
+def _v_set_member(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("name", "public_key"), ("weight",))
+    pem, _ = _public_key(args["public_key"])
+    weight = args.get("weight", 1)
+    if type(weight) is not int or not 1 <= weight <= MAX_WEIGHT:
+        raise GovernanceError(f"weight must be an integer in [1, {MAX_WEIGHT}], got {weight!r}")
+    return {"name": _name(args["name"]), "public_key": pem, "weight": weight}
+
+
+def _v_set_user(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("name", "public_key"))
+    pem, _ = _public_key(args["public_key"])
+    return {"name": _name(args["name"]), "public_key": pem}
+
+
+def _v_allow_measurement(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("platform", "measurement"), ("host_data",))
+    out: dict[str, Any] = {
+        "platform": _platform(args["platform"]),
+        "measurement": _hex(args["measurement"], "measurement"),
+        "host_data": None,
+    }
+    if args.get("host_data") is not None:
+        out["host_data"] = _hex(args["host_data"], "host_data")
+    return out
+
+
+def _v_disallow_measurement(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("measurement",), ("platform",))
+    out: dict[str, Any] = {"measurement": _hex(args["measurement"], "measurement")}
+    if "platform" in args:
+        out["platform"] = _platform(args["platform"])
+    return out
+
+
+def _v_node(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("node_id",))
+    return {"node_id": _node_id(args["node_id"])}
+
+
+def _v_set_constitution(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("constitution",))
+    return {"constitution": const.validate_constitution(args["constitution"])}
+
+
+def _v_none(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ())
+    return {}
+
+
+def _v_set_commit_quorum(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("quorum",))
+    quorum = args["quorum"]
+    if type(quorum) is not int or not 1 <= quorum <= 1000:
+        raise GovernanceError(f"quorum must be an integer in [1, 1000], got {quorum!r}")
+    return {"quorum": quorum}
+
+
+_VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "set_member": _v_set_member,
+    "remove_member": lambda a: _one_of(a, "member_id"),
+    "set_user": _v_set_user,
+    "remove_user": lambda a: _one_of(a, "user_id"),
+    "allow_measurement": _v_allow_measurement,
+    "disallow_measurement": _v_disallow_measurement,
+    "trust_node": _v_node,
+    "retire_node": _v_node,
+    "set_constitution": _v_set_constitution,
+    "rotate_ledger_secret": _v_none,
+    "open_service": _v_none,
+    "set_commit_quorum": _v_set_commit_quorum,
+}
+assert tuple(_VALIDATORS) == ACTION_NAMES
+
+
+def validate_action(action: object) -> Action:
+    """Check one `{"name": ..., "args": {...}}` and return it normalised."""
+    if not isinstance(action, dict):
+        raise GovernanceError("an action must be an object with name and args")
+    unknown = sorted(k for k in action if k not in ("name", "args"))
+    if unknown:
+        raise GovernanceError(f"action has unknown field(s) {', '.join(unknown)}")
+    name = action.get("name")
+    if name not in _VALIDATORS:
+        raise GovernanceError(f"unknown action {name!r}")
+    args = action.get("args", {})
+    if not isinstance(args, dict):
+        raise GovernanceError(f"{name}: args must be an object")
+    try:
+        return {"name": name, "args": _VALIDATORS[name](args)}
+    except GovernanceError as e:
+        raise GovernanceError(f"{name}: {e}") from e
+
+
+def validate_actions(actions: object) -> list[Action]:
+    """Check a proposal's action list; any bad action makes the whole proposal invalid."""
+    if not isinstance(actions, list) or not actions:
+        raise GovernanceError("actions must be a non-empty list")
+    if len(actions) > MAX_ACTIONS:
+        raise GovernanceError(f"at most {MAX_ACTIONS} actions per proposal")
+    out = []
+    for i, action in enumerate(actions):
+        try:
+            out.append(validate_action(action))
+        except GovernanceError as e:
+            raise GovernanceError(f"action {i}: {e}") from e
+    return out
+
+
+# ---- application -------------------------------------------------------------------------------
+
+
+def _active(tables: Tables, map: str) -> dict[str, Any]:
+    return {k: v for k, v in sorted(tables.items(map)) if v.get("status") == ACTIVE}
+
+
+def _find(tables: Tables, map: str, args: dict[str, Any], id_field: str, what: str) -> tuple[str, Any]:
+    active = _active(tables, map)
+    if id_field in args:
+        key = args[id_field]
+        if key not in active:
+            known = tables.get(map, key)
+            state = "was removed" if known is not None else "does not exist"
+            raise GovernanceError(f"{what} {key} {state}")
+        return key, active[key]
+    matches = [(k, v) for k, v in active.items() if v["name"] == args["name"]]
+    if not matches:
+        raise GovernanceError(f"no active {what} named {args['name']!r}")
+    return matches[0]
+
+
+def _a_set_member(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    key_id = PublicKey.load(args["public_key"]).key_id
+    user = tables.get(USERS, key_id)
+    if user is not None and user.get("status") == ACTIVE:
+        raise GovernanceError(f"key {key_id} is an active user's key; a key has one role")
+    for other_id, other in _active(tables, MEMBERS).items():
+        if other_id != key_id and other["name"] == args["name"]:
+            raise GovernanceError(f"name {args['name']!r} is taken by member {other_id}")
+    tables.put(
+        MEMBERS,
+        key_id,
+        {"name": args["name"], "public_key": args["public_key"], "weight": args["weight"], "status": ACTIVE},
+    )
+    return []
+
+
+def _a_remove_member(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    key_id, member = _find(tables, MEMBERS, args, "member_id", "member")
+    if len(_active(tables, MEMBERS)) <= 1:
+        raise GovernanceError("cannot remove the last active member")
+    member["status"] = REMOVED
+    tables.put(MEMBERS, key_id, member)
+    return []
+
+
+def _a_set_user(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    key_id = PublicKey.load(args["public_key"]).key_id
+    member = tables.get(MEMBERS, key_id)
+    if member is not None and member.get("status") == ACTIVE:
+        raise GovernanceError(f"key {key_id} is an active member's key; a key has one role")
+    for other_id, other in _active(tables, USERS).items():
+        if other_id != key_id and other["name"] == args["name"]:
+            raise GovernanceError(f"name {args['name']!r} is taken by user {other_id}")
+    tables.put(USERS, key_id, {"name": args["name"], "public_key": args["public_key"], "status": ACTIVE})
+    return []
+
+
+def _a_remove_user(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    key_id, user = _find(tables, USERS, args, "user_id", "user")
+    user["status"] = REMOVED
+    tables.put(USERS, key_id, user)
+    return []
+
+
+def _a_allow_measurement(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    entry = {"platform": args["platform"], "host_data": args["host_data"]}
+    tables.put(MEASUREMENTS, args["measurement"], entry)
+    return []
+
+
+def _trusted_nodes(tables: Tables) -> dict[str, Any]:
+    return {k: v for k, v in sorted(tables.items(NODES)) if v.get("status") == NODE_TRUSTED}
+
+
+def _a_disallow_measurement(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    measurement = args["measurement"]
+    current = tables.get(MEASUREMENTS, measurement)
+    if current is None:
+        raise GovernanceError(f"measurement {measurement} is not allowed, nothing to disallow")
+    if "platform" in args and current["platform"] != args["platform"]:
+        raise GovernanceError(
+            f"measurement {measurement} is allowed for {current['platform']}, not {args['platform']}"
+        )
+    users = sorted(k for k, v in _trusted_nodes(tables).items() if v.get("measurement") == measurement)
+    if users:
+        raise GovernanceError(
+            f"trusted node(s) {', '.join(users)} run measurement {measurement}; retire them first "
+            "(retire_node actions may precede this one in the same proposal)"
+        )
+    tables.delete(MEASUREMENTS, measurement)
+    return []
+
+
+def _node(tables: Tables, node_id: str) -> dict[str, Any]:
+    node = tables.get(NODES, node_id)
+    if node is None:
+        raise GovernanceError(f"node {node_id} is not known (it must have requested to join)")
+    return node
+
+
+def _a_trust_node(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    node_id = args["node_id"]
+    node = _node(tables, node_id)
+    if node["status"] != NODE_PENDING:
+        raise GovernanceError(f"node {node_id} is {node['status']}, only a Pending node can be trusted")
+    measurement = node.get("measurement")
+    if measurement is not None and tables.get(MEASUREMENTS, measurement) is None:
+        raise GovernanceError(f"node {node_id} runs measurement {measurement}, which is not allowed")
+    node["status"] = NODE_TRUSTED
+    node["trusted_height"] = ctx.height
+    tables.put(NODES, node_id, node)
+    return [{"type": "trust_node", "node_id": node_id, "public_keys": node.get("public_keys", {})}]
+
+
+def _a_retire_node(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    node_id = args["node_id"]
+    node = _node(tables, node_id)
+    if node["status"] == NODE_RETIRED:
+        raise GovernanceError(f"node {node_id} is already retired")
+    if node["status"] == NODE_TRUSTED:
+        remaining = len(_trusted_nodes(tables)) - 1
+        quorum = tables.get(SERVICE, COMMIT_QUORUM_KEY) or 1
+        if remaining < max(1, quorum):
+            raise GovernanceError(
+                f"retiring node {node_id} would leave {remaining} trusted node(s), below the commit "
+                f"quorum {quorum}; add a node or lower the quorum first"
+            )
+    node["status"] = NODE_RETIRED
+    node["retired_height"] = ctx.height
+    tables.put(NODES, node_id, node)
+    return [{"type": "retire_node", "node_id": node_id}]
+
+
+def _a_set_constitution(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    current = tables.get(CONSTITUTION, CONSTITUTION_KEY) or {"version": 0}
+    tables.put(CONSTITUTION, CONSTITUTION_KEY, {"version": current["version"] + 1, **args["constitution"]})
+    return []
+
+
+def _a_rotate_ledger_secret(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    return [{"type": "rotate_ledger_secret"}]
+
+
+def _a_open_service(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    state = tables.get(SERVICE, SERVICE_STATE_KEY) or {}
+    if state.get("status") == SERVICE_OPEN:
+        raise GovernanceError("the service is already open")
+    tables.put(SERVICE, SERVICE_STATE_KEY, {"status": SERVICE_OPEN, "opened_height": ctx.height})
+    return [{"type": "open_service"}]
+
+
+def _a_set_commit_quorum(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    quorum = args["quorum"]
+    trusted = len(_trusted_nodes(tables))
+    if quorum > trusted:
+        raise GovernanceError(f"commit quorum {quorum} exceeds the {trusted} trusted node(s)")
+    tables.put(SERVICE, COMMIT_QUORUM_KEY, quorum)
+    return [{"type": "set_commit_quorum", "quorum": quorum}]
+
+
+_APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] = {
+    "set_member": _a_set_member,
+    "remove_member": _a_remove_member,
+    "set_user": _a_set_user,
+    "remove_user": _a_remove_user,
+    "allow_measurement": _a_allow_measurement,
+    "disallow_measurement": _a_disallow_measurement,
+    "trust_node": _a_trust_node,
+    "retire_node": _a_retire_node,
+    "set_constitution": _a_set_constitution,
+    "rotate_ledger_secret": _a_rotate_ledger_secret,
+    "open_service": _a_open_service,
+    "set_commit_quorum": _a_set_commit_quorum,
+}
+assert tuple(_APPLIERS) == ACTION_NAMES
+
+
+def apply_actions(tables: Tables, actions: list[Action], ctx: Context) -> list[Effect]:
+    """Apply validated actions in order; raises on the first failing precondition.
+
+    Callers pass a `StagedTables` and commit only on success, which makes the list atomic.
+    """
+    effects: list[Effect] = []
+    for i, action in enumerate(actions):
+        try:
+            effects.extend(_APPLIERS[action["name"]](tables, action["args"], ctx))
+        except GovernanceError as e:
+            raise GovernanceError(f"action {i} ({action['name']}): {e}") from e
+    return effects

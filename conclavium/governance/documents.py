@@ -1,0 +1,74 @@
+"""SDK side: build signed governance documents and load proposal files.
+
+Runs on a member's machine (the only place its private key lives). Payloads are canonical JSON
+so the same proposal signed with Ed25519 always has the same bytes and the same proposal id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from conclavium import cose
+from conclavium.crypto.keys import PrivateKey
+from conclavium.governance.actions import validate_actions
+from conclavium.governance.constitution import is_key_id
+from conclavium.governance.engine import document_id
+from conclavium.governance.model import (
+    APPROVE,
+    MSG_BALLOT,
+    MSG_PROPOSAL,
+    MSG_WITHDRAWAL,
+    REJECT,
+    GovernanceError,
+    canonical_json,
+    strict_json,
+)
+
+__all__ = [
+    "document_id",
+    "load_proposal_file",
+    "make_ballot",
+    "make_proposal",
+    "make_withdrawal",
+    "parse_proposal_json",
+]
+
+
+def _headers(msg_type: str, created_at: int, proposal_id: str | None = None) -> dict[str, Any]:
+    if type(created_at) is not int or created_at < 0:
+        raise GovernanceError("created_at must be a non-negative integer (seconds since the epoch)")
+    headers: dict[str, Any] = {cose.HDR_MSG_TYPE: msg_type, cose.HDR_CREATED_AT: created_at}
+    if proposal_id is not None:
+        if not is_key_id(proposal_id):
+            raise GovernanceError(f"proposal id must be 64 lowercase hex digits, got {proposal_id!r}")
+        headers[cose.HDR_PROPOSAL_ID] = proposal_id
+    return headers
+
+
+def make_proposal(actions: list[dict[str, Any]], key: PrivateKey, created_at: int) -> bytes:
+    """A signed proposal; actions are validated here too so mistakes surface before submission."""
+    validate_actions(actions)
+    return cose.sign1(canonical_json({"actions": actions}), key, _headers(MSG_PROPOSAL, created_at))
+
+
+def make_ballot(proposal_id: str, approve: bool, key: PrivateKey, created_at: int) -> bytes:
+    vote = APPROVE if approve else REJECT
+    return cose.sign1(canonical_json({"vote": vote}), key, _headers(MSG_BALLOT, created_at, proposal_id))
+
+
+def make_withdrawal(proposal_id: str, key: PrivateKey, created_at: int) -> bytes:
+    return cose.sign1(canonical_json({}), key, _headers(MSG_WITHDRAWAL, created_at, proposal_id))
+
+
+def parse_proposal_json(text: str | bytes) -> list[dict[str, Any]]:
+    """The actions of a proposal file `{"actions": [{"name": ..., "args": {...}}]}`, validated."""
+    body = strict_json(text)
+    if not isinstance(body, dict) or set(body) != {"actions"}:
+        raise GovernanceError('a proposal file must be a JSON object with exactly one key, "actions"')
+    validate_actions(body["actions"])
+    return body["actions"]
+
+
+def load_proposal_file(path: str | Path) -> list[dict[str, Any]]:
+    return parse_proposal_json(Path(path).read_bytes())
