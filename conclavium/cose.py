@@ -116,13 +116,13 @@ def parse1(data: bytes) -> Sign1:
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         tag = obj.tag if isinstance(obj, cbor2.CBORTag) else "none"
         raise CoseError(f"expected COSE_Sign1 tag 18, got tag {tag}")
-    msg = obj.value
-    if not isinstance(msg, list) or len(msg) != 4:
+    msg = obj.value  # cbor2 decodes a tag's content with immutable containers (tuple, frozendict)
+    if not isinstance(msg, list | tuple) or len(msg) != 4:
         raise CoseError("COSE_Sign1 must be an array of 4 items")
     protected_bstr, unprotected, payload, signature = msg
     if not isinstance(protected_bstr, bytes):
         raise CoseError("protected header must be a bstr")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, Mapping):
         raise CoseError("unprotected header must be a map")
     if payload is None:
         raise CoseError("detached payloads are not supported")
@@ -139,7 +139,7 @@ def parse1(data: bytes) -> Sign1:
         raise CoseError(f"protected header is not valid CBOR: {e}") from e
     if pstream.tell() != len(protected_bstr):
         raise CoseError("trailing bytes in the protected header")
-    if not isinstance(protected, dict):
+    if not isinstance(protected, Mapping):
         raise CoseError("protected header must encode a map")
     if HDR_ALG in unprotected or HDR_KID in unprotected:
         raise CoseError("alg and kid must not be in the unprotected header")
@@ -153,7 +153,7 @@ def parse1(data: bytes) -> Sign1:
     if HDR_KID not in protected:
         raise CoseError("protected header has no kid")
     _kid_text(protected[HDR_KID])
-    return Sign1(protected_bstr, protected, unprotected, payload, signature)
+    return Sign1(protected_bstr, dict(protected), dict(unprotected), payload, signature)
 
 
 def verify1(data: bytes, resolve_key: ResolveKey) -> tuple[dict[Any, Any], bytes]:
