@@ -131,7 +131,7 @@ def _apply(tables: StagedTables, document: bytes, ctx: Context, outcome: Outcome
     if member is None:
         user = tables.get(USERS, signer)
         name = user["name"] if user else "?"
-        raise GovernanceError(f"signer {signer} is a user ({name}), not a member: users cannot {msg_type}")
+        raise GovernanceError(f"signer {signer} is a user ({name}), not a member: users cannot submit a {msg_type}")
     if member["status"] != ACTIVE:
         raise GovernanceError(f"signer {signer} ({member['name']}) is no longer a member (removed)")
     window_ms = constitution["replay_window_s"] * 1000

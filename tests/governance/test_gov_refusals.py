@@ -57,7 +57,7 @@ def test_unknown_signer(gov: Gov) -> None:
 def test_user_cannot_propose_or_vote(gov: Gov) -> None:
     refused(gov, make_proposal(ROTATE, gov.keys["uma"], gov.now_s), "is a user (uma), not a member")
     pid = _open(gov)
-    refused(gov, make_ballot(pid, True, gov.keys["uma"], gov.now_s), "users cannot ballot")
+    refused(gov, make_ballot(pid, True, gov.keys["uma"], gov.now_s), "users cannot submit a ballot")
 
 
 def test_ballot_by_removed_member(gov: Gov) -> None:
