@@ -94,7 +94,7 @@ def _key_id(value: object, what: str) -> str:
     return value
 
 
-def _hex(value: object, what: str) -> str:
+def check_hex(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) % 2:
         raise GovernanceError(f"{what} must be a non-empty even-length hex string")
     try:
@@ -106,14 +106,14 @@ def _hex(value: object, what: str) -> str:
     return raw.hex()
 
 
-def _platform(value: object) -> str:
+def check_platform(value: object) -> str:
     if value not in PLATFORMS:
         raise GovernanceError(f"platform must be one of {', '.join(PLATFORMS)}, got {value!r}")
     assert isinstance(value, str)
     return value
 
 
-def _node_id(value: object) -> str:
+def check_node_id(value: object) -> str:
     if not isinstance(value, str) or not _NODE_ID_RE.match(value):
         raise GovernanceError(f"node_id must be 1-128 characters of letters, digits . _ : -; got {value!r}")
     return value
@@ -147,26 +147,26 @@ def _v_set_user(args: dict[str, Any]) -> dict[str, Any]:
 def _v_allow_measurement(args: dict[str, Any]) -> dict[str, Any]:
     _fields(args, ("platform", "measurement"), ("host_data",))
     out: dict[str, Any] = {
-        "platform": _platform(args["platform"]),
-        "measurement": _hex(args["measurement"], "measurement"),
+        "platform": check_platform(args["platform"]),
+        "measurement": check_hex(args["measurement"], "measurement"),
         "host_data": None,
     }
     if args.get("host_data") is not None:
-        out["host_data"] = _hex(args["host_data"], "host_data")
+        out["host_data"] = check_hex(args["host_data"], "host_data")
     return out
 
 
 def _v_disallow_measurement(args: dict[str, Any]) -> dict[str, Any]:
     _fields(args, ("measurement",), ("platform",))
-    out: dict[str, Any] = {"measurement": _hex(args["measurement"], "measurement")}
+    out: dict[str, Any] = {"measurement": check_hex(args["measurement"], "measurement")}
     if "platform" in args:
-        out["platform"] = _platform(args["platform"])
+        out["platform"] = check_platform(args["platform"])
     return out
 
 
 def _v_node(args: dict[str, Any]) -> dict[str, Any]:
     _fields(args, ("node_id",))
-    return {"node_id": _node_id(args["node_id"])}
+    return {"node_id": check_node_id(args["node_id"])}
 
 
 def _v_set_constitution(args: dict[str, Any]) -> dict[str, Any]:

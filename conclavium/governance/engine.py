@@ -26,6 +26,7 @@ from conclavium.governance.model import (
     EXPIRED,
     FAILED,
     INVALID,
+    MEASUREMENTS,
     MEMBERS,
     MSG_BALLOT,
     MSG_PROPOSAL,
@@ -325,7 +326,7 @@ def _put_node(tables: Tables, node: dict[str, Any], status: str) -> dict[str, An
     unknown = sorted(k for k in node if k not in allowed)
     if unknown:
         raise GovernanceError(f"node has unknown field(s) {', '.join(unknown)}")
-    node_id = acts._node_id(node.get("node_id"))
+    node_id = acts.check_node_id(node.get("node_id"))
     public_keys = node.get("public_keys", {})
     if not isinstance(public_keys, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in public_keys.items()
@@ -334,9 +335,9 @@ def _put_node(tables: Tables, node: dict[str, Any], status: str) -> dict[str, An
     record = {
         "status": status,
         "public_keys": public_keys,
-        "platform": acts._platform(node.get("platform")),
-        "measurement": acts._hex(node.get("measurement"), "measurement"),
-        "host_data": None if node.get("host_data") is None else acts._hex(node["host_data"], "host_data"),
+        "platform": acts.check_platform(node.get("platform")),
+        "measurement": acts.check_hex(node.get("measurement"), "measurement"),
+        "host_data": None if node.get("host_data") is None else acts.check_hex(node["host_data"], "host_data"),
     }
     tables.put(NODES, node_id, record)
     return record
@@ -349,7 +350,7 @@ def record_node_join(tables: Tables, node: dict[str, Any], ctx: Context) -> list
     the allow-list entry pins it) is allowed, the node is trusted at once and a trust_node effect
     is returned; otherwise members trust it with a `trust_node` proposal.
     """
-    node_id = acts._node_id(node.get("node_id"))
+    node_id = acts.check_node_id(node.get("node_id"))
     existing = tables.get(NODES, node_id)
     if existing is not None and existing["status"] in (NODE_TRUSTED, NODE_RETIRED):
         raise GovernanceError(f"node {node_id} is already {existing['status']}")
@@ -357,7 +358,7 @@ def record_node_join(tables: Tables, node: dict[str, Any], ctx: Context) -> list
     record = _put_node(staged, node, NODE_PENDING)
     effects: list[dict[str, Any]] = []
     if _current_constitution(staged)["auto_trust_nodes"]:
-        allowed = staged.get(acts.MEASUREMENTS, record["measurement"])
+        allowed = staged.get(MEASUREMENTS, record["measurement"])
         if (
             allowed is not None
             and allowed["platform"] == record["platform"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 import cbor2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from gov_harness import key
 
 from conclavium import cose
@@ -153,22 +158,19 @@ def test_sign1_is_deterministic_for_ed25519_and_refuses_alg_override() -> None:
 
 
 def test_certificate_identity_has_same_kid() -> None:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import NameOID
-
     k = key("cose-cert", "ES256")
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "member")])
     t = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(k.crypto_key.public_key()).serial_number(1)  # type: ignore[attr-defined]
-        .not_valid_before(t).not_valid_after(t + datetime.timedelta(days=1))
-        .sign(k.crypto_key, None if k.alg == "Ed25519" else __import__("cryptography.hazmat.primitives.hashes",
-              fromlist=["SHA256"]).SHA256())  # type: ignore[arg-type]
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.crypto_key.public_key())  # type: ignore[attr-defined]
+        .serial_number(1)
+        .not_valid_before(t)
+        .not_valid_after(t + datetime.timedelta(days=1))
+        .sign(k.crypto_key, hashes.SHA256())  # type: ignore[arg-type]
     )
     pub = PublicKey.load(cert.public_bytes(serialization.Encoding.PEM))
-    doc = cose.sign1(b"x", k, HEADERS)
-    assert cose.verify1(doc, lambda kid: pub)[1] == b"x"
+    assert pub.key_id == k.key_id
+    assert cose.verify1(cose.sign1(b"x", k, HEADERS), lambda kid: pub)[1] == b"x"

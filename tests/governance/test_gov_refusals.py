@@ -191,3 +191,19 @@ def test_garbage_is_invalid_not_an_exception(gov: Gov) -> None:
     for junk in (b"", b"\x00", b"\xd2\x80", b"\xd2" * 5000, cbor2.dumps(cbor2.CBORTag(18, "x"))):
         out = apply(gov.tables, junk, gov.ctx)
         assert out.status == "Invalid" and out.reason
+
+
+def test_every_single_byte_corruption_is_refused(gov: Gov) -> None:
+    pid = _open(gov)
+    ballot = make_ballot(pid, True, gov.keys["bob"], gov.now_s)
+    before = gov.tables.canonical()
+    for i in range(len(ballot)):
+        for mask in (0x01, 0x80, 0xFF):
+            corrupted = bytearray(ballot)
+            corrupted[i] ^= mask
+            out = apply(gov.tables, bytes(corrupted), gov.ctx)
+            assert out.status == "Invalid" and out.reason, (i, mask)
+    for cut in range(len(ballot)):
+        assert apply(gov.tables, ballot[:cut], gov.ctx).status == "Invalid"
+    assert gov.tables.canonical() == before
+    assert apply(gov.tables, ballot, gov.ctx).ok
