@@ -1,0 +1,271 @@
+"""Attestation service core: one request handler shared by HTTP and NATS, JWT signing, metrics.
+
+The service is untrusted by design (executors re-verify evidence themselves); its signed result is
+a convenience for clients and operators, so the JWT says exactly what was checked and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from conclavium.attestation import (
+    PLATFORMS,
+    AttestationError,
+    PolicyError,
+    evaluate_policy,
+    load_policy,
+    verify_evidence,
+)
+from conclavium.crypto.keys import PrivateKey
+
+log = logging.getLogger("conclavium.attestation")
+
+MAX_BODY = 2 * 1024 * 1024
+SUBJECT = "conclavium.attestation.verify"
+COLLATERAL_PREFIX = "conclavium:attestation:collateral:"
+COLLATERAL_TTL = 7 * 24 * 3600
+TOKEN_TTL = 3600
+JWT_ALGS = {"Ed25519": "EdDSA", "ES256": "ES256", "ES384": "ES384"}
+
+
+class RequestError(Exception):
+    """A request the service answers with an error document and HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, check: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.check = status, code, message, check
+
+    def to_dict(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.check:
+            err["check"] = self.check
+        return {"error": err}
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_jwt(key: PrivateKey, payload: dict[str, Any]) -> str:
+    """Compact JWS (RFC 7515/7519) with the service key; EdDSA for Ed25519, ES256/ES384 for ECDSA."""
+    header = {"alg": JWT_ALGS[key.alg], "typ": "JWT", "kid": key.key_id}
+    signing_input = (
+        b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    )
+    return signing_input + "." + b64url(key.sign(signing_input.encode()))
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise RequestError(400, "malformed_request", f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(400, "malformed_request", f"{what} is not valid base64") from e
+
+
+def _b64_map(value: Any, what: str) -> dict[str, bytes]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(400, "malformed_request", f"{what} must be an object of name -> base64")
+    return {str(k): _b64(v, f"{what}.{k}") for k, v in value.items()}
+
+
+class CollateralCache:
+    """Collateral by SHA-256 of its canonical form: Redis when configured, else a small LRU in memory."""
+
+    def __init__(self, redis: Any | None = None, size: int = 256) -> None:
+        self.redis = redis
+        self.size = size
+        self.local: OrderedDict[str, str] = OrderedDict()
+
+    @staticmethod
+    def digest(encoded: dict[str, str]) -> str:
+        return hashlib.sha256(json.dumps(encoded, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    async def put(self, encoded: dict[str, str]) -> str:
+        ref = self.digest(encoded)
+        doc = json.dumps(encoded, sort_keys=True)
+        if self.redis is not None:
+            await self.redis.set(COLLATERAL_PREFIX + ref, doc, ex=COLLATERAL_TTL)
+        else:
+            self.local[ref] = doc
+            self.local.move_to_end(ref)
+            while len(self.local) > self.size:
+                self.local.popitem(last=False)
+        return ref
+
+    async def get(self, ref: str) -> dict[str, str] | None:
+        if self.redis is not None:
+            doc = await self.redis.get(COLLATERAL_PREFIX + ref)
+        else:
+            doc = self.local.get(ref)
+        return json.loads(doc) if doc else None
+
+
+class AttestationService:
+    """Verifies requests, signs results, counts outcomes."""
+
+    def __init__(self, key: PrivateKey, cache: CollateralCache | None = None, issuer: str = "conclavium-attestation"):
+        self.key = key
+        self.issuer = issuer
+        self.cache = cache or CollateralCache()
+        self.registry = CollectorRegistry()
+        self.verifications = Counter(
+            "conclavium_attestation_verifications_total",
+            "Evidence verifications by platform and outcome",
+            ["platform", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "conclavium_attestation_verify_seconds",
+            "Time to verify one piece of evidence",
+            registry=self.registry,
+        )
+        self.nats: Any | None = None
+
+    async def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer one request body; the (status, document) pair is the same for HTTP and NATS."""
+        platform = "unknown"
+        try:
+            if len(body) > MAX_BODY:
+                raise RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            try:
+                req = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RequestError(400, "malformed_request", f"body is not JSON: {e}") from e
+            if not isinstance(req, dict):
+                raise RequestError(400, "malformed_request", "body must be a JSON object")
+            platform = req.get("platform")
+            if platform not in PLATFORMS:
+                platform = "unknown"
+                raise RequestError(400, "malformed_request", f"platform must be one of {list(PLATFORMS)}")
+            result = await self._verify(platform, req)
+            self.verifications.labels(platform, "verified").inc()
+            return 200, result
+        except RequestError as e:
+            outcome = "refused" if e.status == 422 else "malformed"
+            self.verifications.labels(platform, outcome).inc()
+            return e.status, e.to_dict()
+
+    async def _verify(self, platform: str, req: dict[str, Any]) -> dict[str, Any]:
+        evidence = _b64(req.get("evidence"), "evidence")
+        certs = list(_b64_map(req.get("certs"), "certs").values())
+        encoded = req.get("collateral")
+        collateral_ref = None
+        if encoded is None and req.get("collateral_ref"):
+            encoded = await self.cache.get(str(req["collateral_ref"]))
+            if encoded is None:
+                raise RequestError(422, "collateral_unknown", "no cached collateral with that reference")
+        collateral = _b64_map(encoded, "collateral")
+        if collateral:
+            collateral_ref = await self.cache.put(encoded)  # type: ignore[arg-type]
+        at = datetime.now(UTC)
+        if req.get("at") is not None:
+            try:
+                at = datetime.fromisoformat(str(req["at"]).replace("Z", "+00:00"))
+            except ValueError as e:
+                raise RequestError(400, "malformed_request", "at must be an ISO 8601 time") from e
+            if at.tzinfo is None:
+                raise RequestError(400, "malformed_request", "at must carry a timezone")
+        policy = None
+        if req.get("policy") is not None:
+            try:
+                policy = load_policy(req["policy"])
+            except PolicyError as e:
+                raise RequestError(400, "invalid_policy", e.message, e.check) from e
+        public_keys = [_b64(k, "public_keys[]") for k in req.get("public_keys") or []]
+        start = time.perf_counter()
+        try:
+            claims = await asyncio.to_thread(
+                verify_evidence, platform, evidence, certs=certs, collateral=collateral, at=at, policy=policy
+            )
+        except AttestationError as e:
+            raise RequestError(422, "evidence_refused", e.message, e.check) from e
+        finally:
+            self.latency.observe(time.perf_counter() - start)
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "iat": now,
+            "exp": now + TOKEN_TTL,
+            "verified_at": claims.verified_at,
+            "evidence_sha256": hashlib.sha256(evidence).hexdigest(),
+            "platform": claims.platform,
+            "claims": claims.to_dict(),
+        }
+        response: dict[str, Any] = {"claims": claims.to_dict()}
+        if policy is not None:
+            decision = evaluate_policy(claims, policy, public_keys=public_keys or None, at=at)
+            payload["policy"] = response["policy"] = decision.to_dict()
+        if collateral_ref:
+            response["collateral_ref"] = collateral_ref
+        response["token"] = sign_jwt(self.key, payload)
+        response["key_id"] = self.key.key_id
+        return response
+
+
+def create_app(service: AttestationService, ready: Any = None) -> web.Application:
+    """aiohttp application; `ready` is an async callable telling whether dependencies are up."""
+    app = web.Application(client_max_size=MAX_BODY + 1)
+
+    async def verify(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            service.verifications.labels("unknown", "malformed").inc()
+            return web.json_response(err.to_dict(), status=413)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            return web.json_response(err.to_dict(), status=413)
+        status, doc = await service.handle(body)
+        return web.json_response(doc, status=status)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = True if ready is None else await ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(service.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def key(_: web.Request) -> web.Response:
+        pub = service.key.public_key
+        return web.json_response({"key_id": pub.key_id, "alg": JWT_ALGS[pub.alg], "pem": pub.pem})
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"code": "not_found", "message": request.path}}, status=404)
+
+    app.router.add_post("/v1/attestation/verify", verify)
+    app.router.add_get("/v1/attestation/key", key)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+async def nats_handler(service: AttestationService, msg: Any) -> None:
+    """NATS request/reply: the same JSON as HTTP, plus the HTTP-like status in the reply."""
+    status, doc = await service.handle(msg.data)
+    doc["status"] = status
+    if msg.reply:
+        await msg.respond(json.dumps(doc).encode())

@@ -1,0 +1,118 @@
+"""`conclavium-attestation`: run the attestation verifier over HTTP and (optionally) NATS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from conclavium.crypto.keys import PrivateKey
+
+from .app import SUBJECT, AttestationService, CollateralCache, create_app, nats_handler
+
+log = logging.getLogger("conclavium.attestation")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": self.formatTime(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
+def load_or_create_key(path: str | None) -> PrivateKey:
+    """Load the service signing key, generating (and saving, mode 0600) an Ed25519 key if absent."""
+    if path is None:
+        return PrivateKey.generate("Ed25519")
+    if os.path.exists(path):
+        return PrivateKey.from_file(path)
+    key = PrivateKey.generate("Ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.pem)
+    return key
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="conclavium-attestation", description=__doc__)
+    p.add_argument("--http-host", default="0.0.0.0")
+    p.add_argument("--http-port", type=int, default=8090)
+    p.add_argument("--nats-url", help="serve request/reply on " + SUBJECT)
+    p.add_argument("--redis-url", help="cache collateral in Redis")
+    p.add_argument("--key", help="service signing key (PEM); generated if the file does not exist")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    key = load_or_create_key(args.key)
+    redis_client: Any = None
+    if args.redis_url:
+        import redis.asyncio as aioredis
+
+        redis_client = aioredis.from_url(args.redis_url)
+    service = AttestationService(key, CollateralCache(redis_client))
+    nc: Any = None
+
+    async def ready() -> bool:
+        if nc is not None and not nc.is_connected:
+            return False
+        if redis_client is not None:
+            try:
+                await redis_client.ping()
+            except Exception:
+                return False
+        return True
+
+    if args.nats_url:
+        import nats
+
+        nc = await nats.connect(args.nats_url, name="conclavium-attestation", max_reconnect_attempts=-1)
+
+        async def on_msg(msg: Any) -> None:
+            await nats_handler(service, msg)
+
+        await nc.subscribe(SUBJECT, queue="conclavium-attestation", cb=on_msg)
+    runner = web.AppRunner(create_app(service, ready), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.http_host, args.http_port)
+    await site.start()
+    log.info("listening on %s:%s key %s", args.http_host, args.http_port, key.key_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    if nc is not None:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+    await runner.cleanup()
+    if redis_client is not None:
+        await redis_client.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
