@@ -123,7 +123,7 @@ class PublicKey:
                     return False
                 self._nacl.verify(data, signature)
                 return True
-            curve, digest, size = _CURVES[self.alg]
+            _, digest, size = _CURVES[self.alg]
             if len(signature) != 2 * size:
                 return False
             r = int.from_bytes(signature[:size], "big")

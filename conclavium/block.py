@@ -1,0 +1,100 @@
+"""Blocks, ledger entries, commit signatures and intake batches: the messages on NATS.
+
+- An *entry* is one thing to order: a client transaction, a governance document or a node message,
+  as `(kind, data, signature)`. Its id is SHA-256(data).
+- An *intake batch* is what the gateway (entries) and the executors (commit signatures) publish to
+  the intake stream: many of them per message, because per-message costs dominate.
+- A *block* is what the sequencer appends to the ledger stream. Its hash is SHA-256 of its exact
+  encoded bytes; each block names the previous block's hash, so the stream is a hash chain.
+- A *commit signature* is a node's signature over a *statement*: (ledger, height, block hash,
+  Merkle root of the block's leaves, quorum in force). It commits to all history through the block
+  hash, and tells an offline verifier how many signatures make a commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+BLOCK_VERSION = 1
+GENESIS_PREV = bytes(32)
+
+
+class Kind:
+    TX = 0
+    GOV = 1
+    NODE = 2
+    ALL = (0, 1, 2)
+
+
+class Entry(msgspec.Struct, array_like=True, frozen=True):
+    kind: int
+    data: bytes
+    signature: bytes
+
+
+class CommitSig(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    height: int
+    block_hash: bytes
+    root: bytes
+    quorum: int
+    signature: bytes
+
+
+class IntakeBatch(msgspec.Struct, array_like=True):
+    entries: list[Entry] = []
+    sigs: list[CommitSig] = []
+
+
+class Block(msgspec.Struct, array_like=True):
+    v: int
+    ledger: str
+    height: int
+    prev: bytes
+    ts_ms: int
+    entries: list[Entry]
+    sigs: list[CommitSig]
+
+
+_enc = msgspec.msgpack.Encoder()
+_block_dec = msgspec.msgpack.Decoder(Block)
+_intake_dec = msgspec.msgpack.Decoder(IntakeBatch)
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _enc.encode(obj)
+
+
+def decode_block(data: bytes) -> Block:
+    return _block_dec.decode(data)
+
+
+def decode_intake(data: bytes) -> IntakeBatch:
+    return _intake_dec.decode(data)
+
+
+def block_hash(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+STATEMENT_DOMAIN = b"conclavium.commit.v1\x00"
+
+
+def statement(ledger: str, height: int, block_hash_: bytes, root: bytes, quorum: int) -> bytes:
+    """The exact bytes a node signs to vouch for a block."""
+    return STATEMENT_DOMAIN + _enc.encode([ledger, height, block_hash_, root, quorum])
+
+
+def sig_statement(sig: CommitSig, ledger: str) -> bytes:
+    return statement(ledger, sig.height, sig.block_hash, sig.root, sig.quorum)
+
+
+def leaf_data(entry_id: bytes, write_digest: bytes) -> bytes:
+    """A transaction's leaf: its id and the digest of what it wrote."""
+    return entry_id + write_digest
+
+
+def entry_id(entry: Entry) -> bytes:
+    return hashlib.sha256(entry.data).digest()

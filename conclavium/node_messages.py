@@ -1,0 +1,81 @@
+"""Messages executors put in the ledger about themselves: genesis, join and endorse.
+
+Each is canonical JSON signed by the sending node's key (an Entry of kind NODE). Genesis and join
+carry the sender's public keys and attestation evidence binding them, so they verify against the
+key they carry; endorse is verified against the key of an already trusted sender.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import msgspec
+
+from conclavium.block import Entry, Kind
+from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import canonical_json
+
+NODE_MSG_VERSION = 1
+VIRTUAL_DEV_MEASUREMENT = hashlib.sha256(b"conclavium-executor virtual tee v1").hexdigest()
+"""What a `virtual` (development) executor reports as its measurement; local genesis allows it."""
+
+
+class NodeInfo(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    signing_key: str  # PEM
+    encryption_key: str  # hex, X25519 raw
+    evidence: dict[str, Any]
+    name: str = ""
+
+
+class Genesis(msgspec.Struct, tag="genesis", forbid_unknown_fields=True):
+    v: int
+    ledger: str
+    ts: int
+    node: NodeInfo
+    service_cert: str
+    node_cert: str
+    config: dict[str, Any]
+
+
+class Join(msgspec.Struct, tag="join", forbid_unknown_fields=True):
+    v: int
+    ledger: str
+    ts: int
+    node: NodeInfo
+
+
+class Endorse(msgspec.Struct, tag="endorse", forbid_unknown_fields=True):
+    v: int
+    ledger: str
+    ts: int
+    sender: str
+    node: str
+    cert: str
+    wrapped_secrets: str  # base64 HPKE box to the node's encryption key
+
+
+NodeMessage = Genesis | Join | Endorse
+_decoder = msgspec.json.Decoder(NodeMessage)
+_ENCODER = msgspec.json.Encoder()
+
+Type = Literal["genesis", "join", "endorse"]
+
+
+def decode(data: bytes) -> NodeMessage:
+    return _decoder.decode(data)
+
+
+def make_entry(msg: NodeMessage, key: PrivateKey) -> Entry:
+    data = canonical_json(msgspec.to_builtins(msg))
+    return Entry(Kind.NODE, data, key.sign(data))
+
+
+def key_binding(signing_spki: bytes, encryption_key: bytes) -> bytes:
+    """What a node's attestation report data must hold: SHA-256 over its public keys."""
+    return hashlib.sha256(signing_spki + encryption_key).digest()
+
+
+def secrets_context(ledger: str, node_id: str) -> bytes:
+    return f"conclavium.secrets.v1|{ledger}|{node_id}".encode()

@@ -1,0 +1,105 @@
+"""NATS names and stream settings for one ledger: the only place that spells them.
+
+- intake stream: entries from gateways and commit signatures from executors, drained by the
+  sequencer (work-queue retention: a message leaves once the sequencer acknowledged it, which it
+  does only after the block holding it is durable in the ledger stream);
+- ledger stream: the hash-chained blocks, kept forever;
+- sequencer KV bucket: the active sequencer's lease and the last appended block (the tip);
+- core NATS subjects for status events and request/reply queries to executors.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+LEDGER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MAX_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def check_ledger_id(ledger: str) -> str:
+    if not LEDGER_ID.match(ledger):
+        raise ValueError("ledger id: 1-32 characters of a-z, 0-9 and '-', starting alphanumeric")
+    return ledger
+
+
+def _up(ledger: str) -> str:
+    return ledger.upper().replace("-", "_")
+
+
+def intake_stream(ledger: str) -> str:
+    return f"CV_INTAKE_{_up(ledger)}"
+
+
+def intake_subject(ledger: str) -> str:
+    return f"cv.{ledger}.intake"
+
+
+def ledger_stream(ledger: str) -> str:
+    return f"CV_LEDGER_{_up(ledger)}"
+
+
+def ledger_subject(ledger: str) -> str:
+    return f"cv.{ledger}.ledger"
+
+
+def sequencer_bucket(ledger: str) -> str:
+    return f"CV_SEQ_{_up(ledger)}"
+
+
+def status_subject(ledger: str) -> str:
+    return f"cv.{ledger}.status"
+
+
+def query_subject(ledger: str) -> str:
+    """Queries any executor answers (queue group `executors`)."""
+    return f"cv.{ledger}.query"
+
+
+def node_query_subject(ledger: str, node_name: str) -> str:
+    """Queries for one named executor (local status, per-node attestation)."""
+    return f"cv.{ledger}.node.{node_name}.query"
+
+
+EXECUTOR_QUEUE = "executors"
+
+
+def intake_config(ledger: str, replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=intake_stream(ledger),
+        subjects=[intake_subject(ledger)],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+        max_msg_size=MAX_BLOCK_BYTES,
+        discard=DiscardPolicy.NEW,
+    )
+
+
+def ledger_config(ledger: str, replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=ledger_stream(ledger),
+        subjects=[ledger_subject(ledger)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+        max_msg_size=MAX_BLOCK_BYTES + 64 * 1024,
+        discard=DiscardPolicy.NEW,
+    )
+
+
+async def ensure_streams(js, ledger: str, replicas: int = 1) -> None:  # type: ignore[no-untyped-def]
+    """Create the ledger's streams if absent; every service calls this, so start order is free."""
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    for cfg in (intake_config(ledger, replicas), ledger_config(ledger, replicas)):
+        try:
+            await js.stream_info(cfg.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(cfg)
+            except BadRequestError:
+                await js.stream_info(cfg.name)

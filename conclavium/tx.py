@@ -1,0 +1,141 @@
+"""The transaction: what a client signs, and the checks every component applies to it.
+
+A transaction is a `body` (canonical JSON bytes) and the sender's raw signature over exactly those
+bytes. Its hash is SHA-256(body): a signature re-made over the same body does not make a new
+transaction, so replays are caught whatever the signature. The body names the ledger, the sender's
+key id, a random nonce, the client's timestamp (the executor refuses bodies outside its validity
+window, which bounds how long it must remember hashes for replay protection) and the operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import b64d, b64e, canonical_json
+
+TX_VERSION = 1
+MAX_TX_BYTES = 64 * 1024
+MAX_OPS = 64
+MAX_KEY_LEN = 512
+MAP_NAME = re.compile(r"^(public:)?[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+RESERVED_PREFIXES = ("public:gov.", "gov.", "public:sys.", "sys.")
+
+
+class TxError(ValueError):
+    """A transaction refused for a reason a client can act on; `code` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Op(msgspec.Struct, forbid_unknown_fields=True):
+    op: Literal["put", "delete"]
+    map: str
+    key: str
+    value: Any = None
+
+
+class TxBody(msgspec.Struct, forbid_unknown_fields=True):
+    v: int
+    ledger: str
+    sender: str
+    nonce: str
+    ts: int
+    app: Literal["kv"]
+    ops: list[Op]
+
+
+_body_decoder = msgspec.json.Decoder(TxBody)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    body: bytes
+    signature: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.body).digest()
+
+    def to_json(self) -> dict[str, str]:
+        return {"body": b64e(self.body), "signature": b64e(self.signature)}
+
+
+def is_public_map(name: str) -> bool:
+    return name.startswith("public:")
+
+
+def check_map_name(name: str) -> None:
+    if not MAP_NAME.match(name):
+        raise TxError("invalid_map", f"invalid map name {name[:64]!r}")
+    if name.startswith(RESERVED_PREFIXES):
+        raise TxError("reserved_map", f"map {name!r} is reserved for governance and the system")
+
+
+def parse_body(body: bytes, *, ledger: str | None = None) -> TxBody:
+    """Decode and validate a body; raises TxError naming the first problem."""
+    if len(body) > MAX_TX_BYTES:
+        raise TxError("too_large", f"transaction body exceeds {MAX_TX_BYTES} bytes")
+    try:
+        tx = _body_decoder.decode(body)
+    except msgspec.ValidationError as e:
+        raise TxError("invalid_body", f"transaction body does not match the schema: {e}") from None
+    except msgspec.DecodeError:
+        raise TxError("invalid_body", "transaction body is not valid JSON") from None
+    if tx.v != TX_VERSION:
+        raise TxError("unsupported_version", f"transaction version {tx.v} is not supported")
+    if ledger is not None and tx.ledger != ledger:
+        raise TxError("wrong_ledger", "transaction is for another ledger")
+    if not re.fullmatch(r"[0-9a-f]{64}", tx.sender):
+        raise TxError("invalid_body", "sender must be a 64-hex-digit key id")
+    if not 1 <= len(tx.ops) <= MAX_OPS:
+        raise TxError("invalid_body", f"a transaction has 1 to {MAX_OPS} operations")
+    for op in tx.ops:
+        check_map_name(op.map)
+        if not op.key or len(op.key) > MAX_KEY_LEN:
+            raise TxError("invalid_key", f"keys are 1 to {MAX_KEY_LEN} characters")
+        if op.op == "put" and op.value is None:
+            raise TxError("invalid_body", "put needs a value")
+    return tx
+
+
+def from_json(obj: Any) -> SignedTx:
+    """Read the HTTP form `{"body": base64, "signature": base64}`."""
+    if not isinstance(obj, dict):
+        raise TxError("invalid_body", "a transaction is a JSON object")
+    body, sig = obj.get("body"), obj.get("signature")
+    if not isinstance(body, str) or not isinstance(sig, str):
+        raise TxError("missing_field", "a transaction needs string fields 'body' and 'signature'")
+    try:
+        return SignedTx(b64d(body), b64d(sig))
+    except ValueError:
+        raise TxError("invalid_encoding", "'body' and 'signature' must be standard base64") from None
+
+
+def make_body(
+    ledger: str, sender: str, ops: list[dict[str, Any]], ts_ms: int, nonce: str | None = None
+) -> bytes:
+    return canonical_json(
+        {
+            "v": TX_VERSION,
+            "ledger": ledger,
+            "sender": sender,
+            "nonce": nonce or os.urandom(12).hex(),
+            "ts": ts_ms,
+            "app": "kv",
+            "ops": ops,
+        }
+    )
+
+
+def sign(key: PrivateKey, body: bytes) -> SignedTx:
+    return SignedTx(body, key.sign(body))

@@ -1,0 +1,101 @@
+"""Keys that exist only inside the executor: the node's own keys and the ledger's secrets.
+
+In a TEE these files are sealed to the enclave's identity; in the `virtual` development TEE they
+are plain files readable only by the executor's user (mode 0600). Nothing outside this process
+ever receives them, except the ledger secrets wrapped (HPKE) to an attested joining node's key.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from conclavium.crypto import sealing
+from conclavium.crypto.keys import PrivateKey
+from conclavium.identity import service_certificate
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class NodeKeys:
+    signing: PrivateKey
+    encryption: x25519.X25519PrivateKey
+
+    @property
+    def id(self) -> str:
+        return self.signing.key_id
+
+    @property
+    def encryption_public(self) -> bytes:
+        return sealing.public_bytes(self.encryption)
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> NodeKeys:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        sk, ek = data_dir / "node_signing.pem", data_dir / "node_encryption.key"
+        if sk.exists() and ek.exists():
+            return cls(PrivateKey.from_file(str(sk)), sealing.load_private(ek.read_bytes()))
+        keys = cls(PrivateKey.generate("Ed25519"), sealing.generate_key())
+        _write_private(sk, keys.signing.pem)
+        _write_private(ek, sealing.private_bytes(keys.encryption))
+        return keys
+
+
+@dataclass
+class LedgerSecrets:
+    """The service identity key and certificate, and the symmetric ledger secret."""
+
+    service_key: PrivateKey
+    service_cert: str
+    ledger_secret: bytes
+
+    @classmethod
+    def create(cls, ledger: str, now: dt.datetime) -> LedgerSecrets:
+        key = PrivateKey.generate("Ed25519")
+        return cls(key, service_certificate(key, ledger, now), os.urandom(32))
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "service_key": self.service_key.pem.decode(),
+                "service_cert": self.service_cert,
+                "ledger_secret": base64.b64encode(self.ledger_secret).decode(),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LedgerSecrets:
+        d = json.loads(data)
+        return cls(
+            PrivateKey.load(d["service_key"]), d["service_cert"], base64.b64decode(d["ledger_secret"])
+        )
+
+    def save(self, data_dir: Path) -> None:
+        _write_private(data_dir / "ledger_secrets.json", self.to_bytes())
+
+    @classmethod
+    def load(cls, data_dir: Path) -> LedgerSecrets | None:
+        p = data_dir / "ledger_secrets.json"
+        return cls.from_bytes(p.read_bytes()) if p.exists() else None
+
+    def wrap(self, recipient: bytes, context: bytes) -> bytes:
+        return sealing.seal(self.to_bytes(), recipient, context)
+
+    @classmethod
+    def unwrap(cls, box: bytes, key: x25519.X25519PrivateKey, context: bytes) -> LedgerSecrets:
+        return cls.from_bytes(sealing.open_sealed(box, key, context))

@@ -1,0 +1,360 @@
+"""The executor process: reads the ledger stream, runs the ledger machine, signs, publishes.
+
+It also bootstraps the node: creates the service at genesis, asks to join an existing service,
+endorses joining nodes with the service key and hands them the ledger secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+from aiohttp import web
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from conclavium import node_messages, streams
+from conclavium.block import CommitSig, Entry, IntakeBatch, encode, entry_id, statement
+from conclavium.chain import ChainError
+from conclavium.crypto.keys import PublicKey
+from conclavium.encoding import b64d, b64e, loads, pack
+from conclavium.identity import node_certificate
+from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
+
+from . import metrics as m
+from .enclave import LedgerSecrets, NodeKeys
+from .ledger_machine import NODES, BlockOutcome, LedgerMachine
+from .queries import QueryHandler
+from .verifier import BatchVerifier
+
+log = logging.getLogger("conclavium.executor")
+
+ENDORSE_GRACE_S = 5.0
+JOIN_RETRY_S = 5.0
+
+
+@dataclass
+class ExecutorConfig:
+    ledger: str
+    name: str
+    data_dir: Path
+    nats_url: str
+    genesis: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 9100
+    verify_threads: int = 2
+    max_batch: int = 64
+    stream_replicas: int = 1
+
+
+class Executor:
+    def __init__(self, cfg: ExecutorConfig) -> None:
+        self.cfg = cfg
+        self.keys = NodeKeys.load_or_create(cfg.data_dir)
+        self.secrets = LedgerSecrets.load(cfg.data_dir)
+        self.verifier = BatchVerifier(cfg.verify_threads)
+        self.machine = LedgerMachine(cfg.ledger, self.verifier)
+        self.signed: set[int] = set()
+        self.pending_in_stream = 0
+        self.stream_checked = False
+        self.trusted_seen: dict[str, float] = {}
+        self.last_join = 0.0
+        self.queries = QueryHandler(self)
+        self.nc: Any = None
+        self.js: Any = None
+
+    @property
+    def node_id(self) -> str:
+        return self.keys.id
+
+    def caught_up(self) -> bool:
+        return self.stream_checked and self.pending_in_stream == 0
+
+    def ready(self) -> tuple[bool, str]:
+        if self.machine.fork_reason:
+            return False, f"fork_detected: {self.machine.fork_reason}"
+        if not self.machine.genesis_done:
+            return False, "waiting for genesis"
+        if not self.is_signer():
+            return False, "not yet a trusted, endorsed node"
+        if not self.caught_up():
+            return False, "catching up"
+        return True, "ok"
+
+    def is_signer(self) -> bool:
+        row = self.machine.state.get(NODES, self.node_id)
+        return bool(row and row["status"] == "Trusted" and row.get("cert") and self.secrets)
+
+    # --- process life ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.nc = await connect_nats(self.cfg.nats_url, f"executor-{self.cfg.name}")
+        self.js = self.nc.jetstream(timeout=10)
+        await streams.ensure_streams(self.js, self.cfg.ledger, self.cfg.stream_replicas)
+        app = web.Application()
+        health_routes(app, self.ready)
+        runner = await serve_http(app, self.cfg.http_host, self.cfg.http_port)
+        await self.nc.subscribe(
+            streams.query_subject(self.cfg.ledger), queue=streams.EXECUTOR_QUEUE, cb=self.queries.handle
+        )
+        await self.nc.subscribe(
+            streams.node_query_subject(self.cfg.ledger, self.cfg.name), cb=self.queries.handle
+        )
+        log.info("executor %s node %s starting", self.cfg.name, self.node_id[:16])
+        consume = asyncio.create_task(self._consume())
+        tick = asyncio.create_task(self._ticker())
+        await stop.wait()
+        for t in (consume, tick):
+            t.cancel()
+        for t in (consume, tick):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await runner.cleanup()
+        self.verifier.close()
+
+    async def _ticker(self) -> None:
+        """Level-triggered bootstrap duties, so a lost message or a restart is never final."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                if not self.stream_checked:
+                    info = await self.js.stream_info(streams.ledger_stream(self.cfg.ledger))
+                    self.pending_in_stream = max(0, info.state.last_seq - self.machine.tip.seq)
+                    self.stream_checked = True
+                await self._bootstrap()
+            except (TimeoutError, nats.errors.Error) as e:
+                log.warning("bootstrap step failed: %s", e)
+
+    async def _consume(self) -> None:
+        subject = streams.ledger_subject(self.cfg.ledger)
+        while True:
+            try:
+                sub = await self.js.subscribe(
+                    subject,
+                    ordered_consumer=True,
+                    config=ConsumerConfig(
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=self.machine.tip.seq + 1,
+                    ),
+                    idle_heartbeat=2.0,
+                    pending_msgs_limit=4096,
+                    pending_bytes_limit=256 * 1024 * 1024,
+                )
+                while True:
+                    batch = [await sub.next_msg(timeout=None)]
+                    while len(batch) < self.cfg.max_batch and sub.pending_msgs > 0:
+                        batch.append(await sub.next_msg(timeout=1))
+                    await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("ledger consumer failed, resubscribing: %s", e)
+                await asyncio.sleep(0.5)
+
+    async def _process(self, msgs: list[Any]) -> None:
+        outcomes: list[BlockOutcome] = []
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            self.pending_in_stream = msg.metadata.num_pending
+            self.stream_checked = True
+            if seq <= self.machine.tip.seq:
+                continue
+            t0 = time.perf_counter()
+            try:
+                _, out = await self.machine.apply(msg.data, seq)
+            except ChainError as e:
+                m.REJECTED_BLOCKS.labels(e.reason).inc()
+                self.machine.tip.seq = seq
+                log.error("refused block at stream sequence %d: %s", seq, e)
+                continue
+            m.BLOCK_SECONDS.observe(time.perf_counter() - t0)
+            m.BLOCKS.inc()
+            outcomes.append(out)
+        if outcomes:
+            await self._after_blocks(outcomes)
+
+    async def _after_blocks(self, outcomes: list[BlockOutcome]) -> None:
+        committed: list[list[Any]] = []
+        invalid: list[list[Any]] = []
+        now = now_ms()
+        for out in outcomes:
+            for eid, reason in out.invalid:
+                invalid.append([eid, reason])
+                m.TX_INVALID.labels(reason).inc()
+            for rec in out.committed:
+                committed.append([rec.height, [e for e, _ in rec.leaves]])
+                m.TX_COMMITTED.inc(len(rec.leaves))
+                m.LAST_SIGNERS.set(len(rec.signatures))
+                m.COMMIT_DELAY.observe(max(0, now - rec.ts_ms) / 1000)
+            for node, wrapped in out.endorsed:
+                self.signed.clear()
+                if node == self.node_id and self.secrets is None:
+                    self._receive_secrets(wrapped)
+            if out.fork:
+                log.critical("fork detected: %s; this node stops signing", out.fork)
+                m.FORK.set(1)
+        machine = self.machine
+        m.EXECUTED_HEIGHT.set(machine.tip.height)
+        m.COMMITTED_HEIGHT.set(machine.committed_height)
+        m.LAG.set(self.pending_in_stream)
+        m.TRUSTED_NODES.set(len(machine.trusted_node_keys()))
+        m.QUORUM.set(machine.quorum())
+        if committed or invalid:
+            await self.nc.publish(
+                streams.status_subject(self.cfg.ledger),
+                pack({"c": committed, "i": invalid, "n": self.cfg.name}),
+            )
+        if self.pending_in_stream == 0:
+            await self._sign_uncommitted()
+
+    def _receive_secrets(self, wrapped: str) -> None:
+        ctx = node_messages.secrets_context(self.cfg.ledger, self.node_id)
+        try:
+            self.secrets = LedgerSecrets.unwrap(b64d(wrapped), self.keys.encryption, ctx)
+        except ValueError as e:
+            log.error("could not open the ledger secrets sent to this node: %s", e)
+            return
+        self.secrets.save(self.cfg.data_dir)
+        log.info("received the ledger secrets; node %s now signs", self.node_id[:16])
+
+    async def _sign_uncommitted(self) -> None:
+        if self.machine.fork_reason or not self.is_signer():
+            return
+        sigs = []
+        for rec in self.machine.uncommitted.values():
+            if rec.height in self.signed or self.node_id in rec.signatures:
+                continue
+            stmt = statement(self.cfg.ledger, rec.height, rec.hash, rec.root, rec.quorum)
+            sigs.append(
+                CommitSig(self.node_id, rec.height, rec.hash, rec.root, rec.quorum, self.keys.signing.sign(stmt))
+            )
+            self.signed.add(rec.height)
+        if sigs:
+            try:
+                await self._publish_intake(IntakeBatch(sigs=sigs), f"sig:{self.node_id}:{sigs[-1].height}")
+            except (TimeoutError, nats.errors.Error) as e:
+                log.warning("could not publish commit signatures, will retry: %s", e)
+                for s in sigs:
+                    self.signed.discard(s.height)
+        if len(self.signed) > 100_000:
+            self.signed = {h for h in self.signed if h in self.machine.uncommitted}
+
+    async def _publish_intake(self, batch: IntakeBatch, msg_id: str) -> None:
+        await self.js.publish(
+            streams.intake_subject(self.cfg.ledger), encode(batch), headers={"Nats-Msg-Id": msg_id}
+        )
+
+    # --- bootstrap: genesis, join, endorse ------------------------------------------------------
+
+    def _evidence(self) -> dict[str, Any]:
+        from .attest import local_evidence
+
+        binding = node_messages.key_binding(self.keys.signing.public_key.spki, self.keys.encryption_public)
+        return local_evidence(binding)
+
+    def _node_info(self) -> node_messages.NodeInfo:
+        return node_messages.NodeInfo(
+            id=self.node_id,
+            signing_key=self.keys.signing.public_key.pem,
+            encryption_key=self.keys.encryption_public.hex(),
+            evidence=self._evidence(),
+            name=self.cfg.name,
+        )
+
+    async def _bootstrap(self) -> None:
+        if not self.caught_up():
+            return
+        machine = self.machine
+        genesis_file = self.cfg.data_dir / "genesis_entry.bin"
+        if not machine.genesis_done:
+            if self.cfg.genesis is None:
+                return
+            if self.secrets is None and machine.tip.height == 0:
+                self._create_genesis(genesis_file)
+            if genesis_file.exists():
+                raw = genesis_file.read_bytes()
+                entry = Entry(2, raw[64:], raw[:64])
+                await self._publish_intake(IntakeBatch(entries=[entry]), f"genesis:{entry_id(entry).hex()}")
+            return
+        row = machine.state.get(NODES, self.node_id)
+        if row is None:
+            if time.monotonic() - self.last_join > JOIN_RETRY_S:
+                self.last_join = time.monotonic()
+                msg = node_messages.Join(
+                    v=node_messages.NODE_MSG_VERSION, ledger=self.cfg.ledger, ts=now_ms(), node=self._node_info()
+                )
+                entry = node_messages.make_entry(msg, self.keys.signing)
+                await self._publish_intake(IntakeBatch(entries=[entry]), f"join:{entry_id(entry).hex()}")
+                log.info("asked to join the ledger as node %s", self.node_id[:16])
+            return
+        if self.is_signer():
+            await self._endorse_waiting_nodes()
+
+    def _create_genesis(self, path: Path) -> None:
+        assert self.cfg.genesis is not None
+        config = loads(self.cfg.genesis.read_bytes())
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        secrets = LedgerSecrets.create(self.cfg.ledger, now)
+        node_cert = node_certificate(
+            secrets.service_key, secrets.service_cert, self.keys.signing.public_key, now
+        )
+        msg = node_messages.Genesis(
+            v=node_messages.NODE_MSG_VERSION,
+            ledger=self.cfg.ledger,
+            ts=now_ms(),
+            node=self._node_info(),
+            service_cert=secrets.service_cert,
+            node_cert=node_cert,
+            config=config,
+        )
+        entry = node_messages.make_entry(msg, self.keys.signing)
+        secrets.save(self.cfg.data_dir)
+        path.write_bytes(entry.signature + entry.data)
+        self.secrets = secrets
+        log.info("created the service identity and the genesis entry")
+
+    async def _endorse_waiting_nodes(self) -> None:
+        """Endorse trusted nodes that have no certificate yet. The node with the lowest id does it
+        at once, the others after a grace period, so a dead endorser does not block joins."""
+        assert self.secrets is not None
+        signers = sorted(self.machine.trusted_node_keys())
+        now = time.monotonic()
+        for nid, row in list(self.machine.state.items(NODES)):
+            if row["status"] != "Trusted" or row.get("cert"):
+                self.trusted_seen.pop(nid, None)
+                continue
+            first = self.trusted_seen.setdefault(nid, now)
+            if now < first or (signers[0] != self.node_id and now - first < ENDORSE_GRACE_S):
+                continue
+            node_key = PublicKey.load(row["signing_key"])
+            cert = node_certificate(
+                self.secrets.service_key,
+                self.secrets.service_cert,
+                node_key,
+                dt.datetime.now(dt.UTC).replace(microsecond=0),
+            )
+            wrapped = self.secrets.wrap(
+                bytes.fromhex(row["encryption_key"]), node_messages.secrets_context(self.cfg.ledger, nid)
+            )
+            msg = node_messages.Endorse(
+                v=node_messages.NODE_MSG_VERSION,
+                ledger=self.cfg.ledger,
+                ts=now_ms(),
+                sender=self.node_id,
+                node=nid,
+                cert=cert,
+                wrapped_secrets=b64e(wrapped),
+            )
+            entry = node_messages.make_entry(msg, self.keys.signing)
+            await self._publish_intake(IntakeBatch(entries=[entry]), f"endorse:{nid}:{self.node_id}")
+            self.trusted_seen[nid] = now + 10.0  # do not resend for a while
+            log.info("endorsed node %s", nid[:16])
+

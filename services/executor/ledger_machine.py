@@ -1,0 +1,384 @@
+"""The deterministic heart of the executor: blocks in, state, leaves, roots and commits out.
+
+Everything here depends only on the ledger's bytes (no wall clock, no randomness), so every
+honest executor that reads the same stream reaches the same state, the same roots and the same
+commit decisions. I/O (NATS, signing, publishing) lives in `executor.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from conclavium import merkle, node_messages
+from conclavium.block import Block, CommitSig, Entry, Kind, entry_id, leaf_data, sig_statement
+from conclavium.chain import Tip, next_block
+from conclavium.crypto.keys import KeyError_, PublicKey
+from conclavium.identity import CertificateError, load_cert, verify_node_certificate
+from conclavium.tx import TxError, parse_body
+
+from .attest import check_evidence
+from .state import State, write_digest
+from .verifier import BatchVerifier
+
+log = logging.getLogger("conclavium.executor")
+
+MEMBERS = "public:gov.members"
+USERS = "public:gov.users"
+NODES = "public:gov.nodes"
+SERVICE = "public:gov.service"
+DEFAULT_TX_VALIDITY_MS = 120_000
+MAX_RECENT_INVALID = 200_000
+
+
+@dataclass
+class BlockRecord:
+    height: int
+    hash: bytes
+    root: bytes
+    quorum: int
+    ts_ms: int
+    leaves: list[tuple[bytes, bytes]]  # (entry id, write digest)
+    signatures: dict[str, bytes] = field(default_factory=dict)
+    divergent: set[str] = field(default_factory=set)
+    committed: bool = False
+
+
+@dataclass
+class BlockOutcome:
+    height: int
+    invalid: list[tuple[bytes, str]] = field(default_factory=list)
+    committed: list[BlockRecord] = field(default_factory=list)
+    endorsed: list[tuple[str, str]] = field(default_factory=list)  # (node id, wrapped secrets b64)
+    fork: str | None = None
+
+
+class LedgerMachine:
+    def __init__(self, ledger: str, verifier: BatchVerifier) -> None:
+        self.ledger = ledger
+        self.verifier = verifier
+        self.state = State()
+        self.tip = Tip()
+        self.records: dict[int, BlockRecord] = {}
+        self.uncommitted: OrderedDict[int, BlockRecord] = OrderedDict()
+        self.committed_height = 0
+        self.tx_index: dict[bytes, tuple[int, int]] = {}
+        self.recent_invalid: OrderedDict[bytes, str] = OrderedDict()
+        self.fork_reason: str | None = None
+        self._keys: dict[str, PublicKey] | None = None
+        self._node_keys: dict[str, PublicKey] | None = None
+
+    # --- views of the governance tables ---------------------------------------------------------
+
+    @property
+    def genesis_done(self) -> bool:
+        return self.state.get(SERVICE, "certificate") is not None
+
+    def config(self, name: str, default: Any = None) -> Any:
+        cfg = self.state.get(SERVICE, "config") or {}
+        return cfg.get(name, default)
+
+    def participant_keys(self) -> dict[str, PublicKey]:
+        """Members and users by key id; rebuilt only when those tables change."""
+        if self._keys is None or {MEMBERS, USERS} & self.state.changed_maps:
+            keys: dict[str, PublicKey] = {}
+            for table in (MEMBERS, USERS):
+                for kid, row in self.state.items(table):
+                    if row.get("status", "Active") == "Active":
+                        keys[kid] = PublicKey.load(row["public_key"])
+            self._keys = keys
+            self.state.changed_maps -= {MEMBERS, USERS}
+        return self._keys
+
+    def trusted_node_keys(self) -> dict[str, PublicKey]:
+        """Nodes whose signatures count: trusted by governance and endorsed by the service."""
+        if self._node_keys is None or NODES in self.state.changed_maps:
+            keys = {}
+            for nid, row in self.state.items(NODES):
+                if row.get("status") == "Trusted" and row.get("cert"):
+                    keys[nid] = PublicKey.load(row["signing_key"])
+            self._node_keys = keys
+            self.state.changed_maps.discard(NODES)
+        return self._node_keys
+
+    def quorum(self) -> int:
+        n = len(self.trusted_node_keys())
+        configured = self.state.get(SERVICE, "commit_quorum")
+        if isinstance(configured, int) and 0 < configured <= n:
+            return configured
+        return n // 2 + 1 if n else 0
+
+    # --- blocks ---------------------------------------------------------------------------------
+
+    async def apply(self, raw: bytes, seq: int) -> tuple[Block, BlockOutcome]:
+        """Apply one block from the stream; raises ChainError (and changes nothing) if it does
+        not extend the chain."""
+        block, bhash = next_block(self.tip, raw, self.ledger)
+        out = BlockOutcome(block.height)
+        self._apply_signatures(block.sigs, out)
+        sig_ok = await self._preverify(block.entries)
+        leaves: list[tuple[bytes, bytes]] = []
+        for i, entry in enumerate(block.entries):
+            eid = entry_id(entry)
+            if eid in self.tx_index:
+                continue  # a resubmission: the first copy stands, this one is ignored
+            try:
+                digest = self._execute(entry, sig_ok[i], block, out)
+            except TxError as e:
+                self._invalid(eid, e.code, out)
+                continue
+            self.tx_index[eid] = (block.height, len(leaves))
+            leaves.append((eid, digest))
+        self.tip = Tip(block.height, bhash, seq, block.ts_ms)
+        root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
+        rec = BlockRecord(block.height, bhash, root, self.quorum(), block.ts_ms, leaves)
+        self.records[block.height] = rec
+        if leaves:
+            self.uncommitted[block.height] = rec
+        else:
+            rec.committed = True
+        self._advance_commit(out)
+        return block, out
+
+    def _invalid(self, eid: bytes, reason: str, out: BlockOutcome) -> None:
+        out.invalid.append((eid, reason))
+        self.recent_invalid[eid] = reason
+        while len(self.recent_invalid) > MAX_RECENT_INVALID:
+            self.recent_invalid.popitem(last=False)
+
+    async def _preverify(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
+        """Verify client signatures of the block in one batch, with the keys known at its start.
+        Each result is (sender assumed, verdict); None marks an entry checked later, in order."""
+        keys = self.participant_keys()
+        jobs, where, senders = [], [], []
+        result: list[tuple[str, bool] | None] = [None] * len(entries)
+        for i, e in enumerate(entries):
+            if e.kind != Kind.TX or len(e.data) < 80:
+                continue
+            sender = _sender_of(e.data)
+            key = keys.get(sender) if sender else None
+            if key is not None:
+                jobs.append((key, e.signature, e.data))
+                where.append(i)
+                senders.append(sender)
+        if jobs:
+            verdicts = await self.verifier.verify(jobs)
+            for i, sender, ok in zip(where, senders, verdicts, strict=True):
+                result[i] = (sender, ok)
+        return result
+
+    def _execute(
+        self, entry: Entry, pre: tuple[str, bool] | None, block: Block, out: BlockOutcome
+    ) -> bytes:
+        if entry.kind == Kind.TX:
+            return self._execute_tx(entry, pre, block)
+        if entry.kind == Kind.NODE:
+            return self._execute_node_message(entry, block, out)
+        raise TxError("unsupported_kind", f"entry kind {entry.kind} is not supported")
+
+    def _execute_tx(self, entry: Entry, pre: tuple[str, bool] | None, block: Block) -> bytes:
+        if not self.genesis_done:
+            raise TxError("no_service", "the service has no genesis yet")
+        tx = parse_body(entry.data, ledger=self.ledger)
+        validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
+        if tx.ts < block.ts_ms - validity:
+            raise TxError("expired", "transaction timestamp is outside the validity window")
+        if tx.ts > block.ts_ms + validity:
+            raise TxError("not_yet_valid", "transaction timestamp is in the future")
+        key = self.participant_keys().get(tx.sender)
+        if key is None:
+            raise TxError("unknown_sender", "the sender is not a user or member of this ledger")
+        if pre is not None and pre[0] == tx.sender:
+            sig_ok = pre[1]
+        else:
+            sig_ok = key.verify(entry.signature, entry.data)
+        if not sig_ok:
+            raise TxError("bad_signature", "the signature does not verify with the sender's key")
+        if (self.state.get(SERVICE, "status") or "Open") != "Open":
+            raise TxError("service_not_open", "the service accepts only governance until it is opened")
+        self.state.begin()
+        for op in tx.ops:
+            if op.op == "put":
+                self.state.put(op.map, op.key, {"value": op.value, "writer": tx.sender})
+            else:
+                self.state.delete(op.map, op.key)
+        return write_digest(self.state.commit())
+
+    # --- node messages: genesis, join, endorse --------------------------------------------------
+
+    def _execute_node_message(self, entry: Entry, block: Block, out: BlockOutcome) -> bytes:
+        try:
+            msg = node_messages.decode(entry.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise TxError("invalid_node_message", f"node message does not decode: {e}") from None
+        if msg.ledger != self.ledger:
+            raise TxError("wrong_ledger", "node message is for another ledger")
+        if isinstance(msg, node_messages.Endorse):
+            return self._endorse(msg, entry, out)
+        try:
+            key = PublicKey.load(msg.node.signing_key)
+        except KeyError_ as e:
+            raise TxError("invalid_node_message", str(e)) from None
+        if key.key_id != msg.node.id or not key.verify(entry.signature, entry.data):
+            raise TxError("bad_signature", "node message is not signed by the key it carries")
+        try:
+            enc = bytes.fromhex(msg.node.encryption_key)
+        except ValueError:
+            raise TxError("invalid_node_message", "encryption key is not hex") from None
+        binding = node_messages.key_binding(key.spki, enc)
+        if isinstance(msg, node_messages.Genesis):
+            return self._genesis(msg, key, binding)
+        return self._join(msg, binding)
+
+    def _genesis(self, msg: node_messages.Genesis, key: PublicKey, binding: bytes) -> bytes:
+        if self.genesis_done:
+            raise TxError("genesis_exists", "the ledger already has a genesis")
+        cfg = msg.config
+        reason = check_evidence(msg.node.evidence, binding, cfg.get("node_policy", {}))
+        if reason:
+            raise TxError("attestation_refused", reason)
+        try:
+            service_cert = load_cert(msg.service_cert)
+            endorsed = verify_node_certificate(msg.node_cert, service_cert)
+        except CertificateError as e:
+            raise TxError("bad_certificate", str(e)) from None
+        if endorsed != key:
+            raise TxError("bad_certificate", "node certificate is for another key")
+        self.state.begin()
+        self.state.put(SERVICE, "certificate", msg.service_cert)
+        self.state.put(SERVICE, "config", _service_config(cfg))
+        self.state.put(SERVICE, "status", cfg.get("service_status", "Open"))
+        for table, rows in ((MEMBERS, cfg.get("members", [])), (USERS, cfg.get("users", []))):
+            for row in rows:
+                pk = PublicKey.load(row["public_key"])
+                self.state.put(
+                    table,
+                    pk.key_id,
+                    {
+                        "name": row["name"],
+                        "public_key": pk.pem,
+                        "weight": int(row.get("weight", 1)),
+                        "status": "Active",
+                    },
+                )
+        self.state.put(NODES, msg.node.id, _node_row(msg.node, "Trusted", msg.node_cert))
+        return write_digest(self.state.commit())
+
+    def _join(self, msg: node_messages.Join, binding: bytes) -> bytes:
+        if not self.genesis_done:
+            raise TxError("no_service", "the service has no genesis yet")
+        row = self.state.get(NODES, msg.node.id)
+        if row is not None:
+            raise TxError("already_joined", f"node is already {row['status']}")
+        reason = check_evidence(msg.node.evidence, binding, self.config("node_policy", {}))
+        if reason:
+            raise TxError("attestation_refused", reason)
+        status = "Trusted" if self.config("node_policy", {}).get("auto_trust", False) else "Pending"
+        self.state.begin()
+        self.state.put(NODES, msg.node.id, _node_row(msg.node, status, None))
+        return write_digest(self.state.commit())
+
+    def _endorse(self, msg: node_messages.Endorse, entry: Entry, out: BlockOutcome) -> bytes:
+        sender = self.trusted_node_keys().get(msg.sender)
+        if sender is None or not sender.verify(entry.signature, entry.data):
+            raise TxError("bad_signature", "endorsement is not signed by a trusted node")
+        row = self.state.get(NODES, msg.node)
+        if row is None or row["status"] != "Trusted":
+            raise TxError("not_trusted", "only a trusted node can be endorsed")
+        if row.get("cert"):
+            raise TxError("already_endorsed", "node is already endorsed")
+        try:
+            endorsed = verify_node_certificate(msg.cert, load_cert(self.state.get(SERVICE, "certificate")))
+        except CertificateError as e:
+            raise TxError("bad_certificate", str(e)) from None
+        if endorsed.key_id != msg.node:
+            raise TxError("bad_certificate", "certificate is for another node")
+        self.state.begin()
+        self.state.put(NODES, msg.node, {**row, "cert": msg.cert})
+        out.endorsed.append((msg.node, msg.wrapped_secrets))
+        return write_digest(self.state.commit())
+
+    # --- commit signatures and the commit rule --------------------------------------------------
+
+    def _apply_signatures(self, sigs: list[CommitSig], out: BlockOutcome) -> None:
+        nodes = self.trusted_node_keys()
+        for s in sigs:
+            key = nodes.get(s.node)
+            rec = self.records.get(s.height)
+            if key is None or rec is None or not key.verify(s.signature, sig_statement(s, self.ledger)):
+                continue
+            if (s.block_hash, s.root, s.quorum) == (rec.hash, rec.root, rec.quorum):
+                rec.signatures.setdefault(s.node, s.signature)
+            else:
+                rec.divergent.add(s.node)
+                if len(rec.divergent) >= max(rec.quorum, 1) and self.fork_reason is None:
+                    self.fork_reason = (
+                        f"a quorum signed a different root at height {s.height}: this node diverged"
+                    )
+                    out.fork = self.fork_reason
+
+    def _advance_commit(self, out: BlockOutcome) -> None:
+        while self.uncommitted:
+            rec = next(iter(self.uncommitted.values()))
+            if len(rec.signatures) < rec.quorum or rec.quorum == 0:
+                break
+            self.uncommitted.popitem(last=False)
+            rec.committed = True
+            out.committed.append(rec)
+        self.committed_height = (
+            next(iter(self.uncommitted)) - 1 if self.uncommitted else self.tip.height
+        )
+
+    # --- lookups for queries --------------------------------------------------------------------
+
+    def tx_status(self, eid: bytes) -> dict[str, Any]:
+        where = self.tx_index.get(eid)
+        if where is not None:
+            rec = self.records[where[0]]
+            status = "Committed" if rec.committed else "Pending"
+            return {"status": status, "height": where[0], "index": where[1]}
+        reason = self.recent_invalid.get(eid)
+        if reason is not None:
+            return {"status": "Invalid", "reason": reason}
+        return {"status": "Unknown"}
+
+    def receipt_parts(self, eid: bytes) -> tuple[BlockRecord, int] | None:
+        where = self.tx_index.get(eid)
+        if where is None:
+            return None
+        rec = self.records[where[0]]
+        return (rec, where[1]) if rec.committed else None
+
+
+def _sender_of(body: bytes) -> str | None:
+    """A guess at the sender key id without a full parse, to batch verification. In a canonical
+    body "sender" is the last string field, after the operations; a wrong guess only costs a
+    second verification, because the result is used only when the parsed sender matches."""
+    i = body.rfind(b'"sender":"')
+    if i < 0:
+        return None
+    return body[i + 10 : i + 74].decode("ascii", "replace")
+
+
+def _node_row(node: node_messages.NodeInfo, status: str, cert: str | None) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "status": status,
+        "signing_key": node.signing_key,
+        "encryption_key": node.encryption_key,
+        "platform": node.evidence.get("platform"),
+        "measurement": node.evidence.get("measurement"),
+        "evidence": node.evidence,
+        "cert": cert,
+    }
+
+
+def _service_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tx_validity_ms": int(cfg.get("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)),
+        "node_policy": cfg.get("node_policy", {}),
+    }

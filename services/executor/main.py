@@ -1,0 +1,47 @@
+"""`conclavium-executor`: run one executor node."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from conclavium.runtime import run_service, setup_logging
+
+from .executor import Executor, ExecutorConfig
+
+
+def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
+    p = argparse.ArgumentParser(prog="conclavium-executor", description=__doc__)
+    p.add_argument("--ledger", default=os.environ.get("CONCLAVIUM_LEDGER", "local"))
+    p.add_argument("--name", default=os.environ.get("CONCLAVIUM_NODE_NAME", "executor-0"))
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CONCLAVIUM_DATA_DIR", "data")))
+    p.add_argument("--nats-url", default=os.environ.get("CONCLAVIUM_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--genesis", type=Path, help="genesis configuration: start a new service with it")
+    p.add_argument("--http-host", default="127.0.0.1")
+    p.add_argument("--http-port", type=int, default=9100)
+    p.add_argument("--verify-threads", type=int, default=2)
+    p.add_argument("--stream-replicas", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    setup_logging(a.log_level)
+    return ExecutorConfig(
+        ledger=a.ledger,
+        name=a.name,
+        data_dir=a.data_dir,
+        nats_url=a.nats_url,
+        genesis=a.genesis,
+        http_host=a.http_host,
+        http_port=a.http_port,
+        verify_threads=a.verify_threads,
+        stream_replicas=a.stream_replicas,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    run_service(Executor(cfg).run)
+
+
+if __name__ == "__main__":
+    main()

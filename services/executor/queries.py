@@ -1,0 +1,186 @@
+"""Answers to queries over NATS request/reply: status, receipts, reads, service information.
+
+Queries read the executor's state between blocks (same event loop), so an answer is always
+consistent with one height. Requests and replies are JSON; errors are `{"error": {code, message}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from conclavium import merkle, query, receipt
+from conclavium.block import leaf_data
+from conclavium.encoding import dumps, loads
+from conclavium.tx import TxError, is_public_map
+
+from . import metrics as m
+from .ledger_machine import MEMBERS, NODES, SERVICE, USERS
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger("conclavium.executor")
+
+
+class QueryError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _tx_id(req: dict[str, Any]) -> bytes:
+    try:
+        eid = bytes.fromhex(req.get("tx", ""))
+    except ValueError:
+        eid = b""
+    if len(eid) != 32:
+        raise QueryError("invalid_hash", "a transaction hash is 64 hex digits")
+    return eid
+
+
+class QueryHandler:
+    def __init__(self, executor: Executor) -> None:
+        self.ex = executor
+
+    async def handle(self, msg: Any) -> None:
+        kind = "malformed"
+        try:
+            req = loads(msg.data)
+            kind = str(req.get("type"))
+            handler = getattr(self, f"q_{kind}", None)
+            if handler is None:
+                raise QueryError("unknown_query", f"unknown query type {kind!r}")
+            reply = handler(req)
+            m.QUERIES.labels(kind, "ok").inc()
+        except QueryError as e:
+            reply = {"error": {"code": e.code, "message": e.message}}
+            m.QUERIES.labels(kind, e.code).inc()
+        except TxError as e:
+            reply = {"error": {"code": e.code, "message": e.message}}
+            m.QUERIES.labels(kind, e.code).inc()
+        except Exception as e:
+            log.exception("query failed")
+            reply = {"error": {"code": "internal", "message": type(e).__name__}}
+            m.QUERIES.labels(kind, "internal").inc()
+        if msg.reply:
+            await msg.respond(dumps(reply))
+
+    def q_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self.ex.machine.tx_status(_tx_id(req))
+
+    def q_receipt(self, req: dict[str, Any]) -> dict[str, Any]:
+        machine = self.ex.machine
+        eid = _tx_id(req)
+        parts = machine.receipt_parts(eid)
+        if parts is None:
+            st = machine.tx_status(eid)
+            if st["status"] == "Pending":
+                raise QueryError("pending", "the transaction is not committed yet")
+            raise QueryError("not_found", f"no committed transaction with this hash ({st['status']})")
+        rec, index = parts
+        leaves = [merkle.leaf_hash(leaf_data(e, d)) for e, d in rec.leaves]
+        tree = merkle.levels(leaves)
+        sigs = []
+        for node, sig in rec.signatures.items():
+            row = machine.state.get(NODES, node) or {}
+            if row.get("cert"):
+                sigs.append((node, sig, row["cert"]))
+        return receipt.build(
+            ledger=machine.ledger,
+            height=rec.height,
+            index=index,
+            tx_hash=eid,
+            write_digest=rec.leaves[index][1],
+            path=merkle.inclusion_path(tree, index),
+            root=rec.root,
+            block_hash=rec.hash,
+            quorum=rec.quorum,
+            signatures=sigs,
+        )
+
+    def q_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        map_name, key = req.get("map"), req.get("key")
+        if not isinstance(map_name, str) or not isinstance(key, str):
+            raise QueryError("missing_field", "map and key are required")
+        if not is_public_map(map_name):
+            raise QueryError("private_map", "private maps are read with a signed query (POST /v1/queries)")
+        row = self.ex.machine.state.get(map_name, key)
+        if row is None:
+            raise QueryError("not_found", "no such key")
+        return {"map": map_name, "key": key, "value": row["value"] if "writer" in row else row}
+
+    def q_query(self, req: dict[str, Any]) -> dict[str, Any]:
+        machine = self.ex.machine
+        q, body, sig = query.parse(req.get("query"))
+        if q.ledger != machine.ledger:
+            raise QueryError("wrong_ledger", "query is for another ledger")
+        if abs(q.ts - int(time.time() * 1000)) > query.QUERY_VALIDITY_MS:
+            raise QueryError("stale_query", "query timestamp is too far from the executor's clock")
+        key = machine.participant_keys().get(q.sender)
+        if key is None:
+            raise QueryError("unknown_sender", "the caller is not a user or member of this ledger")
+        if not key.verify(sig, body):
+            raise QueryError("bad_signature", "the query signature does not verify")
+        row = machine.state.get(q.map, q.key)
+        readable = row is not None and (
+            is_public_map(q.map) or row.get("writer") == q.sender
+        )
+        if not readable:
+            raise QueryError("not_found", "no entry readable by this caller")
+        assert row is not None
+        return {"map": q.map, "key": q.key, "value": row["value"]}
+
+    def q_service(self, _: dict[str, Any]) -> dict[str, Any]:
+        machine = self.ex.machine
+        st = machine.state
+
+        def people(table: str) -> list[dict[str, Any]]:
+            return [
+                {"id": k, "name": r["name"], "public_key": r["public_key"], "weight": r.get("weight", 1)}
+                for k, r in st.items(table)
+                if r.get("status", "Active") == "Active"
+            ]
+
+        nodes = [
+            {
+                "id": k,
+                "name": r.get("name", ""),
+                "status": r["status"],
+                "endorsed": bool(r.get("cert")),
+                "platform": r.get("platform"),
+                "measurement": r.get("measurement"),
+                "cert": r.get("cert"),
+            }
+            for k, r in st.items(NODES)
+        ]
+        return {
+            "ledger": machine.ledger,
+            "service_cert": st.get(SERVICE, "certificate"),
+            "status": st.get(SERVICE, "status"),
+            "members": people(MEMBERS),
+            "users": people(USERS),
+            "nodes": nodes,
+            "quorum": machine.quorum(),
+            "height": machine.tip.height,
+            "committed_height": machine.committed_height,
+        }
+
+    def q_node_status(self, _: dict[str, Any]) -> dict[str, Any]:
+        ex, machine = self.ex, self.ex.machine
+        last = machine.records.get(machine.committed_height)
+        ok, reason = ex.ready()
+        return {
+            "name": ex.cfg.name,
+            "node_id": ex.node_id,
+            "executed_height": machine.tip.height,
+            "committed_height": machine.committed_height,
+            "root": last.root.hex() if last else None,
+            "block_hash": last.hash.hex() if last else None,
+            "signer": ex.is_signer(),
+            "ready": ok,
+            "reason": reason,
+            "fork": machine.fork_reason,
+        }

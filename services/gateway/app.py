@@ -1,0 +1,373 @@
+"""The gateway's HTTP API (aiohttp). Untrusted by design: it checks shapes and sizes, makes
+submissions durable, and relays reads to executors; it can delay or refuse, never forge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats.errors
+import orjson
+from aiohttp import web
+
+from conclavium import streams
+from conclavium.block import Entry, Kind
+from conclavium.crypto.keys import PublicKey
+from conclavium.encoding import dumps, loads, unpack
+from conclavium.runtime import connect_nats, metrics_handler
+from conclavium.tx import MAX_TX_BYTES, SignedTx, TxError, from_json, parse_body
+
+from . import metrics as m
+from .intake import IntakeBatcher, IntakeUnavailable
+from .openapi import openapi_document
+from .status_store import MemoryStatusStore, RedisStatusStore
+
+log = logging.getLogger("conclavium.gateway")
+
+MAX_BATCH = 1000
+MAX_SINGLE_BODY = 2 * MAX_TX_BYTES
+MAX_BATCH_BODY = 16 * 1024 * 1024
+HASH = re.compile(r"^[0-9a-f]{64}$")
+SERVICE_CACHE_S = 1.0
+PENDING_TRACK_S = 600
+
+
+@dataclass
+class GatewayConfig:
+    ledger: str
+    nats_url: str
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    verify_signatures: bool = False
+    query_timeout_s: float = 5.0
+    status_ttl_s: int = 24 * 3600
+    stream_replicas: int = 1
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers, dumps=_dumps
+    )
+
+
+def _dumps(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.nc: Any = None
+        self.js: Any = None
+        self.intake: IntakeBatcher | None = None
+        self.store: MemoryStatusStore | RedisStatusStore = (
+            RedisStatusStore(cfg.redis_url, cfg.ledger, cfg.status_ttl_s) if cfg.redis_url else MemoryStatusStore()
+        )
+        self.submitted: OrderedDict[bytes, float] = OrderedDict()
+        self.seen_commits: OrderedDict[int, None] = OrderedDict()
+        self._service: tuple[float, dict[str, Any]] | None = None
+        self._keys: dict[str, PublicKey] = {}
+        self._refresher: asyncio.Task[None] | None = None
+
+    # --- life ------------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BATCH_BODY, middlewares=[self._middleware])
+        r = app.router
+        r.add_post("/v1/transactions", self.post_transaction)
+        r.add_post("/v1/transactions/batch", self.post_batch)
+        r.add_get("/v1/transactions/{hash}", self.get_status)
+        r.add_get("/v1/transactions/{hash}/receipt", self.get_receipt)
+        r.add_get("/v1/state/{map}/{key}", self.get_state)
+        r.add_post("/v1/queries", self.post_query)
+        r.add_get("/v1/service", self.get_service)
+        r.add_get("/openapi.json", self.get_openapi)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", metrics_handler)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, _: web.Application) -> None:
+        self.nc = await connect_nats(self.cfg.nats_url, "gateway")
+        self.js = self.nc.jetstream(timeout=10)
+        await streams.ensure_streams(self.js, self.cfg.ledger, self.cfg.stream_replicas)
+        self.intake = IntakeBatcher(self.js, self.cfg.ledger)
+        await self.nc.subscribe(streams.status_subject(self.cfg.ledger), cb=self._on_status)
+        if self.cfg.verify_signatures:
+            self._refresher = asyncio.create_task(self.refresh_keys())
+
+    async def _stop(self, _: web.Application) -> None:
+        if self._refresher:
+            self._refresher.cancel()
+        if self.intake:
+            await self.intake.close()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.store.close()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        t0 = time.perf_counter()
+        try:
+            resp = await handler(request)
+        except ApiError as e:
+            resp = error_response(e.status, e.code, e.message, e.headers)
+        except web.HTTPRequestEntityTooLarge:
+            resp = error_response(413, "too_large", "request body is too large")
+        except web.HTTPException as e:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
+            resp = error_response(e.status, code, e.reason)
+        except Exception:
+            log.exception("unhandled error on %s", request.path)
+            resp = error_response(500, "internal", "internal error")
+        m.REQUESTS.labels(route, request.method, str(resp.status)).inc()
+        m.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
+        return resp
+
+    # --- submissions -----------------------------------------------------------------------------
+
+    async def _read_json(self, request: web.Request, limit: int) -> Any:
+        if request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send application/json")
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "too_large", f"request body exceeds {limit} bytes")
+        body = await request.read()
+        if len(body) > limit:
+            raise ApiError(413, "too_large", f"request body exceeds {limit} bytes")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+
+    def _check(self, obj: Any) -> SignedTx:
+        try:
+            tx = from_json(obj)
+            parsed = parse_body(tx.body, ledger=self.cfg.ledger)
+        except TxError as e:
+            m.TX_REJECTED.labels(e.code).inc()
+            status = 413 if e.code == "too_large" else 400
+            raise ApiError(status, e.code, e.message) from None
+        if self.cfg.verify_signatures:
+            key = self._keys.get(parsed.sender)
+            if key is not None and not key.verify(tx.signature, tx.body):
+                m.TX_REJECTED.labels("bad_signature").inc()
+                raise ApiError(400, "bad_signature", "the signature does not verify with the sender's key")
+        return tx
+
+    async def _submit(self, txs: list[SignedTx]) -> list[str]:
+        assert self.intake is not None
+        hashes = [tx.hash for tx in txs]
+        try:
+            await self.intake.submit([Entry(Kind.TX, tx.body, tx.signature) for tx in txs])
+        except IntakeUnavailable as e:
+            raise ApiError(503, "intake_unavailable", str(e), {"Retry-After": "1"}) from None
+        now = time.monotonic()
+        for h in hashes:
+            self.submitted[h] = now
+        self._trim_submitted(now)
+        hexes = [h.hex() for h in hashes]
+        with contextlib.suppress(Exception):
+            await self.store.set_pending(hexes)
+        m.TX_RECEIVED.inc(len(txs))
+        return hexes
+
+    def _trim_submitted(self, now: float) -> None:
+        while self.submitted:
+            t = next(iter(self.submitted.values()))
+            if now - t < PENDING_TRACK_S and len(self.submitted) < 2_000_000:
+                break
+            self.submitted.popitem(last=False)
+
+    async def post_transaction(self, request: web.Request) -> web.Response:
+        tx = self._check(await self._read_json(request, MAX_SINGLE_BODY))
+        (h,) = await self._submit([tx])
+        return _json({"tx_hash": h}, status=202)
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        obj = await self._read_json(request, MAX_BATCH_BODY)
+        items = obj.get("transactions") if isinstance(obj, dict) else None
+        if not isinstance(items, list) or not items:
+            raise ApiError(400, "missing_field", "a batch is {\"transactions\": [...]} with at least one")
+        if len(items) > MAX_BATCH:
+            raise ApiError(413, "too_many", f"at most {MAX_BATCH} transactions per batch")
+        txs = []
+        for i, item in enumerate(items):
+            try:
+                txs.append(self._check(item))
+            except ApiError as e:
+                raise ApiError(e.status, e.code, f"transaction {i}: {e.message}") from None
+        return _json({"tx_hashes": await self._submit(txs)}, status=202)
+
+    # --- status events from executors ------------------------------------------------------------
+
+    async def _on_status(self, msg: Any) -> None:
+        try:
+            event = unpack(msg.data)
+            committed, invalid = event.get("c", []), event.get("i", [])
+        except (msgspec.DecodeError, AttributeError):
+            return
+        now = time.monotonic()
+        items: list[tuple[str, int, int]] = []
+        for height, eids in committed:
+            if height in self.seen_commits:
+                continue
+            self.seen_commits[height] = None
+            for index, eid in enumerate(eids):
+                items.append((eid.hex(), height, index))
+                t = self.submitted.pop(eid, None)
+                if t is not None:
+                    m.SUBMIT_TO_COMMIT.observe(now - t)
+        while len(self.seen_commits) > 100_000:
+            self.seen_commits.popitem(last=False)
+        bad = [(eid.hex(), reason) for eid, reason in invalid]
+        try:
+            await self.store.set_committed(items)
+            await self.store.set_invalid(bad)
+        except Exception as e:
+            log.warning("status cache write failed: %s", e)
+        m.STATUS_EVENTS.labels("Committed").inc(len(items))
+        m.STATUS_EVENTS.labels("Invalid").inc(len(bad))
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def ask_executor(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            msg = await self.nc.request(
+                streams.query_subject(self.cfg.ledger), dumps(request), timeout=self.cfg.query_timeout_s
+            )
+        except (TimeoutError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            raise ApiError(503, "no_executor", "no executor answered", {"Retry-After": "1"}) from None
+        return loads(msg.data)
+
+    @staticmethod
+    def _hash(request: web.Request) -> str:
+        h = request.match_info["hash"].lower()
+        if not HASH.match(h):
+            raise ApiError(400, "invalid_hash", "a transaction hash is 64 hex digits")
+        return h
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        h = self._hash(request)
+        try:
+            cached = await self.store.get(h)
+        except Exception:
+            cached = None
+        if cached and cached["status"] in ("Committed", "Invalid"):
+            return _json({"tx_hash": h, **cached})
+        answer = await self.ask_executor({"type": "status", "tx": h})
+        if "error" in answer:
+            raise ApiError(400, answer["error"]["code"], answer["error"]["message"])
+        if answer["status"] == "Unknown" and cached:
+            answer = cached
+        return _json({"tx_hash": h, **answer})
+
+    async def get_receipt(self, request: web.Request) -> web.Response:
+        h = self._hash(request)
+        answer = await self.ask_executor({"type": "receipt", "tx": h})
+        err = answer.get("error")
+        if err is None:
+            return _json(answer)
+        if err["code"] == "pending":
+            raise ApiError(202, "pending", err["message"], {"Retry-After": "1"})
+        if err["code"] == "not_found":
+            cached = await self.store.get(h)
+            if cached and cached["status"] == "Pending":
+                raise ApiError(202, "pending", "the transaction is not committed yet", {"Retry-After": "1"})
+            raise ApiError(404, "not_found", err["message"])
+        raise ApiError(400, err["code"], err["message"])
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        answer = await self.ask_executor(
+            {"type": "get", "map": request.match_info["map"], "key": request.match_info["key"]}
+        )
+        return self._relay(answer)
+
+    async def post_query(self, request: web.Request) -> web.Response:
+        obj = await self._read_json(request, MAX_SINGLE_BODY)
+        return self._relay(await self.ask_executor({"type": "query", "query": obj}))
+
+    @staticmethod
+    def _relay(answer: dict[str, Any]) -> web.Response:
+        err = answer.get("error")
+        if err is None:
+            return _json(answer)
+        status = {
+            "not_found": 404,
+            "private_map": 403,
+            "bad_signature": 401,
+            "unknown_sender": 401,
+            "stale_query": 401,
+            "internal": 500,
+        }.get(err["code"], 400)
+        raise ApiError(status, err["code"], err["message"])
+
+    async def service_info(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._service and now - self._service[0] < SERVICE_CACHE_S:
+            return self._service[1]
+        info = await self.ask_executor({"type": "service"})
+        if "error" not in info:
+            self._service = (now, info)
+            keys = {}
+            for p in info.get("members", []) + info.get("users", []):
+                with contextlib.suppress(Exception):
+                    keys[p["id"]] = PublicKey.load(p["public_key"])
+            self._keys = keys
+        return info
+
+    async def get_service(self, _: web.Request) -> web.Response:
+        return self._relay(await self.service_info())
+
+    async def get_openapi(self, _: web.Request) -> web.Response:
+        return _json(openapi_document())
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        reasons = []
+        if self.nc is None or not self.nc.is_connected:
+            reasons.append("not connected to NATS")
+        if not await self.store.ping():
+            reasons.append("status cache unreachable")
+        if not reasons:
+            try:
+                info = await self.service_info()
+                if "error" in info or not info.get("service_cert"):
+                    reasons.append("no service yet")
+            except ApiError:
+                reasons.append("no executor answers")
+        if reasons:
+            return _json({"status": "not_ready", "reason": "; ".join(reasons)}, status=503)
+        return _json({"status": "ready", "reason": "ok"})
+
+    async def refresh_keys(self) -> None:
+        """Keep the sender keys for the optional early signature filter fresh."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self.service_info()
+            await asyncio.sleep(2)

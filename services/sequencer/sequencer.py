@@ -1,0 +1,230 @@
+"""The sequencer: drains the intake stream into hash-chained blocks on the ledger stream.
+
+It is untrusted: it can delay or drop, but executors check the chain and every signature. Each
+append names the stream sequence it expects to follow (`Nats-Expected-Last-Sequence`), so two
+sequencers can never fork the log; a refused append makes it re-read the stream tail with the
+same chain rule the executors use. Intake messages are acknowledged only once the block holding
+them is durable, so a crash re-delivers them and executors drop the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats.errors
+from aiohttp import web
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StorageType
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
+
+from conclavium import streams
+from conclavium.block import BLOCK_VERSION, Block, CommitSig, Entry, block_hash, decode_intake, encode
+from conclavium.chain import ChainError, Tip, next_block
+from conclavium.encoding import pack, unpack
+from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
+
+from . import metrics as m
+
+log = logging.getLogger("conclavium.sequencer")
+
+WRONG_LAST_SEQUENCE = 10071
+TIP_KEY = "tip"
+
+
+@dataclass
+class SequencerConfig:
+    ledger: str
+    name: str
+    nats_url: str
+    http_host: str = "127.0.0.1"
+    http_port: int = 9200
+    block_interval_ms: float = 5.0
+    max_block_entries: int = 4000
+    max_block_bytes: int = 900_000
+    fetch_batch: int = 256
+    stream_replicas: int = 1
+
+
+class Sequencer:
+    def __init__(self, cfg: SequencerConfig) -> None:
+        self.cfg = cfg
+        self.tip = Tip()
+        self.active = False
+        self.nc: Any = None
+        self.js: Any = None
+        self.kv: Any = None
+
+    def ready(self) -> tuple[bool, str]:
+        if self.nc is None or not self.nc.is_connected:
+            return False, "not connected to NATS"
+        return True, "active" if self.active else "standby"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.nc = await connect_nats(self.cfg.nats_url, f"sequencer-{self.cfg.name}")
+        self.js = self.nc.jetstream(timeout=10)
+        await streams.ensure_streams(self.js, self.cfg.ledger, self.cfg.stream_replicas)
+        self.kv = await self._bucket()
+        app = web.Application()
+        health_routes(app, self.ready)
+        runner = await serve_http(app, self.cfg.http_host, self.cfg.http_port)
+        task = asyncio.create_task(self._order_loop())
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        m.ACTIVE.set(0)
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await runner.cleanup()
+
+    async def _bucket(self) -> Any:
+        name = streams.sequencer_bucket(self.cfg.ledger)
+        try:
+            return await self.js.key_value(name)
+        except BucketNotFoundError:
+            with contextlib.suppress(APIError):
+                return await self.js.create_key_value(
+                    KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, replicas=self.cfg.stream_replicas)
+                )
+            return await self.js.key_value(name)
+
+    async def _order_loop(self) -> None:
+        while True:
+            try:
+                await self._resync()
+                sub = await self.js.pull_subscribe(
+                    streams.intake_subject(self.cfg.ledger),
+                    durable="sequencer",
+                    stream=streams.intake_stream(self.cfg.ledger),
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=-1, max_deliver=-1
+                    ),
+                )
+                self.active = True
+                m.ACTIVE.set(1)
+                log.info("sequencer %s ordering from height %d", self.cfg.name, self.tip.height + 1)
+                while True:
+                    msgs = await self._gather(sub)
+                    if msgs:
+                        await self._append(msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.active = False
+                m.ACTIVE.set(0)
+                log.warning("ordering interrupted (%s: %s); resuming", type(e).__name__, e)
+                await asyncio.sleep(0.5)
+
+    async def _gather(self, sub: Any) -> list[Any]:
+        """Intake messages for one block: wait for the first, then fill for one block interval."""
+        try:
+            msgs = await sub.fetch(self.cfg.fetch_batch, timeout=1.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        deadline = time.monotonic() + self.cfg.block_interval_ms / 1000
+        while len(msgs) < self.cfg.fetch_batch * 4:
+            left = deadline - time.monotonic()
+            if left <= 0.0005:
+                break
+            try:
+                msgs += await sub.fetch(self.cfg.fetch_batch, timeout=left)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+        return msgs
+
+    def _build(self, msgs: list[Any]) -> tuple[list[Any], list[Any], Block]:
+        """Take as many whole intake messages as fit in one block; the rest wait for the next."""
+        entries: list[Entry] = []
+        sigs: list[CommitSig] = []
+        seen: set[bytes] = set()
+        size = 0
+        taken: list[Any] = []
+        for i, msg in enumerate(msgs):
+            full = size + len(msg.data) > self.cfg.max_block_bytes or len(entries) >= self.cfg.max_block_entries
+            if taken and full:
+                return taken, msgs[i:], self._block(entries, sigs)
+            taken.append(msg)
+            size += len(msg.data)
+            try:
+                batch = decode_intake(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("dropping a malformed intake message")
+                continue
+            for e in batch.entries:
+                if e.data not in seen:
+                    seen.add(e.data)
+                    entries.append(e)
+            sigs.extend(batch.sigs)
+        return taken, [], self._block(entries, sigs)
+
+    def _block(self, entries: list[Entry], sigs: list[CommitSig]) -> Block:
+        ts = max(now_ms(), self.tip.ts_ms)
+        return Block(BLOCK_VERSION, self.cfg.ledger, self.tip.height + 1, self.tip.hash, ts, entries, sigs)
+
+    async def _append(self, msgs: list[Any]) -> None:
+        while msgs:
+            taken, msgs, block = self._build(msgs)
+            raw = encode(block)
+            bhash = block_hash(raw)
+            t0 = time.perf_counter()
+            try:
+                ack = await self.js.publish(
+                    streams.ledger_subject(self.cfg.ledger),
+                    raw,
+                    headers={
+                        "Nats-Msg-Id": f"{self.cfg.ledger}:{block.height}:{bhash.hex()[:32]}",
+                        "Nats-Expected-Last-Sequence": str(self.tip.seq),
+                    },
+                )
+            except APIError as e:
+                if e.err_code == WRONG_LAST_SEQUENCE:
+                    m.CONFLICTS.inc()
+                    log.warning("the ledger stream moved under us; re-reading its tail")
+                    await self._resync()
+                    msgs = taken + msgs
+                    continue
+                raise
+            m.APPEND_SECONDS.observe(time.perf_counter() - t0)
+            if ack.duplicate:
+                log.warning("block %d was already appended (duplicate id)", block.height)
+            self.tip = Tip(block.height, bhash, ack.seq, block.ts_ms)
+            for msg in taken:
+                await msg.ack()
+            await self.kv.put(TIP_KEY, pack([self.tip.height, self.tip.hash, self.tip.seq, self.tip.ts_ms]))
+            m.BLOCKS.inc()
+            m.TX_SEQUENCED.inc(len(block.entries))
+            m.SIGS_SEQUENCED.inc(len(block.sigs))
+            m.BLOCK_SIZE.observe(len(block.entries))
+            m.HEIGHT.set(block.height)
+
+    async def _resync(self) -> None:
+        """Find the chain's tip: start from the saved tip and walk the stream forward, keeping
+        only blocks that extend the chain."""
+        if self.tip.seq == 0:
+            with contextlib.suppress(KeyNotFoundError, NotFoundError):
+                entry = await self.kv.get(TIP_KEY)
+                h, bh, seq, ts = unpack(entry.value)
+                self.tip = Tip(h, bh, seq, ts)
+        stream = streams.ledger_stream(self.cfg.ledger)
+        info = await self.js.stream_info(stream)
+        seq = self.tip.seq
+        while seq < info.state.last_seq:
+            seq += 1
+            try:
+                msg = await self.js.get_msg(stream, seq)
+            except NotFoundError:
+                continue
+            try:
+                block, bhash = next_block(self.tip, msg.data, self.cfg.ledger)
+            except ChainError as e:
+                m.FOREIGN_BLOCKS.inc()
+                log.warning("stream sequence %d is not a valid block (%s); skipped", seq, e)
+                self.tip = Tip(self.tip.height, self.tip.hash, seq, self.tip.ts_ms)
+                continue
+            self.tip = Tip(block.height, bhash, seq, block.ts_ms)
+        m.HEIGHT.set(self.tip.height)
