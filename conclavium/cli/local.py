@@ -1,0 +1,186 @@
+"""`conclavium local up|status` and `conclavium demo`: a whole consortium on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+from urllib.request import urlopen
+
+from conclavium import receipt, streams
+from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import dumps, loads
+from conclavium.local.network import LocalNetwork, NetworkOptions
+from conclavium.runtime import connect_nats
+from conclavium.sdk.client import Client, ClientError
+
+from .context import CliError, load_net
+
+
+def _options(args: argparse.Namespace) -> NetworkOptions:
+    return NetworkOptions(
+        executors=args.executors,
+        members=args.members,
+        users=args.users,
+        sequencers=args.sequencers,
+        redis=False if args.no_redis else None,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    net = LocalNetwork(Path(args.dir), _options(args))
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        net.start()
+        print(f"consortium ready: gateway {net.gateway_url}, ledger '{net.opt.ledger}', {args.dir}/local.json")
+        print("Ctrl-C stops it.", flush=True)
+        while not stop:
+            net.supervise_once()
+            time.sleep(0.5)
+    finally:
+        net.stop()
+    return 0
+
+
+async def _node_status(nats_url: str, ledger: str, names: list[str]) -> list[dict[str, Any]]:
+    nc = await connect_nats(nats_url, "cli")
+    out = []
+    try:
+        for name in names:
+            try:
+                msg = await nc.request(
+                    streams.node_query_subject(ledger, name), dumps({"type": "node_status"}), timeout=3
+                )
+                st = loads(msg.data)
+                out.append(
+                    {
+                        "name": name,
+                        "committed_height": st.get("committed_height"),
+                        "root": st.get("root"),
+                        "executed_height": st.get("executed_height"),
+                        "ready": st.get("ready"),
+                        "reason": st.get("reason"),
+                    }
+                )
+            except Exception as e:
+                out.append({"name": name, "committed_height": None, "root": None, "error": type(e).__name__})
+    finally:
+        await nc.close()
+    return out
+
+
+def _sequencer_active(port: int) -> bool | None:
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return bool(json.loads(r.read()).get("reason") == "active")
+    except (URLError, OSError, ValueError):
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if not args.net:
+        raise CliError("local status needs --net DIR")
+    net = load_net(args.net)
+    procs = net["processes"]
+    executors = [p["name"] for p in procs if p["name"].startswith("executor-")]
+    status = {
+        "executors": asyncio.run(_node_status(net["nats_url"], net.get("ledger", "local"), executors)),
+        "sequencers": [
+            {"name": p["name"], "active": _sequencer_active(p["port"])}
+            for p in procs
+            if p["name"].startswith("sequencer-")
+        ],
+    }
+    print(json.dumps(status, indent=2))
+    return 0
+
+
+async def _demo_traffic(net: LocalNetwork, count: int) -> dict[str, Any]:
+    users = [PrivateKey.from_file(str(net.dir / u["key"])) for u in net.users]
+    cert = (net.dir / "service_cert.pem").read_text()
+    clients = [Client(net.gateway_url, k) for k in users]
+    try:
+        t0 = time.perf_counter()
+        jobs = [clients[i % len(clients)].put("public:greetings", f"hello-{i}", {"n": i}) for i in range(count)]
+        jobs.append(clients[0].put("secrets", "diary", "only user0 reads this"))
+        hashes = await asyncio.gather(*jobs)
+        statuses = await asyncio.gather(*(clients[0].wait(h) for h in hashes))
+        elapsed = time.perf_counter() - t0
+        committed = sum(s["status"] == "Committed" for s in statuses)
+        receipts = await asyncio.gather(*(clients[0].receipt(h) for h in hashes))
+        verified = 0
+        for h, r in zip(hashes, receipts, strict=True):
+            receipt.verify(r, cert, tx_hash=h)
+            verified += 1
+        public = await clients[1].get("public:greetings", "hello-0")
+        private = await clients[0].get("secrets", "diary")
+        try:
+            await clients[1].get("secrets", "diary")
+            other_user_can_read = True
+        except ClientError:
+            other_user_can_read = False
+        return {
+            "transactions": len(hashes),
+            "committed": committed,
+            "receipts_verified": verified,
+            "seconds": round(elapsed, 2),
+            "public_read": public,
+            "private_read_by_writer": private,
+            "private_read_by_other_user_refused": not other_user_can_read,
+            "signers_per_receipt": len(receipts[0]["signatures"]),
+        }
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="conclavium-demo-") as tmp:
+        directory = Path(args.dir) if args.dir else Path(tmp)
+        net = LocalNetwork(directory, NetworkOptions())
+        print(f"starting a local consortium in {directory}: NATS, 3 executors (one per member), sequencer, gateway")
+        try:
+            t0 = time.perf_counter()
+            net.start()
+            print(f"ready in {time.perf_counter() - t0:.1f}s; gateway {net.gateway_url}")
+            result = asyncio.run(_demo_traffic(net, args.count))
+        finally:
+            net.stop()
+    print(json.dumps(result, indent=2))
+    ok = (
+        result["committed"] == result["transactions"] == result["receipts_verified"]
+        and result["private_read_by_other_user_refused"]
+    )
+    print("demo " + ("succeeded: every transaction committed and every receipt verified offline" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def register(sub: Any) -> None:
+    local = sub.add_parser("local", help="a local consortium").add_subparsers(dest="local_command", required=True)
+    up = local.add_parser("up", help="start a local consortium in the foreground")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--executors", type=int, default=3)
+    up.add_argument("--members", type=int, default=3)
+    up.add_argument("--users", type=int, default=2)
+    up.add_argument("--sequencers", type=int, default=1)
+    up.add_argument("--no-redis", action="store_true")
+    up.set_defaults(func=cmd_up)
+    st = local.add_parser("status", help="executors' committed heights and roots, sequencers' roles")
+    st.set_defaults(func=cmd_status)
+    demo = sub.add_parser("demo", help="start a local consortium, commit transactions, verify receipts, stop")
+    demo.add_argument("--count", type=int, default=200)
+    demo.add_argument("--dir")
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,137 @@
+"""The client SDK: sign transactions and queries, submit them, follow them to a receipt.
+
+    async with Client(gateway_url, key) as c:
+        h = await c.put("public:greetings", "hello", "world")
+        await c.wait(h)
+        receipt = await c.receipt(h)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from conclavium import query
+from conclavium.crypto.keys import PrivateKey
+from conclavium.tx import SignedTx, make_body, sign
+
+
+class ClientError(Exception):
+    """An error answered by the service: HTTP status plus its machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Client:
+    def __init__(self, gateway_url: str, key: PrivateKey | None = None, ledger: str | None = None) -> None:
+        self.url = gateway_url.rstrip("/")
+        self.key = key
+        self.ledger = ledger
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(limit=256)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.url + path, json=body) as r:
+            data = await r.json(content_type=None)
+            if r.status >= 400:
+                err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                raise ClientError(r.status, err.get("code", "http_error"), err.get("message", r.reason or ""))
+            return r.status, data
+
+    # --- building ---------------------------------------------------------------------------------
+
+    async def ledger_id(self) -> str:
+        if self.ledger is None:
+            self.ledger = (await self.service())["ledger"]
+        return self.ledger
+
+    def _key(self) -> PrivateKey:
+        if self.key is None:
+            raise ValueError("this operation needs a signing key")
+        return self.key
+
+    async def build(self, ops: list[dict[str, Any]]) -> SignedTx:
+        key = self._key()
+        return sign(key, make_body(await self.ledger_id(), key.key_id, ops, _now_ms()))
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    async def submit(self, tx: SignedTx) -> str:
+        _, data = await self._request("POST", "/v1/transactions", tx.to_json())
+        return str(data["tx_hash"])
+
+    async def submit_batch(self, txs: list[SignedTx]) -> list[str]:
+        _, data = await self._request("POST", "/v1/transactions/batch", {"transactions": [t.to_json() for t in txs]})
+        return list(data["tx_hashes"])
+
+    async def put(self, map_name: str, key: str, value: Any) -> str:
+        return await self.submit(await self.build([{"op": "put", "map": map_name, "key": key, "value": value}]))
+
+    async def delete(self, map_name: str, key: str) -> str:
+        return await self.submit(await self.build([{"op": "delete", "map": map_name, "key": key}]))
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def status(self, tx_hash: str) -> dict[str, Any]:
+        return dict((await self._request("GET", f"/v1/transactions/{tx_hash}"))[1])
+
+    async def wait(self, tx_hash: str, timeout: float = 30.0, poll: float = 0.05) -> dict[str, Any]:
+        """Poll until Committed or Invalid; raises TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = await self.status(tx_hash)
+            if st["status"] in ("Committed", "Invalid"):
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transaction {tx_hash} still {st['status']} after {timeout}s")
+            await asyncio.sleep(poll)
+
+    async def receipt(self, tx_hash: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, data = await self._request("GET", f"/v1/transactions/{tx_hash}/receipt")
+            if status == 200:
+                return dict(data)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no receipt for {tx_hash} after {timeout}s")
+            await asyncio.sleep(0.1)
+
+    async def get(self, map_name: str, key: str) -> Any:
+        """Read an entry: public maps directly, private maps with a signed query."""
+        if map_name.startswith("public:"):
+            _, data = await self._request("GET", f"/v1/state/{quote(map_name, safe=':')}/{quote(key, safe='')}")
+        else:
+            q = query.make(self._key(), await self.ledger_id(), map_name, key, _now_ms())
+            _, data = await self._request("POST", "/v1/queries", q)
+        return data["value"]
+
+    async def service(self) -> dict[str, Any]:
+        return dict((await self._request("GET", "/v1/service"))[1])
