@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from att_vectors import VECTORS, IntelVector, SnpVector, intel_vectors, snp_vectors
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 
 from conclavium.attestation import VerificationError, verify_evidence
+from conclavium.attestation._x509 import load_certs
 from conclavium.attestation.snp import verify_amd_chain
 
 SNP = snp_vectors()
@@ -108,13 +110,7 @@ def _leaf_name(v: SnpVector) -> str:
 def test_snp_flipped_certificate_rejected(v: SnpVector) -> None:
     name = _leaf_name(v)
     certs = dict(v.certs)
-    der = (
-        x509.load_pem_x509_certificate(certs[name]).public_bytes(
-            __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER
-        )
-        if certs[name].startswith(b"-----")
-        else certs[name]
-    )
+    der = load_certs(certs[name])[0].public_bytes(Encoding.DER)
     certs[name] = flip(der, len(der) - 20)  # inside the RSA-PSS signature of the leaf
     with pytest.raises(VerificationError) as e:
         snp_verify(v, certs=certs)
