@@ -12,8 +12,7 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from att_vectors import VECTORS
-from conftest import free_port, wait_port
+from att_vectors import VECTORS, free_port, wait_port
 
 from conclavium.crypto.keys import PrivateKey, PublicKey
 
