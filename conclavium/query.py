@@ -57,9 +57,10 @@ def parse(obj: Any) -> tuple[QueryBody, bytes, bytes]:
         raise TxError("missing_field", "a query needs 'body' and 'signature'")
     try:
         body, sig = b64d(obj["body"]), b64d(obj["signature"])
-        q = _dec.decode(body)
     except ValueError:
         raise TxError("invalid_encoding", "'body' and 'signature' must be standard base64") from None
+    try:
+        q = _dec.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise TxError("invalid_body", f"query body does not match the schema: {e}") from None
     if q.v != QUERY_VERSION:

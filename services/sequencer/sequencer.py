@@ -72,11 +72,12 @@ class Sequencer:
         app = web.Application()
         health_routes(app, self.ready)
         runner = await serve_http(app, self.cfg.http_host, self.cfg.http_port)
-        task = asyncio.create_task(self._order_loop())
+        task = asyncio.create_task(self._order_loop(stop))
         await stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        try:
+            await asyncio.wait_for(task, 5.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as e:
+            log.warning("ordering did not stop cleanly: %s", type(e).__name__)
         m.ACTIVE.set(0)
         with contextlib.suppress(Exception):
             await self.nc.drain()
@@ -93,8 +94,9 @@ class Sequencer:
                 )
             return await self.js.key_value(name)
 
-    async def _order_loop(self) -> None:
-        while True:
+    async def _order_loop(self, stop: asyncio.Event) -> None:
+        """Order until `stop` is set; the block in progress is appended before returning."""
+        while not stop.is_set():
             try:
                 await self._resync()
                 sub = await self.js.pull_subscribe(
@@ -108,10 +110,12 @@ class Sequencer:
                 self.active = True
                 m.ACTIVE.set(1)
                 log.info("sequencer %s ordering from height %d", self.cfg.name, self.tip.height + 1)
-                while True:
+                while not stop.is_set():
                     msgs = await self._gather(sub)
                     if msgs:
                         await self._append(msgs)
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -123,7 +127,7 @@ class Sequencer:
     async def _gather(self, sub: Any) -> list[Any]:
         """Intake messages for one block: wait for the first, then fill for one block interval."""
         try:
-            msgs = await sub.fetch(self.cfg.fetch_batch, timeout=1.0)
+            msgs = await sub.fetch(self.cfg.fetch_batch, timeout=0.25)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         deadline = time.monotonic() + self.cfg.block_interval_ms / 1000

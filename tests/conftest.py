@@ -1,0 +1,58 @@
+"""Shared fixtures: real NATS (JetStream) and Redis on free ports, and whole local networks of
+real service processes, started with the same code as `conclavium local up`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conclavium.local.network import LocalNetwork, NetworkOptions
+from conclavium.local.processes import Process, find_binary, nats_process, redis_process
+
+
+@pytest.fixture(scope="module")
+def nats_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    d = tmp_path_factory.mktemp("nats")
+    p = nats_process(d / "data", d / "logs")
+    p.start()
+    p.wait_ready()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def nats_url(nats_proc: Process) -> str:
+    return f"nats://127.0.0.1:{nats_proc.port}"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if find_binary("redis-server") is None:
+        pytest.fail("redis-server is required (./dev test installs it)")
+    d = tmp_path_factory.mktemp("redis")
+    p = redis_process(d / "data", d / "logs")
+    assert p is not None
+    p.start()
+    p.wait_ready()
+    yield f"redis://127.0.0.1:{p.port}/0"
+    p.stop()
+
+
+def start_network(directory: Path, **options: object) -> LocalNetwork:
+    net = LocalNetwork(directory, NetworkOptions(**options))  # type: ignore[arg-type]
+    try:
+        net.start(timeout=90)
+    except BaseException:
+        net.stop()
+        raise
+    return net
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    """Three members, three executors, one sequencer, gateway, Redis: shared by a module's tests."""
+    net = start_network(tmp_path_factory.mktemp("net"), redis=True)
+    yield net
+    net.stop()
