@@ -24,8 +24,8 @@ def load_net(net: Path) -> dict[str, Any]:
 
 
 def identity(args: argparse.Namespace, default_role: str = "users") -> PrivateKey | None:
-    if getattr(args, "key", None):
-        return PrivateKey.from_file(args.key)
+    if getattr(args, "key_file", None):
+        return PrivateKey.from_file(args.key_file)
     if not args.net:
         return None
     net = load_net(args.net)

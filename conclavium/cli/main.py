@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", type=Path, help="a local network's directory (reads DIR/local.json)")
     p.add_argument("--gateway", help="gateway URL of any deployment")
     p.add_argument("--as", dest="as_name", help="act as this member or user of the local network")
-    p.add_argument("--key", help="sign with this private key file")
+    p.add_argument("--key", dest="key_file", help="sign with this private key file")
     sub = p.add_subparsers(dest="command", required=True)
     kg = sub.add_parser("keygen", help="create a key pair: PREFIX.key (0600) and PREFIX.pub.pem")
     kg.add_argument("--out", required=True)

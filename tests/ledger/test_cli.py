@@ -1,0 +1,108 @@
+"""The CLI session of the README, run as a user would: `conclavium local up` in the background,
+then `conclavium ...` commands against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLI = [str(Path(sys.executable).parent / "conclavium")]
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(CLI + list(args), cwd=cwd, capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} exited {p.returncode}: {p.stderr}{p.stdout}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def local_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    work = tmp_path_factory.mktemp("cli")
+    log = open(work / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(CLI + ["local", "up", "--dir", "net"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not (work / "net" / "local.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError((work / "up.log").read_text())
+        time.sleep(0.2)
+    yield work
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    log.close()
+    assert proc.returncode == 0
+    for p in json.loads((work / "net" / "local.json").read_text())["processes"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(p["pid"], 0)
+
+
+def test_readme_session(local_up: Path) -> None:
+    w = local_up
+    net = json.loads((w / "net" / "local.json").read_text())
+    assert {"gateway_url", "nats_url", "service_cert", "members", "users", "processes"} <= net.keys()
+    assert len(net["members"]) == 3 and len(net["users"]) == 2
+    h = run("--net", "net", "tx", "put", "public:greetings", "hello", '"world"', cwd=w).stdout.splitlines()[-1]
+    hp = run("--net", "net", "tx", "put", "secrets", "hello", '"private"', cwd=w).stdout.splitlines()[-1]
+    st = json.loads(run("--net", "net", "tx", "status", h, "--wait", cwd=w).stdout)
+    assert st["status"] == "Committed"
+    assert json.loads(run("--net", "net", "tx", "status", hp, "--wait", cwd=w).stdout)["status"] == "Committed"
+    assert json.loads(run("--net", "net", "tx", "get", "public:greetings", "hello", cwd=w).stdout) == "world"
+    assert json.loads(run("--net", "net", "tx", "get", "secrets", "hello", cwd=w).stdout) == "private"
+    denied = run("--net", "net", "--as", "user1", "tx", "get", "secrets", "hello", cwd=w, check=False)
+    assert denied.returncode == 1 and "not_found" in denied.stderr
+    (w / "r.json").write_text(run("--net", "net", "receipt", "get", h, cwd=w).stdout)
+    ok = run("receipt", "verify", "r.json", "--service-cert", "net/service_cert.pem", cwd=w)
+    assert json.loads(ok.stdout)["valid"] is True
+    r = json.loads((w / "r.json").read_text())
+    r["root"] = "00" * 32
+    (w / "bad.json").write_text(json.dumps(r))
+    bad = run("receipt", "verify", "bad.json", "--service-cert", "net/service_cert.pem", cwd=w, check=False)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["code"] == "bad_inclusion_proof"
+    status = json.loads(run("--net", "net", "local", "status", cwd=w).stdout)
+    assert len(status["executors"]) == 3 and status["sequencers"][0]["active"] is True
+    assert all(e["committed_height"] and e["root"] for e in status["executors"])
+    bad_value = run("--net", "net", "tx", "put", "public:x", "k", "not-json", cwd=w, check=False)
+    assert bad_value.returncode == 2 and "JSON" in bad_value.stderr
+
+
+def test_keygen(tmp_path: Path) -> None:
+    out = json.loads(run("keygen", "--out", "alice", cwd=tmp_path).stdout)
+    assert (tmp_path / "alice.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "alice.pub.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert len(out["key_id"]) == 64
+    run("keygen", "--out", "p256", "--alg", "ES256", cwd=tmp_path)
+
+
+def test_supervisor_restarts_a_dead_process(local_up: Path) -> None:
+    w = local_up
+    before = {p["name"]: p["pid"] for p in json.loads((w / "net" / "local.json").read_text())["processes"]}
+    os.kill(before["executor-2"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = {p["name"]: p["pid"] for p in json.loads((w / "net" / "local.json").read_text())["processes"]}
+        if now["executor-2"] != before["executor-2"]:
+            break
+        time.sleep(0.2)
+    assert now["executor-2"] != before["executor-2"]
+    h = run("--net", "net", "tx", "put", "public:greetings", "after", '"restart"', cwd=w).stdout.splitlines()[-1]
+    assert json.loads(run("--net", "net", "tx", "status", h, "--wait", cwd=w).stdout)["status"] == "Committed"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = json.loads(run("--net", "net", "local", "status", cwd=w).stdout)["executors"]
+        if len({e["committed_height"] for e in st}) == 1 and len({e["root"] for e in st}) == 1:
+            break
+        time.sleep(0.3)
+    assert len({e["root"] for e in st}) == 1, st
