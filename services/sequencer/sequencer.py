@@ -76,7 +76,7 @@ class Sequencer:
         await stop.wait()
         try:
             await asyncio.wait_for(task, 5.0)
-        except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as e:
+        except (TimeoutError, asyncio.CancelledError, Exception) as e:
             log.warning("ordering did not stop cleanly: %s", type(e).__name__)
         m.ACTIVE.set(0)
         with contextlib.suppress(Exception):

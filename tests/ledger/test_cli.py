@@ -27,8 +27,8 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def local_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("cli")
-    log = open(work / "up.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(CLI + ["local", "up", "--dir", "net"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    log = open(work / "up.log", "wb")
+    proc = subprocess.Popen([*CLI, "local", "up", "--dir", "net"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while not (work / "net" / "local.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:

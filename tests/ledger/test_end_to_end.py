@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ledger_support import service_cert, user_keys, wait_all
 
 from conclavium import receipt
 from conclavium.local.network import LocalNetwork
 from conclavium.sdk.client import Client, ClientError
-
-from ledger_support import service_cert, user_keys, wait_all
 
 
 async def test_thousand_transactions_commit_with_verifiable_receipts(network: LocalNetwork) -> None:
@@ -31,7 +30,9 @@ async def test_thousand_transactions_commit_with_verifiable_receipts(network: Lo
         hashes = list(singles) + batch_hashes
         assert len(set(hashes)) == 1000
         statuses = await wait_all(clients[0], hashes)
-        assert all(s["status"] == "Committed" for s in statuses), [s for s in statuses if s["status"] != "Committed"][:3]
+        assert all(s["status"] == "Committed" for s in statuses), [s for s in statuses if s["status"] != "Committed"][
+            :3
+        ]
         cert = service_cert(network)
         sample = hashes[::25] + hashes[-5:]
         receipts = await asyncio.gather(*(clients[0].receipt(h) for h in sample))

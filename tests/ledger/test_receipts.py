@@ -61,9 +61,15 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "height": (lambda r: r.update(height=r["height"] + 1), "bad_signature"),
     "quorum lowered": (lambda r: r.update(quorum=1), "bad_signature"),
     "ledger": (lambda r: r.update(ledger="other"), "bad_signature"),
-    "signature": (lambda r: r["signatures"][0].update(signature=_flip_b64(r["signatures"][0]["signature"])), "bad_signature"),
+    "signature": (
+        lambda r: r["signatures"][0].update(signature=_flip_b64(r["signatures"][0]["signature"])),
+        "bad_signature",
+    ),
     "node id": (lambda r: r["signatures"][0].update(node="00" * 32), "untrusted_node"),
-    "certificate": (lambda r: r["signatures"][0].update(cert=r["signatures"][0]["cert"].replace("M", "N", 3)), "untrusted_node"),
+    "certificate": (
+        lambda r: r["signatures"][0].update(cert=r["signatures"][0]["cert"].replace("M", "N", 3)),
+        "untrusted_node",
+    ),
     "signatures dropped": (lambda r: r.update(signatures=r["signatures"][:1]), "insufficient_signatures"),
     "duplicate signer": (lambda r: r.update(signatures=[r["signatures"][0]] * 3), "insufficient_signatures"),
     "garbage": (lambda r: r.update(path="nonsense"), "malformed"),
@@ -93,7 +99,9 @@ def test_signature_from_a_key_the_service_never_endorsed(network: LocalNetwork, 
     rogue_cert = service_certificate(rogue_service, "local", now)
     rogue_node = PrivateKey.generate()
     r = copy.deepcopy(real_receipt)
-    stmt = receipt.statement(r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"])
+    stmt = receipt.statement(
+        r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"]
+    )
     r["signatures"] = [
         {
             "node": rogue_node.key_id,
