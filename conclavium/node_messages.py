@@ -11,6 +11,8 @@ import hashlib
 from typing import Any, Literal
 
 import msgspec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 
 from conclavium.block import Entry, Kind
 from conclavium.crypto.keys import PrivateKey
@@ -25,7 +27,7 @@ class NodeInfo(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     signing_key: str  # PEM
     encryption_key: str  # hex, X25519 raw
-    evidence: dict[str, Any]
+    evidence: dict[str, Any]  # {"platform", "evidence": base64, "certs": {name: base64}, "collateral": {...}}
     name: str = ""
 
 
@@ -72,9 +74,16 @@ def make_entry(msg: NodeMessage, key: PrivateKey) -> Entry:
     return Entry(Kind.NODE, data, key.sign(data))
 
 
-def key_binding(signing_spki: bytes, encryption_key: bytes) -> bytes:
-    """What a node's attestation report data must hold: SHA-256 over its public keys."""
-    return hashlib.sha256(signing_spki + encryption_key).digest()
+def encryption_spki(raw: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a raw X25519 key, as attestation binds keys in SPKI form."""
+    return x25519.X25519PublicKey.from_public_bytes(raw).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def bound_keys(signing_spki: bytes, encryption_key: bytes) -> list[bytes]:
+    """The public keys a node's attestation evidence must bind, in order."""
+    return [signing_spki, encryption_spki(encryption_key)]
 
 
 def secrets_context(ledger: str, node_id: str) -> bytes:

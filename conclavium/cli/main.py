@@ -12,7 +12,7 @@ from conclavium.crypto.keys import ALGORITHMS
 from conclavium.keyfiles import write_identity
 from conclavium.sdk.client import ClientError
 
-from . import attestation, local, receipts, tx
+from . import attestation, gov, local, receipts, tx
 from .context import CliError
 
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.register(sub)
     tx.register(sub)
     receipts.register(sub)
+    gov.register(sub)
     attestation.register(sub)
     return p
 

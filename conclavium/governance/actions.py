@@ -37,7 +37,7 @@ from conclavium.governance.model import (
     Tables,
 )
 
-PLATFORMS: tuple[str, ...] = ("sev-snp", "tdx", "sgx", "virtual")
+PLATFORMS: tuple[str, ...] = ("snp", "tdx", "sgx", "virtual")
 MAX_ACTIONS = 64
 MAX_PEM_CHARS = 16384
 MAX_MEASUREMENT_BYTES = 64

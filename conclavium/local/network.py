@@ -9,18 +9,23 @@ any process that dies, as Kubernetes would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 from urllib.request import urlopen
 
+from conclavium.crypto.keys import PrivateKey
+from conclavium.governance.constitution import default_constitution
 from conclavium.keyfiles import write_identity
 from conclavium.local.processes import Process, free_port, nats_process, redis_process, service_command
 from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
+from conclavium.sdk.client import Client
 
 log = logging.getLogger("conclavium.local")
 
@@ -40,6 +45,7 @@ class NetworkOptions:
     gateway_verify_signatures: bool = False
     verify_threads: int = 2
     log_level: str = "info"
+    open_service: bool = True  # members vote the service open, as the README's walk-through does
 
 
 def _http_ok(url: str) -> bool:
@@ -91,12 +97,9 @@ class LocalNetwork:
             "ledger": self.opt.ledger,
             "members": rows(self.members),
             "users": rows(self.users),
-            "node_policy": {
-                "environment": "development",
-                "platforms": ["virtual"],
-                "measurements": [VIRTUAL_DEV_MEASUREMENT],
-                "auto_trust": True,
-            },
+            "node_policy": {"environment": "development", "platforms": ["virtual"]},
+            "measurements": [{"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}],
+            "constitution": {**default_constitution(), "auto_trust_nodes": True},
             "tx_validity_ms": 120_000,
         }
         path.write_text(json.dumps(genesis, indent=2))
@@ -157,7 +160,37 @@ class LocalNetwork:
             p.wait_ready()
         self.wait_ready(timeout)
         self.write_service_cert()
+        if self.opt.open_service:
+            self.open_service()
         self.write_local_json()
+
+    def member_key(self, index: int) -> PrivateKey:
+        return PrivateKey.from_file(str(self.dir / self.members[index]["key"]))
+
+    def open_service(self, timeout: float = 30.0) -> None:
+        """A majority of members vote `open_service`; until then only governance is accepted."""
+        if self.service().get("status") == "Open":
+            return
+
+        async def vote() -> None:
+            clients = [Client(self.gateway_url, self.member_key(i)) for i in range(len(self.members))]
+            try:
+                proposal = await clients[0].propose([{"name": "open_service", "args": {}}])
+                await clients[0].wait(proposal["tx_hash"], timeout=timeout)
+                for c in clients[: len(clients) // 2 + 1]:
+                    ballot = await c.vote(proposal["proposal_id"], approve=True)
+                    await c.wait(ballot["tx_hash"], timeout=timeout)
+            finally:
+                for c in clients:
+                    await c.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, vote()).result()
+        deadline = time.monotonic() + 5
+        while self.service().get("status") != "Open":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the members' vote did not open the service")
+            time.sleep(0.1)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ import aiohttp
 
 from conclavium import query
 from conclavium.crypto.keys import PrivateKey
+from conclavium.governance import documents
 from conclavium.tx import SignedTx, make_body, sign
 
 
@@ -135,3 +136,38 @@ class Client:
 
     async def service(self) -> dict[str, Any]:
         return dict((await self._request("GET", "/v1/service"))[1])
+
+    # --- governance -------------------------------------------------------------------------------
+
+    async def _post_document(self, path: str, document: bytes) -> dict[str, Any]:
+        async with self.session.post(
+            self.url + path, data=document, headers={"Content-Type": "application/cose"}
+        ) as r:
+            data = await r.json(content_type=None)
+            if r.status >= 400:
+                err = data.get("error", {}) if isinstance(data, dict) else {}
+                raise ClientError(r.status, err.get("code", "http_error"), err.get("message", r.reason or ""))
+            return dict(data)
+
+    async def propose(self, actions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Submit a signed proposal; returns {"proposal_id", "tx_hash"}."""
+        doc = documents.make_proposal(actions, self._key(), int(time.time()))
+        return await self._post_document("/v1/gov/proposals", doc)
+
+    async def vote(self, proposal_id: str, approve: bool) -> dict[str, Any]:
+        doc = documents.make_ballot(proposal_id, approve, self._key(), int(time.time()))
+        return await self._post_document(f"/v1/gov/proposals/{proposal_id}/ballots", doc)
+
+    async def withdraw(self, proposal_id: str) -> dict[str, Any]:
+        doc = documents.make_withdrawal(proposal_id, self._key(), int(time.time()))
+        return await self._post_document(f"/v1/gov/proposals/{proposal_id}/withdraw", doc)
+
+    async def proposals(self, state: str | None = None) -> list[dict[str, Any]]:
+        path = "/v1/gov/proposals" + (f"?state={quote(state)}" if state else "")
+        return list((await self._request("GET", path))[1]["proposals"])
+
+    async def proposal(self, proposal_id: str) -> dict[str, Any]:
+        return dict((await self._request("GET", f"/v1/gov/proposals/{proposal_id}"))[1])
+
+    async def constitution(self) -> dict[str, Any]:
+        return dict((await self._request("GET", "/v1/gov/constitution"))[1])

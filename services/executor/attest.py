@@ -1,27 +1,74 @@
-"""Evidence about this executor, and the check of a peer's evidence before it is trusted."""
+"""Attestation inside the executor: evidence about this node, and the check of a peer's evidence.
+
+Executors verify join evidence themselves with the shared verification library, at the block's
+timestamp (so every executor decides the same), against the policy in the ledger: the node policy
+from genesis plus the measurements governance allowed.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT as VIRTUAL_MEASUREMENT
+from conclavium.attestation import AttestationError, expected_report_data, load_policy
+from conclavium.attestation import verify_and_evaluate as _verify_and_evaluate
+from conclavium.attestation.providers import provider_from_config
+from conclavium.encoding import b64d, b64e
+from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
 
 
-def local_evidence(report_data: bytes) -> dict[str, Any]:
-    """Evidence from the development `virtual` TEE: explicit, unsigned, refused by production policy."""
-    return {"platform": "virtual", "measurement": VIRTUAL_MEASUREMENT, "report_data": report_data.hex()}
+class EvidenceRefused(Exception):
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
 
 
-def check_evidence(evidence: dict[str, Any], report_data: bytes, policy: dict[str, Any]) -> str | None:
-    """None when `evidence` is acceptable under `policy` and binds `report_data`; else the reason."""
-    platform = evidence.get("platform")
-    if platform not in policy.get("platforms", []):
-        return f"platform {platform!r} is not allowed"
-    if platform == "virtual" and policy.get("environment") == "production":
-        return "virtual evidence is refused in production"
-    if evidence.get("report_data") != report_data.hex():
-        return "evidence does not bind the node's public keys"
-    allowed = policy.get("measurements", [])
-    if evidence.get("measurement") not in allowed:
-        return "measurement is not allowed by governance"
-    return None
+def local_evidence(public_keys: list[bytes], tee: str = "virtual") -> dict[str, Any]:
+    """Evidence from this node's TEE binding its public keys."""
+    options: dict[str, Any] = {}
+    if tee == "virtual":
+        options = {"measurement": bytes.fromhex(VIRTUAL_DEV_MEASUREMENT), "host_data": b""}
+    provider = provider_from_config(tee, **options)
+    ev = provider.get_evidence(expected_report_data(public_keys))
+    return {
+        "platform": ev.platform,
+        "evidence": b64e(ev.evidence),
+        "certs": {k: b64e(v) for k, v in ev.certs.items()},
+    }
+
+
+def policy_document(node_policy: dict[str, Any], measurements: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    allowed = []
+    for m, row in measurements:
+        rule = {"platform": row["platform"], "measurement": m}
+        if row.get("host_data"):
+            rule["host_data"] = row["host_data"]
+        allowed.append(rule)
+    return {**node_policy, "measurements": allowed}
+
+
+def verify_join_evidence(
+    evidence: dict[str, Any], public_keys: list[bytes], policy: dict[str, Any], at_ms: int
+) -> dict[str, Any]:
+    """The claims of acceptable evidence; raises EvidenceRefused naming the failed check."""
+    try:
+        platform = evidence["platform"]
+        raw = b64d(evidence["evidence"])
+        certs = [b64d(v) for v in (evidence.get("certs") or {}).values()]
+        collateral = {k: b64d(v) for k, v in (evidence.get("collateral") or {}).items()}
+    except (KeyError, TypeError, ValueError):
+        raise EvidenceRefused("evidence_format", "evidence must carry platform and base64 evidence") from None
+    at = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC)
+    try:
+        claims = _verify_and_evaluate(
+            platform,
+            raw,
+            load_policy(policy),
+            public_keys=public_keys,
+            certs=certs,
+            collateral=collateral or None,
+            at=at,
+        )
+    except AttestationError as e:
+        raise EvidenceRefused(e.check, e.message) from None
+    return claims.to_dict()

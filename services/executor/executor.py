@@ -28,6 +28,7 @@ from conclavium.identity import node_certificate
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
 from . import metrics as m
+from .attest import local_evidence
 from .enclave import LedgerSecrets, NodeKeys
 from .ledger_machine import NODES, BlockOutcome, LedgerMachine
 from .queries import QueryHandler
@@ -51,6 +52,7 @@ class ExecutorConfig:
     verify_threads: int = 2
     max_batch: int = 64
     stream_replicas: int = 1
+    tee: str = "virtual"
 
 
 class Executor:
@@ -198,6 +200,11 @@ class Executor:
                 self.signed.clear()
                 if node == self.node_id and self.secrets is None:
                     self._receive_secrets(wrapped)
+            for g in out.governance:
+                if g.msg_type == "ballot":
+                    m.GOV_BALLOTS.inc()
+            if out.governance or out.expired:
+                self._governance_gauges()
             if out.fork:
                 log.critical("fork detected: %s; this node stops signing", out.fork)
                 m.FORK.set(1)
@@ -214,6 +221,13 @@ class Executor:
             )
         if self.pending_in_stream == 0:
             await self._sign_uncommitted()
+
+    def _governance_gauges(self) -> None:
+        counts = dict.fromkeys(("Open", "Accepted", "Rejected", "Withdrawn", "Expired", "Failed"), 0)
+        for _, p in self.machine.state.items("public:gov.proposals"):
+            counts[p["state"]] = counts.get(p["state"], 0) + 1
+        for state, n in counts.items():
+            m.GOV_PROPOSALS.labels(state).set(n)
 
     def _receive_secrets(self, wrapped: str) -> None:
         ctx = node_messages.secrets_context(self.cfg.ledger, self.node_id)
@@ -255,10 +269,8 @@ class Executor:
     # --- bootstrap: genesis, join, endorse ------------------------------------------------------
 
     def _evidence(self) -> dict[str, Any]:
-        from .attest import local_evidence
-
-        binding = node_messages.key_binding(self.keys.signing.public_key.spki, self.keys.encryption_public)
-        return local_evidence(binding)
+        bound = node_messages.bound_keys(self.keys.signing.public_key.spki, self.keys.encryption_public)
+        return local_evidence(bound, self.cfg.tee)
 
     def _node_info(self) -> node_messages.NodeInfo:
         return node_messages.NodeInfo(

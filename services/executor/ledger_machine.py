@@ -14,14 +14,16 @@ from typing import Any
 
 import msgspec
 
-from conclavium import merkle, node_messages
+from conclavium import governance, merkle, node_messages
 from conclavium.block import Block, CommitSig, Entry, Kind, entry_id, leaf_data, sig_statement
 from conclavium.chain import Tip, next_block
 from conclavium.crypto.keys import KeyError_, PublicKey
+from conclavium.governance import queries as gov_queries
+from conclavium.governance.actions import apply_actions, validate_action
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate
 from conclavium.tx import TxError, parse_body
 
-from .attest import check_evidence
+from .attest import EvidenceRefused, policy_document, verify_join_evidence
 from .state import State, write_digest
 from .verifier import BatchVerifier
 
@@ -31,6 +33,9 @@ MEMBERS = "public:gov.members"
 USERS = "public:gov.users"
 NODES = "public:gov.nodes"
 SERVICE = "public:gov.service"
+MEASUREMENTS = "public:gov.measurements"
+CONFIG = "config"
+CERTIFICATE = "certificate"
 DEFAULT_TX_VALIDITY_MS = 120_000
 MAX_RECENT_INVALID = 200_000
 
@@ -54,6 +59,8 @@ class BlockOutcome:
     invalid: list[tuple[bytes, str]] = field(default_factory=list)
     committed: list[BlockRecord] = field(default_factory=list)
     endorsed: list[tuple[str, str]] = field(default_factory=list)  # (node id, wrapped secrets b64)
+    governance: list[governance.Outcome] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
     fork: str | None = None
 
 
@@ -76,10 +83,10 @@ class LedgerMachine:
 
     @property
     def genesis_done(self) -> bool:
-        return self.state.get(SERVICE, "certificate") is not None
+        return self.state.get(SERVICE, CERTIFICATE) is not None
 
     def config(self, name: str, default: Any = None) -> Any:
-        cfg = self.state.get(SERVICE, "config") or {}
+        cfg = self.state.get(SERVICE, CONFIG) or {}
         return cfg.get(name, default)
 
     def participant_keys(self) -> dict[str, PublicKey]:
@@ -107,7 +114,7 @@ class LedgerMachine:
 
     def quorum(self) -> int:
         n = len(self.trusted_node_keys())
-        configured = self.state.get(SERVICE, "commit_quorum")
+        configured = self.state.get(SERVICE, governance.model.COMMIT_QUORUM_KEY)
         if isinstance(configured, int) and 0 < configured <= n:
             return configured
         return n // 2 + 1 if n else 0
@@ -119,6 +126,8 @@ class LedgerMachine:
         not extend the chain."""
         block, bhash = next_block(self.tip, raw, self.ledger)
         out = BlockOutcome(block.height)
+        if self.genesis_done:
+            out.expired = governance.expire(self.state, governance.Context(block.height, block.ts_ms))
         self._apply_signatures(block.sigs, out)
         sig_ok = await self._preverify(block.entries)
         leaves: list[tuple[bytes, bytes]] = []
@@ -178,6 +187,8 @@ class LedgerMachine:
             return self._execute_tx(entry, pre, block)
         if entry.kind == Kind.NODE:
             return self._execute_node_message(entry, block, out)
+        if entry.kind == Kind.GOV:
+            return self._execute_governance(entry, block, out)
         raise TxError("unsupported_kind", f"entry kind {entry.kind} is not supported")
 
     def _execute_tx(self, entry: Entry, pre: tuple[str, bool] | None, block: Block) -> bytes:
@@ -198,14 +209,27 @@ class LedgerMachine:
             sig_ok = key.verify(entry.signature, entry.data)
         if not sig_ok:
             raise TxError("bad_signature", "the signature does not verify with the sender's key")
-        if (self.state.get(SERVICE, "status") or "Open") != "Open":
-            raise TxError("service_not_open", "the service accepts only governance until it is opened")
+        if not gov_queries.is_service_open(self.state):
+            raise TxError("service_not_open", "the service accepts only governance until members open it")
         self.state.begin()
         for op in tx.ops:
             if op.op == "put":
                 self.state.put(op.map, op.key, {"value": op.value, "writer": tx.sender})
             else:
                 self.state.delete(op.map, op.key)
+        return write_digest(self.state.commit())
+
+    # --- governance ------------------------------------------------------------------------------
+
+    def _execute_governance(self, entry: Entry, block: Block, out: BlockOutcome) -> bytes:
+        if not self.genesis_done:
+            raise TxError("no_service", "the service has no genesis yet")
+        self.state.begin()
+        outcome = governance.apply(self.state, entry.data, governance.Context(block.height, block.ts_ms))
+        if outcome.status != "Applied":
+            self.state.rollback()
+            raise TxError("governance_refused", outcome.reason or "refused")
+        out.governance.append(outcome)
         return write_digest(self.state.commit())
 
     # --- node messages: genesis, join, endorse --------------------------------------------------
@@ -221,26 +245,50 @@ class LedgerMachine:
             return self._endorse(msg, entry, out)
         try:
             key = PublicKey.load(msg.node.signing_key)
-        except KeyError_ as e:
-            raise TxError("invalid_node_message", str(e)) from None
+            enc = bytes.fromhex(msg.node.encryption_key)
+            bound = node_messages.bound_keys(key.spki, enc)
+        except (KeyError_, ValueError) as e:
+            raise TxError("invalid_node_message", f"node keys are malformed: {e}") from None
         if key.key_id != msg.node.id or not key.verify(entry.signature, entry.data):
             raise TxError("bad_signature", "node message is not signed by the key it carries")
-        try:
-            enc = bytes.fromhex(msg.node.encryption_key)
-        except ValueError:
-            raise TxError("invalid_node_message", "encryption key is not hex") from None
-        binding = node_messages.key_binding(key.spki, enc)
         if isinstance(msg, node_messages.Genesis):
-            return self._genesis(msg, key, binding)
-        return self._join(msg, binding)
+            return self._genesis(msg, key, bound, block)
+        return self._join(msg, bound, block)
 
-    def _genesis(self, msg: node_messages.Genesis, key: PublicKey, binding: bytes) -> bytes:
+    def _check_evidence(
+        self, node: node_messages.NodeInfo, bound: list[bytes], node_policy: dict[str, Any], at_ms: int
+    ) -> dict[str, Any]:
+        policy = policy_document(node_policy, list(self.state.items(MEASUREMENTS)))
+        try:
+            return verify_join_evidence(node.evidence, bound, policy, at_ms)
+        except EvidenceRefused as e:
+            raise TxError("attestation_refused", str(e)) from None
+
+    def _node_fields(self, node: node_messages.NodeInfo, claims: dict[str, Any], cert: str | None) -> dict[str, Any]:
+        return {
+            "name": node.name,
+            "signing_key": node.signing_key,
+            "encryption_key": node.encryption_key,
+            "evidence": node.evidence,
+            "claims": claims,
+            "cert": cert,
+        }
+
+    def _governance_node(self, node: node_messages.NodeInfo, claims: dict[str, Any]) -> dict[str, Any]:
+        host_data = claims.get("host_data") or None
+        return {
+            "node_id": node.id,
+            "public_keys": {"signing": node.signing_key, "encryption": node.encryption_key},
+            "platform": claims["platform"],
+            "measurement": claims["measurement"],
+            **({"host_data": host_data} if host_data else {}),
+        }
+
+    def _genesis(self, msg: node_messages.Genesis, key: PublicKey, bound: list[bytes], block: Block) -> bytes:
         if self.genesis_done:
             raise TxError("genesis_exists", "the ledger already has a genesis")
         cfg = msg.config
-        reason = check_evidence(msg.node.evidence, binding, cfg.get("node_policy", {}))
-        if reason:
-            raise TxError("attestation_refused", reason)
+        node_policy = cfg.get("node_policy", {})
         try:
             service_cert = load_cert(msg.service_cert)
             endorsed = verify_node_certificate(msg.node_cert, service_cert)
@@ -249,37 +297,50 @@ class LedgerMachine:
         if endorsed != key:
             raise TxError("bad_certificate", "node certificate is for another key")
         self.state.begin()
-        self.state.put(SERVICE, "certificate", msg.service_cert)
-        self.state.put(SERVICE, "config", _service_config(cfg))
-        self.state.put(SERVICE, "status", cfg.get("service_status", "Open"))
-        for table, rows in ((MEMBERS, cfg.get("members", [])), (USERS, cfg.get("users", []))):
-            for row in rows:
-                pk = PublicKey.load(row["public_key"])
-                self.state.put(
-                    table,
-                    pk.key_id,
-                    {
-                        "name": row["name"],
-                        "public_key": pk.pem,
-                        "weight": int(row.get("weight", 1)),
-                        "status": "Active",
-                    },
-                )
-        self.state.put(NODES, msg.node.id, _node_row(msg.node, "Trusted", msg.node_cert))
+        try:
+            ctx = governance.Context(block.height, block.ts_ms)
+            allow = [
+                validate_action({"name": "allow_measurement", "args": m}) for m in cfg.get("measurements", [])
+            ]
+            apply_actions(self.state, allow, ctx)
+            claims = self._check_evidence(msg.node, bound, node_policy, block.ts_ms)
+            governance.genesis(
+                self.state,
+                members=[_person(r, weight=True) for r in cfg.get("members", [])],
+                users=[_person(r, weight=False) for r in cfg.get("users", [])],
+                constitution=cfg.get("constitution"),
+                nodes=[self._governance_node(msg.node, claims)],
+            )
+        except governance.GovernanceError as e:
+            self.state.rollback()
+            raise TxError("invalid_genesis", str(e)) from None
+        except TxError:
+            self.state.rollback()
+            raise
+        self.state.delete(SERVICE, governance.model.COMMIT_QUORUM_KEY)
+        row = self.state.get(NODES, msg.node.id)
+        self.state.put(NODES, msg.node.id, {**row, **self._node_fields(msg.node, claims, msg.node_cert)})
+        self.state.put(SERVICE, CERTIFICATE, msg.service_cert)
+        self.state.put(SERVICE, CONFIG, _service_config(cfg))
         return write_digest(self.state.commit())
 
-    def _join(self, msg: node_messages.Join, binding: bytes) -> bytes:
+    def _join(self, msg: node_messages.Join, bound: list[bytes], block: Block) -> bytes:
         if not self.genesis_done:
             raise TxError("no_service", "the service has no genesis yet")
         row = self.state.get(NODES, msg.node.id)
         if row is not None:
             raise TxError("already_joined", f"node is already {row['status']}")
-        reason = check_evidence(msg.node.evidence, binding, self.config("node_policy", {}))
-        if reason:
-            raise TxError("attestation_refused", reason)
-        status = "Trusted" if self.config("node_policy", {}).get("auto_trust", False) else "Pending"
+        claims = self._check_evidence(msg.node, bound, self.config("node_policy", {}), block.ts_ms)
         self.state.begin()
-        self.state.put(NODES, msg.node.id, _node_row(msg.node, status, None))
+        try:
+            governance.record_node_join(
+                self.state, self._governance_node(msg.node, claims), governance.Context(block.height, block.ts_ms)
+            )
+        except governance.GovernanceError as e:
+            self.state.rollback()
+            raise TxError("join_refused", str(e)) from None
+        row = self.state.get(NODES, msg.node.id)
+        self.state.put(NODES, msg.node.id, {**row, **self._node_fields(msg.node, claims, None)})
         return write_digest(self.state.commit())
 
     def _endorse(self, msg: node_messages.Endorse, entry: Entry, out: BlockOutcome) -> bytes:
@@ -292,7 +353,7 @@ class LedgerMachine:
         if row.get("cert"):
             raise TxError("already_endorsed", "node is already endorsed")
         try:
-            endorsed = verify_node_certificate(msg.cert, load_cert(self.state.get(SERVICE, "certificate")))
+            endorsed = verify_node_certificate(msg.cert, load_cert(self.state.get(SERVICE, CERTIFICATE)))
         except CertificateError as e:
             raise TxError("bad_certificate", str(e)) from None
         if endorsed.key_id != msg.node:
@@ -364,17 +425,16 @@ def _sender_of(body: bytes) -> str | None:
     return body[i + 10 : i + 74].decode("ascii", "replace")
 
 
-def _node_row(node: node_messages.NodeInfo, status: str, cert: str | None) -> dict[str, Any]:
-    return {
-        "name": node.name,
-        "status": status,
-        "signing_key": node.signing_key,
-        "encryption_key": node.encryption_key,
-        "platform": node.evidence.get("platform"),
-        "measurement": node.evidence.get("measurement"),
-        "evidence": node.evidence,
-        "cert": cert,
-    }
+def _person(row: dict[str, Any], weight: bool) -> dict[str, Any]:
+    """A genesis member or user as governance records it (certificates are reduced to their key)."""
+    try:
+        pem = PublicKey.load(row["public_key"]).pem
+    except (KeyError, KeyError_) as e:
+        raise governance.GovernanceError(f"genesis identity {row.get('name')!r}: {e}") from None
+    out = {"name": row["name"], "public_key": pem}
+    if weight:
+        out["weight"] = int(row.get("weight", 1))
+    return out
 
 
 def _service_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,12 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
     p.add_argument("--http-port", type=int, default=9100)
     p.add_argument("--verify-threads", type=int, default=2)
     p.add_argument("--stream-replicas", type=int, default=1)
+    p.add_argument(
+        "--tee",
+        default=os.environ.get("CONCLAVIUM_TEE", "virtual"),
+        choices=["virtual", "configfs-tsm", "sev-guest", "gramine"],
+        help="where attestation evidence comes from (virtual: development only)",
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
@@ -35,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         http_port=a.http_port,
         verify_threads=a.verify_threads,
         stream_replicas=a.stream_replicas,
+        tee=a.tee,
     )
 
 

@@ -26,3 +26,5 @@ COMMIT_DELAY = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
 QUERIES = Counter("conclavium_executor_queries_total", "Queries answered", ["type", "result"])
+GOV_PROPOSALS = Gauge("conclavium_governance_proposals", "Governance proposals by state", ["state"])
+GOV_BALLOTS = Counter("conclavium_governance_ballots_total", "Ballots recorded in the ledger")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from conclavium import merkle, query, receipt
 from conclavium.block import leaf_data
 from conclavium.encoding import dumps, loads
+from conclavium.governance import queries as gov_queries
 from conclavium.tx import TxError, is_public_map
 
 from . import metrics as m
@@ -159,13 +160,46 @@ class QueryHandler:
         return {
             "ledger": machine.ledger,
             "service_cert": st.get(SERVICE, "certificate"),
-            "status": st.get(SERVICE, "status"),
+            "status": gov_queries.service_status(st),
+            "constitution": gov_queries.constitution(st),
             "members": people(MEMBERS),
             "users": people(USERS),
             "nodes": nodes,
             "quorum": machine.quorum(),
             "height": machine.tip.height,
             "committed_height": machine.committed_height,
+        }
+
+    def q_gov_proposals(self, req: dict[str, Any]) -> dict[str, Any]:
+        state = req.get("state")
+        return {"proposals": gov_queries.proposals(self.ex.machine.state, state if isinstance(state, str) else None)}
+
+    def q_gov_proposal(self, req: dict[str, Any]) -> dict[str, Any]:
+        p = gov_queries.proposal(self.ex.machine.state, str(req.get("id")))
+        if p is None:
+            raise QueryError("not_found", "no such proposal")
+        return p
+
+    def q_gov_constitution(self, _: dict[str, Any]) -> dict[str, Any]:
+        c = gov_queries.constitution(self.ex.machine.state)
+        if c is None:
+            raise QueryError("not_found", "no constitution yet")
+        return c
+
+    def q_gov_members(self, _: dict[str, Any]) -> dict[str, Any]:
+        st = self.ex.machine.state
+        members = [{"id": k, **v} for k, v in gov_queries.members(st).items()]
+        return {"members": members, "service": gov_queries.service_status(st)}
+
+    def q_node_attestation(self, req: dict[str, Any]) -> dict[str, Any]:
+        row = self.ex.machine.state.get(NODES, str(req.get("id")))
+        if row is None:
+            raise QueryError("not_found", "no such node")
+        return {
+            "node_id": req["id"],
+            "status": row["status"],
+            "evidence": row.get("evidence"),
+            "claims": row.get("claims"),
         }
 
     def q_node_status(self, _: dict[str, Any]) -> dict[str, Any]:

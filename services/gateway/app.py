@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -18,10 +19,10 @@ import nats.errors
 import orjson
 from aiohttp import web
 
-from conclavium import streams
+from conclavium import cose, streams
 from conclavium.block import Entry, Kind
 from conclavium.crypto.keys import PublicKey
-from conclavium.encoding import dumps, loads, unpack
+from conclavium.encoding import b64d, dumps, loads, unpack
 from conclavium.runtime import connect_nats, metrics_handler
 from conclavium.tx import MAX_TX_BYTES, SignedTx, TxError, from_json, parse_body
 
@@ -100,6 +101,14 @@ class Gateway:
         r.add_get("/v1/state/{map}/{key}", self.get_state)
         r.add_post("/v1/queries", self.post_query)
         r.add_get("/v1/service", self.get_service)
+        r.add_post("/v1/gov/proposals", self.post_proposal)
+        r.add_post("/v1/gov/proposals/{id}/ballots", self.post_ballot)
+        r.add_post("/v1/gov/proposals/{id}/withdraw", self.post_withdrawal)
+        r.add_get("/v1/gov/proposals", self.get_proposals)
+        r.add_get("/v1/gov/proposals/{id}", self.get_proposal)
+        r.add_get("/v1/gov/constitution", self.get_constitution)
+        r.add_get("/v1/gov/members", self.get_members)
+        r.add_get("/v1/nodes/{id}/attestation", self.get_node_attestation)
         r.add_get("/openapi.json", self.get_openapi)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -221,6 +230,84 @@ class Gateway:
             except ApiError as e:
                 raise ApiError(e.status, e.code, f"transaction {i}: {e.message}") from None
         return _json({"tx_hashes": await self._submit(txs)}, status=202)
+
+    # --- governance ------------------------------------------------------------------------------
+
+    async def _read_document(self, request: web.Request, msg_type: str, proposal_id: str | None) -> bytes:
+        """A COSE_Sign1 governance document, raw (application/cose) or as {"document": base64}."""
+        if request.content_type == "application/cose":
+            if request.content_length is not None and request.content_length > cose.MAX_DOCUMENT_BYTES:
+                raise ApiError(413, "too_large", "governance document is too large")
+            doc = await request.read()
+        else:
+            obj = await self._read_json(request, 2 * cose.MAX_DOCUMENT_BYTES)
+            try:
+                doc = b64d(obj["document"])
+            except (KeyError, TypeError, ValueError):
+                raise ApiError(400, "missing_field", 'send {"document": base64 COSE_Sign1}') from None
+        if len(doc) > cose.MAX_DOCUMENT_BYTES:
+            raise ApiError(413, "too_large", "governance document is too large")
+        try:
+            parsed = cose.parse1(doc)
+        except cose.CoseError as e:
+            raise ApiError(400, "invalid_document", str(e)) from None
+        if parsed.protected.get(cose.HDR_MSG_TYPE) != msg_type:
+            raise ApiError(400, "wrong_document_type", f"this endpoint takes a {msg_type}")
+        if proposal_id is not None and parsed.protected.get(cose.HDR_PROPOSAL_ID) != proposal_id:
+            raise ApiError(400, "proposal_mismatch", "the document names another proposal than the URL")
+        return doc
+
+    async def _submit_document(self, doc: bytes) -> str:
+        assert self.intake is not None
+        try:
+            await self.intake.submit([Entry(Kind.GOV, doc, b"")])
+        except IntakeUnavailable as e:
+            raise ApiError(503, "intake_unavailable", str(e), {"Retry-After": "1"}) from None
+        h = hashlib.sha256(doc).hexdigest()
+        self.submitted[bytes.fromhex(h)] = time.monotonic()
+        with contextlib.suppress(Exception):
+            await self.store.set_pending([h])
+        return h
+
+    async def post_proposal(self, request: web.Request) -> web.Response:
+        h = await self._submit_document(await self._read_document(request, "proposal", None))
+        return _json({"proposal_id": h, "tx_hash": h}, status=202)
+
+    async def post_ballot(self, request: web.Request) -> web.Response:
+        pid = self._proposal_id(request)
+        h = await self._submit_document(await self._read_document(request, "ballot", pid))
+        return _json({"proposal_id": pid, "tx_hash": h}, status=202)
+
+    async def post_withdrawal(self, request: web.Request) -> web.Response:
+        pid = self._proposal_id(request)
+        h = await self._submit_document(await self._read_document(request, "withdrawal", pid))
+        return _json({"proposal_id": pid, "tx_hash": h}, status=202)
+
+    @staticmethod
+    def _proposal_id(request: web.Request) -> str:
+        pid = request.match_info["id"].lower()
+        if not HASH.match(pid):
+            raise ApiError(400, "invalid_proposal_id", "a proposal id is 64 hex digits")
+        return pid
+
+    async def get_proposals(self, request: web.Request) -> web.Response:
+        return self._relay(await self.ask_executor({"type": "gov_proposals", "state": request.query.get("state")}))
+
+    async def get_proposal(self, request: web.Request) -> web.Response:
+        pid = self._proposal_id(request)
+        return self._relay(await self.ask_executor({"type": "gov_proposal", "id": pid}))
+
+    async def get_constitution(self, _: web.Request) -> web.Response:
+        return self._relay(await self.ask_executor({"type": "gov_constitution"}))
+
+    async def get_members(self, _: web.Request) -> web.Response:
+        return self._relay(await self.ask_executor({"type": "gov_members"}))
+
+    async def get_node_attestation(self, request: web.Request) -> web.Response:
+        nid = request.match_info["id"].lower()
+        if not HASH.match(nid):
+            raise ApiError(400, "invalid_node_id", "a node id is 64 hex digits")
+        return self._relay(await self.ask_executor({"type": "node_attestation", "id": nid}))
 
     # --- status events from executors ------------------------------------------------------------
 

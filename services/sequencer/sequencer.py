@@ -29,11 +29,13 @@ from conclavium.encoding import pack, unpack
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
 from . import metrics as m
+from .lease import Lease
 
 log = logging.getLogger("conclavium.sequencer")
 
 WRONG_LAST_SEQUENCE = 10071
 TIP_KEY = "tip"
+CONSUMER = "sequencer"
 
 
 @dataclass
@@ -48,6 +50,12 @@ class SequencerConfig:
     max_block_bytes: int = 900_000
     fetch_batch: int = 256
     stream_replicas: int = 1
+    lease_ttl_s: float = 2.0
+    ignore_lease: bool = False
+
+
+class LeaseLost(Exception):
+    """This replica may no longer append: another one may already be ordering."""
 
 
 class Sequencer:
@@ -58,27 +66,54 @@ class Sequencer:
         self.nc: Any = None
         self.js: Any = None
         self.kv: Any = None
+        self.lease: Lease | None = None
+        self._led_term = 0
+        self._wake = asyncio.Event()
 
     def ready(self) -> tuple[bool, str]:
         if self.nc is None or not self.nc.is_connected:
             return False, "not connected to NATS"
         return True, "active" if self.active else "standby"
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def may_append(self) -> bool:
+        return self.cfg.ignore_lease or (self.lease is not None and self.lease.valid())
+
+    def _set_active(self, active: bool) -> None:
+        if active != self.active:
+            log.info("sequencer %s is now %s", self.cfg.name, "active" if active else "standby")
+        self.active = active
+        m.ACTIVE.set(1 if active else 0)
+
+    async def connect(self) -> None:
+        """Connect, make sure the streams and the bucket exist, and open the lease."""
         self.nc = await connect_nats(self.cfg.nats_url, f"sequencer-{self.cfg.name}")
         self.js = self.nc.jetstream(timeout=10)
         await streams.ensure_streams(self.js, self.cfg.ledger, self.cfg.stream_replicas)
         self.kv = await self._bucket()
+        lease_js = self.nc.jetstream(timeout=max(0.2, self.cfg.lease_ttl_s / 3))
+        kv = await lease_js.key_value(streams.sequencer_bucket(self.cfg.ledger))
+        self.lease = Lease(kv, self.cfg.name, self.cfg.lease_ttl_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.connect()
         app = web.Application()
         health_routes(app, self.ready)
         runner = await serve_http(app, self.cfg.http_host, self.cfg.http_port)
-        task = asyncio.create_task(self._order_loop(stop))
+        lease_task = asyncio.create_task(self._lease_loop(stop))
+        order_task = asyncio.create_task(self._order_loop(stop))
         await stop.wait()
+        self._wake.set()
         try:
-            await asyncio.wait_for(task, 5.0)
+            await asyncio.wait_for(order_task, 5.0)
         except (TimeoutError, asyncio.CancelledError, Exception) as e:
             log.warning("ordering did not stop cleanly: %s", type(e).__name__)
-        m.ACTIVE.set(0)
+        lease_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await lease_task
+        self._set_active(False)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await self.lease.release()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await runner.cleanup()
@@ -94,35 +129,83 @@ class Sequencer:
                 )
             return await self.js.key_value(name)
 
-    async def _order_loop(self, stop: asyncio.Event) -> None:
-        """Order until `stop` is set; the block in progress is appended before returning."""
+    async def _lease_loop(self, stop: asyncio.Event) -> None:
+        """Renew while holding the lease, otherwise watch it and claim it once it lapses."""
+        assert self.lease is not None
+        lease = self.lease
+        failing = False
         while not stop.is_set():
+            delay = lease.poll_every_s
             try:
-                await self._resync()
-                sub = await self.js.pull_subscribe(
-                    streams.intake_subject(self.cfg.ledger),
-                    durable="sequencer",
-                    stream=streams.intake_stream(self.cfg.ledger),
-                    config=ConsumerConfig(
-                        ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=-1, max_deliver=-1
-                    ),
-                )
-                self.active = True
-                m.ACTIVE.set(1)
-                log.info("sequencer %s ordering from height %d", self.cfg.name, self.tip.height + 1)
-                while not stop.is_set():
-                    msgs = await self._gather(sub)
-                    if msgs:
-                        await self._append(msgs)
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                if lease.valid():
+                    if await lease.renew():
+                        delay = lease.renew_every_s
+                    else:
+                        self._wake.set()
+                elif await lease.try_acquire():
+                    self._wake.set()
+                    delay = lease.renew_every_s
+                failing = False
+            except Exception as e:
+                if not failing:
+                    log.warning("lease step failed (%s: %s); retrying", type(e).__name__, e)
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _order_loop(self, stop: asyncio.Event) -> None:
+        """Order while this replica may append; the block in progress is appended before a clean stop."""
+        assert self.lease is not None
+        while not stop.is_set():
+            if not self.may_append():
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.lease.poll_every_s)
+                continue
+            try:
+                await self._lead(stop)
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                log.warning("sequencer %s stopped appending: its lease lapsed", self.cfg.name)
             except Exception as e:
-                self.active = False
-                m.ACTIVE.set(0)
                 log.warning("ordering interrupted (%s: %s); resuming", type(e).__name__, e)
                 await asyncio.sleep(0.5)
+            finally:
+                self._set_active(False)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        assert self.lease is not None
+        term = self.lease.term
+        if not self.cfg.ignore_lease and term != self._led_term:
+            await self._reset_consumer()
+            self._led_term = term
+        await self._resync()
+        sub = await self.js.pull_subscribe(
+            streams.intake_subject(self.cfg.ledger),
+            durable=CONSUMER,
+            stream=streams.intake_stream(self.cfg.ledger),
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=-1, max_deliver=-1),
+        )
+        try:
+            self._set_active(True)
+            log.info("sequencer %s ordering from height %d", self.cfg.name, self.tip.height + 1)
+            while not stop.is_set():
+                if not self.may_append():
+                    raise LeaseLost
+                msgs = await self._gather(sub)
+                if msgs:
+                    await self._append(msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _reset_consumer(self) -> None:
+        """A new term starts from a fresh consumer: intake messages a crashed or deposed holder had
+        fetched but not acknowledged become deliverable now instead of after their ack wait."""
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(streams.intake_stream(self.cfg.ledger), CONSUMER)
+            log.info("reset the intake consumer for a new term")
 
     async def _gather(self, sub: Any) -> list[Any]:
         """Intake messages for one block: wait for the first, then fill for one block interval."""
@@ -171,7 +254,13 @@ class Sequencer:
         return Block(BLOCK_VERSION, self.cfg.ledger, self.tip.height + 1, self.tip.hash, ts, entries, sigs)
 
     async def _append(self, msgs: list[Any]) -> None:
+        """Append blocks holding `msgs`; acknowledge each message once its block is durable."""
         while msgs:
+            if not self.may_append():
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                raise LeaseLost
             taken, msgs, block = self._build(msgs)
             raw = encode(block)
             bhash = block_hash(raw)

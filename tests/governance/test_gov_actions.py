@@ -76,14 +76,14 @@ def test_member_key_cannot_become_user(gov: Gov) -> None:
 
 def test_allow_and_disallow_measurement(gov: Gov) -> None:
     gov.pass_([{"name": "allow_measurement",
-                "args": {"platform": "sev-snp", "measurement": MEASUREMENT.upper(), "host_data": HOST_DATA}}])
-    assert gov.tables.get("public:gov.measurements", MEASUREMENT) == {"platform": "sev-snp", "host_data": HOST_DATA}
-    assert queries.measurement_allowed(gov.tables, "sev-snp", MEASUREMENT, HOST_DATA)
-    assert not queries.measurement_allowed(gov.tables, "sev-snp", MEASUREMENT, "00")
+                "args": {"platform": "snp", "measurement": MEASUREMENT.upper(), "host_data": HOST_DATA}}])
+    assert gov.tables.get("public:gov.measurements", MEASUREMENT) == {"platform": "snp", "host_data": HOST_DATA}
+    assert queries.measurement_allowed(gov.tables, "snp", MEASUREMENT, HOST_DATA)
+    assert not queries.measurement_allowed(gov.tables, "snp", MEASUREMENT, "00")
     assert not queries.measurement_allowed(gov.tables, "tdx", MEASUREMENT, HOST_DATA)
     wrong_platform = {"measurement": MEASUREMENT, "platform": "tdx"}
     out = gov.propose("alice", [{"name": "disallow_measurement", "args": wrong_platform}])
-    assert not out.ok and "allowed for sev-snp, not tdx" in out.reason
+    assert not out.ok and "allowed for snp, not tdx" in out.reason
     gov.pass_([{"name": "disallow_measurement", "args": {"measurement": MEASUREMENT}}])
     assert gov.tables.get("public:gov.measurements", MEASUREMENT) is None
 
@@ -91,14 +91,14 @@ def test_allow_and_disallow_measurement(gov: Gov) -> None:
 def _join(gov: Gov, node_id: str, measurement: str = MEASUREMENT) -> list[dict]:
     return record_node_join(
         gov.tables,
-        {"node_id": node_id, "public_keys": {"node": "PEM-" + node_id}, "platform": "sev-snp",
+        {"node_id": node_id, "public_keys": {"node": "PEM-" + node_id}, "platform": "snp",
          "measurement": measurement},
         Context(gov.height, gov.now_s * 1000),
     )
 
 
 def test_trust_and_retire_node_with_effects(gov: Gov) -> None:
-    gov.pass_([{"name": "allow_measurement", "args": {"platform": "sev-snp", "measurement": MEASUREMENT}}])
+    gov.pass_([{"name": "allow_measurement", "args": {"platform": "snp", "measurement": MEASUREMENT}}])
     assert _join(gov, "n1") == []
     assert gov.tables.get("public:gov.nodes", "n1")["status"] == "Pending"
     out = gov.pass_([{"name": "trust_node", "args": {"node_id": "n1"}}])
@@ -124,7 +124,7 @@ def test_trust_node_refused_for_unknown_or_disallowed(gov: Gov) -> None:
 
 def test_auto_trust_nodes_constitution() -> None:
     g = Gov(constitution={"auto_trust_nodes": True, "rules": {"default": {"accept": {"rule": "majority"}}}})
-    g.pass_([{"name": "allow_measurement", "args": {"platform": "sev-snp", "measurement": MEASUREMENT}}])
+    g.pass_([{"name": "allow_measurement", "args": {"platform": "snp", "measurement": MEASUREMENT}}])
     effects = _join(g, "auto")
     assert effects and effects[0]["type"] == "trust_node"
     assert g.tables.get("public:gov.nodes", "auto")["status"] == "Trusted"
@@ -132,7 +132,7 @@ def test_auto_trust_nodes_constitution() -> None:
 
 
 def test_disallow_measurement_in_use_needs_retire_first(gov: Gov) -> None:
-    gov.pass_([{"name": "allow_measurement", "args": {"platform": "sev-snp", "measurement": MEASUREMENT}}])
+    gov.pass_([{"name": "allow_measurement", "args": {"platform": "snp", "measurement": MEASUREMENT}}])
     for n in ("n1", "n2"):
         _join(gov, n)
         gov.pass_([{"name": "trust_node", "args": {"node_id": n}}])

@@ -20,8 +20,8 @@ def test_all_actions_applied_together_with_effects_in_order(gov: Gov) -> None:
 
 
 def test_failure_at_acceptance_applies_nothing_and_marks_failed(gov: Gov) -> None:
-    gov.pass_([{"name": "allow_measurement", "args": {"platform": "sev-snp", "measurement": M}}])
-    record_node_join(gov.tables, {"node_id": "n1", "public_keys": {}, "platform": "sev-snp", "measurement": M},
+    gov.pass_([{"name": "allow_measurement", "args": {"platform": "snp", "measurement": M}}])
+    record_node_join(gov.tables, {"node_id": "n1", "public_keys": {}, "platform": "snp", "measurement": M},
                      Context(gov.height, gov.now_s * 1000))
     first = gov.propose("alice", [CARL, {"name": "trust_node", "args": {"node_id": "n1"}}]).proposal_id
     gov.pass_([{"name": "retire_node", "args": {"node_id": "n1"}}], proposer="bob")
