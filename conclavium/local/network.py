@@ -40,6 +40,7 @@ class NetworkOptions:
     members: int = 3
     users: int = 2
     sequencers: int = 1
+    sequencer_lease_ttl_s: float = 2.0
     redis: bool | None = None  # None: use Redis when redis-server is installed
     block_interval_ms: float = 5.0
     gateway_verify_signatures: bool = False
@@ -134,6 +135,7 @@ class LocalNetwork:
             port = free_port()
             argv = service_command("conclavium-sequencer", "services.sequencer.main") + common
             argv += ["--name", name, "--http-port", str(port), "--block-interval-ms", str(self.opt.block_interval_ms)]
+            argv += ["--lease-ttl", str(self.opt.sequencer_lease_ttl_s)]
             self.procs[name] = Process(name, argv, logs / f"{name}.log", port=port)
         port = free_port()
         argv = service_command("conclavium-gateway", "services.gateway.main") + common + ["--port", str(port)]

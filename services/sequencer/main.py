@@ -20,6 +20,17 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
     p.add_argument("--block-interval-ms", type=float, default=5.0)
     p.add_argument("--max-block-entries", type=int, default=4000)
     p.add_argument("--stream-replicas", type=int, default=1)
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=float(os.environ.get("CONCLAVIUM_SEQUENCER_LEASE_TTL", "2.0")),
+        help="seconds without renewal after which a standby takes over (renewed every third of it)",
+    )
+    p.add_argument(
+        "--unsafe-ignore-lease",
+        action="store_true",
+        help="testing only: append without holding the lease, to show the stream refuses a fork",
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
@@ -32,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
         block_interval_ms=a.block_interval_ms,
         max_block_entries=a.max_block_entries,
         stream_replicas=a.stream_replicas,
+        lease_ttl_s=a.lease_ttl,
+        ignore_lease=a.unsafe_ignore_lease,
     )
 
 

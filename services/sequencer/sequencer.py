@@ -1,5 +1,9 @@
 """The sequencer: drains the intake stream into hash-chained blocks on the ledger stream.
 
+Several replicas run; the one holding the lease in the sequencer KV bucket orders, the others
+watch the lease and take over when it lapses (`lease.py`). A replica that cannot renew stops
+appending before anyone else may start.
+
 It is untrusted: it can delay or drop, but executors check the chain and every signature. Each
 append names the stream sequence it expects to follow (`Nats-Expected-Last-Sequence`), so two
 sequencers can never fork the log; a refused append makes it re-read the stream tail with the
@@ -99,7 +103,7 @@ class Sequencer:
         app = web.Application()
         health_routes(app, self.ready)
         runner = await serve_http(app, self.cfg.http_host, self.cfg.http_port)
-        lease_task = asyncio.create_task(self._lease_loop(stop))
+        lease_task = asyncio.create_task(self._lease_loop(stop)) if not self.cfg.ignore_lease else None
         order_task = asyncio.create_task(self._order_loop(stop))
         await stop.wait()
         self._wake.set()
@@ -107,9 +111,10 @@ class Sequencer:
             await asyncio.wait_for(order_task, 5.0)
         except (TimeoutError, asyncio.CancelledError, Exception) as e:
             log.warning("ordering did not stop cleanly: %s", type(e).__name__)
-        lease_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await lease_task
+        if lease_task is not None:
+            lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await lease_task
         self._set_active(False)
         if self.lease is not None:
             with contextlib.suppress(Exception):

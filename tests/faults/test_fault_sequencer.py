@@ -1,0 +1,55 @@
+"""Kill -9 the active sequencer mid-stream with a standby running: the standby takes over after the
+lease lapses and every acknowledged transaction is committed exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from conftest import start_network
+from fault_support import Load, ledger_last_seq, sequencer_roles, verify_exactly_once, wait_single_active
+
+from conclavium.runtime import connect_nats
+
+LEASE_TTL_S = 2.0
+
+
+async def test_kill_active_sequencer_standby_takes_over(tmp_path: Path) -> None:
+    net = await asyncio.to_thread(
+        start_network, tmp_path, sequencers=2, redis=True, sequencer_lease_ttl_s=LEASE_TTL_S
+    )
+    nc = await connect_nats(net.nats_url, "fault-test")
+    try:
+        active = await wait_single_active(net)
+        standby = next(n for n in net.procs if n.startswith("sequencer-") and n != active)
+        load = Load(net, total=3000, workers=16)
+        task = asyncio.create_task(load.run())
+        await load.wait_acked(800)
+
+        net.procs[active].kill()
+        killed_at = time.monotonic()
+        seq_at_kill = await ledger_last_seq(nc, net.opt.ledger)
+        takeover_s = first_block_s = None
+        while first_block_s is None or takeover_s is None:
+            now = time.monotonic() - killed_at
+            assert now < 20, f"no take-over after 20s: {await sequencer_roles(net)}"
+            if takeover_s is None and (await sequencer_roles(net))[standby] == "active":
+                takeover_s = now
+            if first_block_s is None and await ledger_last_seq(nc, net.opt.ledger) > seq_at_kill:
+                first_block_s = now
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(net.procs[active].start)
+
+        await task
+        report = await verify_exactly_once(net, load.acked)
+        assert await wait_single_active(net) == standby
+        print(
+            f"\nsequencer fail-over (lease TTL {LEASE_TTL_S}s): standby active after {takeover_s:.2f}s, "
+            f"first block from it after {first_block_s:.2f}s; load {len(load.acked)} tx in "
+            f"{load.finished - load.started:.1f}s, {load.retries} client retries\n{report.summary()}"
+        )
+        assert takeover_s < LEASE_TTL_S + 1.5
+    finally:
+        await nc.close()
+        await asyncio.to_thread(net.stop)
