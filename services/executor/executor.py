@@ -188,9 +188,9 @@ class Executor:
         invalid: list[list[Any]] = []
         now = now_ms()
         for out in outcomes:
-            for eid, reason in out.invalid:
-                invalid.append([eid, reason])
-                m.TX_INVALID.labels(reason).inc()
+            for eid, code, message in out.invalid:
+                invalid.append([eid, code, message])
+                m.TX_INVALID.labels(code).inc()
             for rec in out.committed:
                 committed.append([rec.height, [e for e, _ in rec.leaves]])
                 m.TX_COMMITTED.inc(len(rec.leaves))

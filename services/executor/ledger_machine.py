@@ -56,7 +56,7 @@ class BlockRecord:
 @dataclass
 class BlockOutcome:
     height: int
-    invalid: list[tuple[bytes, str]] = field(default_factory=list)
+    invalid: list[tuple[bytes, str, str]] = field(default_factory=list)  # (entry id, code, message)
     committed: list[BlockRecord] = field(default_factory=list)
     endorsed: list[tuple[str, str]] = field(default_factory=list)  # (node id, wrapped secrets b64)
     governance: list[governance.Outcome] = field(default_factory=list)
@@ -74,7 +74,7 @@ class LedgerMachine:
         self.uncommitted: OrderedDict[int, BlockRecord] = OrderedDict()
         self.committed_height = 0
         self.tx_index: dict[bytes, tuple[int, int]] = {}
-        self.recent_invalid: OrderedDict[bytes, str] = OrderedDict()
+        self.recent_invalid: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self.fork_reason: str | None = None
         self._keys: dict[str, PublicKey] | None = None
         self._node_keys: dict[str, PublicKey] | None = None
@@ -138,7 +138,7 @@ class LedgerMachine:
             try:
                 digest = self._execute(entry, sig_ok[i], block, out)
             except TxError as e:
-                self._invalid(eid, e.code, out)
+                self._invalid(eid, e.code, e.message, out)
                 continue
             self.tx_index[eid] = (block.height, len(leaves))
             leaves.append((eid, digest))
@@ -153,9 +153,9 @@ class LedgerMachine:
         self._advance_commit(out)
         return block, out
 
-    def _invalid(self, eid: bytes, reason: str, out: BlockOutcome) -> None:
-        out.invalid.append((eid, reason))
-        self.recent_invalid[eid] = reason
+    def _invalid(self, eid: bytes, code: str, message: str, out: BlockOutcome) -> None:
+        out.invalid.append((eid, code, message))
+        self.recent_invalid[eid] = (code, message)
         while len(self.recent_invalid) > MAX_RECENT_INVALID:
             self.recent_invalid.popitem(last=False)
 
@@ -402,9 +402,9 @@ class LedgerMachine:
             rec = self.records[where[0]]
             status = "Committed" if rec.committed else "Pending"
             return {"status": status, "height": where[0], "index": where[1]}
-        reason = self.recent_invalid.get(eid)
-        if reason is not None:
-            return {"status": "Invalid", "reason": reason}
+        invalid = self.recent_invalid.get(eid)
+        if invalid is not None:
+            return {"status": "Invalid", "reason": invalid[0], "message": invalid[1]}
         return {"status": "Unknown"}
 
     def receipt_parts(self, eid: bytes) -> tuple[BlockRecord, int] | None:

@@ -330,7 +330,7 @@ class Gateway:
                     m.SUBMIT_TO_COMMIT.observe(now - t)
         while len(self.seen_commits) > 100_000:
             self.seen_commits.popitem(last=False)
-        bad = [(eid.hex(), reason) for eid, reason in invalid]
+        bad = [(item[0].hex(), "\n".join(item[1:3])) for item in invalid]
         try:
             await self.store.set_committed(items)
             await self.store.set_invalid(bad)

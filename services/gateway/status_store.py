@@ -3,7 +3,8 @@
 Three key families per ledger, each with a TTL so nothing grows without bound: `p` (accepted,
 pending), `c` (committed: "height:index") and `i` (invalid: reason). A lookup reads all three and
 the strongest wins (Committed > Invalid > Pending), so events can arrive in any order, from any
-number of executors, and resubmissions can never downgrade a committed transaction.
+number of executors, and resubmissions can never downgrade a committed transaction. An invalid
+entry is stored as "code\nmessage".
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def _decode(c: Any, i: Any, p: Any) -> dict[str, Any] | None:
         h, idx = (c.decode() if isinstance(c, bytes) else c).split(":")
         return {"status": "Committed", "height": int(h), "index": int(idx)}
     if i is not None:
-        return {"status": "Invalid", "reason": i.decode() if isinstance(i, bytes) else i}
+        code, _, message = (i.decode() if isinstance(i, bytes) else i).partition("\n")
+        return {"status": "Invalid", "reason": code, "message": message}
     if p is not None:
         return {"status": "Pending"}
     return None
