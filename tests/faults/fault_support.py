@@ -173,9 +173,7 @@ class _Executors:
         return dict(zip(hashes, answers, strict=True))
 
 
-async def wait_committed(
-    ex: _Executors, hashes: list[str], timeout: float
-) -> dict[str, dict[str, tuple[int, int]]]:
+async def wait_committed(ex: _Executors, hashes: list[str], timeout: float) -> dict[str, dict[str, tuple[int, int]]]:
     """Poll every executor until each hash is Committed there; Invalid or a timeout fails."""
     deadline = time.monotonic() + timeout
     positions: dict[str, dict[str, tuple[int, int]]] = {}

@@ -16,9 +16,7 @@ LEASE_TTL_S = 2.0
 
 
 async def test_kill_active_sequencer_standby_takes_over(tmp_path: Path) -> None:
-    net = await asyncio.to_thread(
-        start_network, tmp_path, sequencers=2, redis=True, sequencer_lease_ttl_s=LEASE_TTL_S
-    )
+    net = await asyncio.to_thread(start_network, tmp_path, sequencers=2, redis=True, sequencer_lease_ttl_s=LEASE_TTL_S)
     nc = await connect_nats(net.nats_url, "fault-test")
     try:
         active = await wait_single_active(net)
