@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-from conclavium.governance.documents import load_proposal_file
+from conclavium.governance.documents import parse_proposal_json
 from conclavium.governance.model import GovernanceError
 from conclavium.sdk.client import Client
 
@@ -28,9 +29,23 @@ async def _recorded(c: Client, submitted: dict[str, Any], timeout: float) -> int
     return 0
 
 
+def _with_files(value: Any, base: Path) -> Any:
+    """Replace string values "@PATH" by the contents of PATH (relative to the proposal file), so a
+    proposal can name a key file instead of pasting a PEM into JSON."""
+    if isinstance(value, str) and value.startswith("@"):
+        return (base / value[1:]).read_text()
+    if isinstance(value, dict):
+        return {k: _with_files(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_files(v, base) for v in value]
+    return value
+
+
 async def cmd_propose(args: argparse.Namespace) -> int:
+    path = Path(args.file)
     try:
-        actions = load_proposal_file(args.file)
+        doc = _with_files(json.loads(path.read_text()), path.parent)
+        actions = parse_proposal_json(json.dumps(doc))
     except (OSError, GovernanceError, ValueError) as e:
         raise CliError(f"proposal file {args.file}: {e}") from None
     async with client(args, "members") as c:
@@ -71,7 +86,9 @@ async def cmd_constitution(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     gov = sub.add_parser("gov", help="governance").add_subparsers(dest="gov_command", required=True)
-    p = gov.add_parser("propose", help='propose FILE.json {"actions": [...]}; prints the proposal id last')
+    p = gov.add_parser(
+        "propose", help='propose FILE.json {"actions": [...]} ("@PATH" values read files); prints the id last'
+    )
     p.add_argument("file")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(afunc=cmd_propose)

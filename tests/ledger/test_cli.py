@@ -106,3 +106,35 @@ def test_supervisor_restarts_a_dead_process(local_up: Path) -> None:
             break
         time.sleep(0.3)
     assert len({e["root"] for e in st}) == 1, st
+
+
+def test_readme_governance_walkthrough(local_up: Path) -> None:
+    w = local_up
+    run("keygen", "--out", "dave", cwd=w)
+    run("keygen", "--out", "erin", cwd=w)
+    (w / "add-dave-and-erin.json").write_text(
+        json.dumps(
+            {
+                "actions": [
+                    {"name": "set_member", "args": {"name": "dave", "public_key": "@dave.pub.pem"}},
+                    {"name": "set_user", "args": {"name": "erin", "public_key": "@erin.pub.pem"}},
+                ]
+            }
+        )
+    )
+    pid = run("--net", "net", "gov", "propose", "add-dave-and-erin.json", cwd=w).stdout.splitlines()[-1]
+    assert (
+        json.loads(run("--net", "net", "--as", "alice", "gov", "vote", pid, "--approve", cwd=w).stdout)["state"]
+        == "Open"
+    )
+    voted = json.loads(run("--net", "net", "--as", "bob", "gov", "vote", pid, "--approve", cwd=w).stdout)
+    assert voted["state"] == "Accepted"
+    shown = json.loads(run("--net", "net", "gov", "show", pid, cwd=w).stdout)
+    assert shown["state"] == "Accepted" and len(shown["ballots"]) == 2
+    h = run("--net", "net", "--key", "erin.key", "tx", "put", "public:greetings", "erin", '"hi"', cwd=w)
+    st = json.loads(run("--net", "net", "tx", "status", h.stdout.splitlines()[-1], "--wait", cwd=w).stdout)
+    assert st["status"] == "Committed"
+    again = run("--net", "net", "--as", "carol", "gov", "vote", pid, "--approve", cwd=w, check=False)
+    assert again.returncode == 1 and json.loads(again.stdout)["status"] == "Invalid"
+    listed = json.loads(run("--net", "net", "gov", "list", "--state", "Accepted", cwd=w).stdout)
+    assert pid in {p["proposal_id"] for p in listed}
