@@ -10,8 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from conclavium.attestation import AttestationError, expected_report_data, load_policy
-from conclavium.attestation import verify_and_evaluate as _verify_and_evaluate
+from conclavium.attestation import (
+    AttestationError,
+    evaluate_policy,
+    expected_report_data,
+    load_policy,
+    verify_evidence,
+)
 from conclavium.attestation.providers import provider_from_config
 from conclavium.encoding import b64d, b64e
 from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
@@ -60,15 +65,12 @@ def verify_join_evidence(
         raise EvidenceRefused("evidence_format", "evidence must carry platform and base64 evidence") from None
     at = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC)
     try:
-        claims = _verify_and_evaluate(
-            platform,
-            raw,
-            load_policy(policy),
-            public_keys=public_keys,
-            certs=certs,
-            collateral=collateral or None,
-            at=at,
-        )
+        parsed = load_policy(policy)
+        claims = verify_evidence(platform, raw, certs=certs, collateral=collateral or None, at=at, policy=parsed)
+        result = evaluate_policy(claims, parsed, public_keys=public_keys, at=at)
     except AttestationError as e:
         raise EvidenceRefused(e.check, e.message) from None
+    if not result.allowed:
+        checks = ", ".join(check for check, _ in result.failures)
+        raise EvidenceRefused(checks, "; ".join(message for _, message in result.failures))
     return claims.to_dict()
