@@ -1,4 +1,4 @@
-"""Messages executors put in the ledger about themselves: genesis, join and endorse.
+"""Messages executors put in the ledger about themselves: genesis, join, endorse, snapshot digests.
 
 Each is canonical JSON signed by the sending node's key (an Entry of kind NODE). Genesis and join
 carry the sender's public keys and attestation evidence binding them, so they verify against the
@@ -8,7 +8,7 @@ key they carry; endorse is verified against the key of an already trusted sender
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from cryptography.hazmat.primitives import serialization
@@ -58,11 +58,19 @@ class Endorse(msgspec.Struct, tag="endorse", forbid_unknown_fields=True):
     wrapped_secrets: str  # base64 HPKE box to the node's encryption key
 
 
-NodeMessage = Genesis | Join | Endorse
-_decoder = msgspec.json.Decoder(NodeMessage)
-_ENCODER = msgspec.json.Encoder()
+class SnapshotDigest(msgspec.Struct, tag="snapshot", forbid_unknown_fields=True):
+    """A trusted node's digest of its state snapshot at `height`, recorded so commits cover it."""
 
-Type = Literal["genesis", "join", "endorse"]
+    v: int
+    ledger: str
+    ts: int
+    sender: str
+    height: int
+    digest: str
+
+
+NodeMessage = Genesis | Join | Endorse | SnapshotDigest
+_decoder = msgspec.json.Decoder(NodeMessage)
 
 
 def decode(data: bytes) -> NodeMessage:

@@ -25,13 +25,16 @@ from conclavium.chain import ChainError
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, b64e, loads, pack
 from conclavium.identity import node_certificate
+from conclavium.ledger_files import secret_key_id
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
 from . import metrics as m
 from .attest import local_evidence
 from .enclave import LedgerSecrets, NodeKeys
 from .ledger_machine import NODES, BlockOutcome, LedgerMachine
+from .persistence import LedgerStore
 from .queries import QueryHandler
+from .receipt_index import ReceiptIndex
 from .verifier import BatchVerifier
 
 log = logging.getLogger("conclavium.executor")
@@ -53,6 +56,8 @@ class ExecutorConfig:
     max_batch: int = 64
     stream_replicas: int = 1
     tee: str = "virtual"
+    snapshot_every: int = 100_000
+    blocks_per_chunk: int = 10_000
 
 
 class Executor:
@@ -61,7 +66,10 @@ class Executor:
         self.keys = NodeKeys.load_or_create(cfg.data_dir)
         self.secrets = LedgerSecrets.load(cfg.data_dir)
         self.verifier = BatchVerifier(cfg.verify_threads)
-        self.machine = LedgerMachine(cfg.ledger, self.verifier)
+        self.store = LedgerStore(cfg.data_dir, cfg.blocks_per_chunk)
+        self.machine = LedgerMachine(cfg.ledger, self.verifier, ReceiptIndex(cfg.data_dir / "receipts.sqlite"))
+        self.stopping = asyncio.Event()
+        self.pending_digests: list[tuple[int, str]] = []
         self.signed: set[int] = set()
         self.pending_in_stream = 0
         self.stream_checked = False
@@ -109,18 +117,36 @@ class Executor:
             streams.node_query_subject(self.cfg.ledger, self.cfg.name), cb=self.queries.handle
         )
         log.info("executor %s node %s starting", self.cfg.name, self.node_id[:16])
+        t0 = time.perf_counter()
+        replayed = await self.store.load(self.machine, self._secret_map())
+        log.info(
+            "restored height %d (%d blocks replayed from local chunks) in %.2fs",
+            self.machine.tip.height,
+            replayed,
+            time.perf_counter() - t0,
+        )
+        self._last_snapshot_bucket = self.machine.entries_executed // max(1, self.cfg.snapshot_every)
         consume = asyncio.create_task(self._consume())
         tick = asyncio.create_task(self._ticker())
         await stop.wait()
-        for t in (consume, tick):
-            t.cancel()
-        for t in (consume, tick):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        self.stopping.set()
+        tick.cancel()
+        try:
+            await asyncio.wait_for(consume, 5.0)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            log.warning("consumer did not stop in time")
+        self.store.close()
+        self.machine.index.close()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await runner.cleanup()
         self.verifier.close()
+        log.info("executor %s stopped at height %d, ledger flushed", self.cfg.name, self.machine.tip.height)
+
+    def _secret_map(self) -> dict[str, bytes]:
+        if self.secrets is None:
+            return {}
+        return {secret_key_id(self.secrets.ledger_secret): self.secrets.ledger_secret}
 
     async def _ticker(self) -> None:
         """Level-triggered bootstrap duties, so a lost message or a restart is never final."""
@@ -136,8 +162,9 @@ class Executor:
                 log.warning("bootstrap step failed: %s", e)
 
     async def _consume(self) -> None:
+        """Read the stream from after the restored tip; returns between batches once stopping."""
         subject = streams.ledger_subject(self.cfg.ledger)
-        while True:
+        while not self.stopping.is_set():
             try:
                 sub = await self.js.subscribe(
                     subject,
@@ -150,11 +177,16 @@ class Executor:
                     pending_msgs_limit=4096,
                     pending_bytes_limit=256 * 1024 * 1024,
                 )
-                while True:
-                    batch = [await sub.next_msg(timeout=None)]
+                while not self.stopping.is_set():
+                    try:
+                        batch = [await sub.next_msg(timeout=0.5)]
+                    except nats.errors.TimeoutError:
+                        continue
                     while len(batch) < self.cfg.max_batch and sub.pending_msgs > 0:
                         batch.append(await sub.next_msg(timeout=1))
                     await self._process(batch)
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -177,11 +209,50 @@ class Executor:
                 self.machine.tip.seq = seq
                 log.error("refused block at stream sequence %d: %s", seq, e)
                 continue
+            self.store.append(self.machine.tip.height, seq, msg.data)
             m.BLOCK_SECONDS.observe(time.perf_counter() - t0)
             m.BLOCKS.inc()
             outcomes.append(out)
+            self._maybe_snapshot()
+        self.store.flush()
+        self.machine.index.flush()
         if outcomes:
             await self._after_blocks(outcomes)
+        if self.pending_digests and self.is_signer():
+            await self._publish_digests()
+
+    def _maybe_snapshot(self) -> None:
+        """Snapshot when the executed-entry count crosses a multiple of `snapshot_every`: every
+        executor crosses it at the same height, so their digests can be compared in the ledger."""
+        bucket = self.machine.entries_executed // max(1, self.cfg.snapshot_every)
+        if bucket == self._last_snapshot_bucket or self.secrets is None:
+            return
+        self._last_snapshot_bucket = bucket
+        height, digest = self.store.save_snapshot(self.machine, self.secrets.ledger_secret)
+        self.pending_digests.append((height, digest))
+        log.info("snapshot at height %d, digest %s", height, digest[:16])
+
+    async def _publish_digests(self) -> None:
+        digests, self.pending_digests = self.pending_digests, []
+        entries = [
+            node_messages.make_entry(
+                node_messages.SnapshotDigest(
+                    v=node_messages.NODE_MSG_VERSION,
+                    ledger=self.cfg.ledger,
+                    ts=now_ms(),
+                    sender=self.node_id,
+                    height=h,
+                    digest=d,
+                ),
+                self.keys.signing,
+            )
+            for h, d in digests
+        ]
+        try:
+            await self._publish_intake(IntakeBatch(entries=entries), f"snap:{self.node_id}:{digests[-1][0]}")
+        except (TimeoutError, nats.errors.Error) as e:
+            log.warning("could not publish snapshot digests, will retry: %s", e)
+            self.pending_digests = digests + self.pending_digests
 
     async def _after_blocks(self, outcomes: list[BlockOutcome]) -> None:
         committed: list[list[Any]] = []

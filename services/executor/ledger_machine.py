@@ -24,6 +24,7 @@ from conclavium.identity import CertificateError, load_cert, verify_node_certifi
 from conclavium.tx import TxError, parse_body
 
 from .attest import EvidenceRefused, policy_document, verify_join_evidence
+from .receipt_index import CommittedBlock, ReceiptIndex
 from .state import State, write_digest
 from .verifier import BatchVerifier
 
@@ -34,6 +35,7 @@ USERS = "public:gov.users"
 NODES = "public:gov.nodes"
 SERVICE = "public:gov.service"
 MEASUREMENTS = "public:gov.measurements"
+SNAPSHOT_DIGESTS = "public:sys.snapshots"
 CONFIG = "config"
 CERTIFICATE = "certificate"
 DEFAULT_TX_VALIDITY_MS = 120_000
@@ -65,15 +67,21 @@ class BlockOutcome:
 
 
 class LedgerMachine:
-    def __init__(self, ledger: str, verifier: BatchVerifier) -> None:
+    """Blocks in, state and commits out. Memory stays bounded: committed blocks go to the receipt
+    index, and only entries inside the replay window are remembered for de-duplication (an older
+    transaction is refused by its timestamp anyway)."""
+
+    def __init__(self, ledger: str, verifier: BatchVerifier, index: ReceiptIndex | None = None) -> None:
         self.ledger = ledger
         self.verifier = verifier
+        self.index = index or ReceiptIndex(None)
         self.state = State()
         self.tip = Tip()
-        self.records: dict[int, BlockRecord] = {}
         self.uncommitted: OrderedDict[int, BlockRecord] = OrderedDict()
+        self.last_committed: BlockRecord | None = None
         self.committed_height = 0
-        self.tx_index: dict[bytes, tuple[int, int]] = {}
+        self.entries_executed = 0
+        self.recent: OrderedDict[bytes, tuple[int, int, int]] = OrderedDict()  # id -> (height, index, block ts)
         self.recent_invalid: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self.fork_reason: str | None = None
         self._keys: dict[str, PublicKey] | None = None
@@ -133,25 +141,32 @@ class LedgerMachine:
         leaves: list[tuple[bytes, bytes]] = []
         for i, entry in enumerate(block.entries):
             eid = entry_id(entry)
-            if eid in self.tx_index:
+            if eid in self.recent:
                 continue  # a resubmission: the first copy stands, this one is ignored
             try:
                 digest = self._execute(entry, sig_ok[i], block, out)
             except TxError as e:
                 self._invalid(eid, e.code, e.message, out)
                 continue
-            self.tx_index[eid] = (block.height, len(leaves))
+            self.recent[eid] = (block.height, len(leaves), block.ts_ms)
             leaves.append((eid, digest))
         self.tip = Tip(block.height, bhash, seq, block.ts_ms)
+        self.entries_executed += len(leaves)
         root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
         rec = BlockRecord(block.height, bhash, root, self.quorum(), block.ts_ms, leaves)
-        self.records[block.height] = rec
         if leaves:
             self.uncommitted[block.height] = rec
-        else:
-            rec.committed = True
         self._advance_commit(out)
+        self._forget_old(block.ts_ms)
         return block, out
+
+    def _forget_old(self, now_ms: int) -> None:
+        horizon = now_ms - 2 * self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS) - 60_000
+        while self.recent:
+            height, _, ts = next(iter(self.recent.values()))
+            if ts >= horizon or height in self.uncommitted:
+                break
+            self.recent.popitem(last=False)
 
     def _invalid(self, eid: bytes, code: str, message: str, out: BlockOutcome) -> None:
         out.invalid.append((eid, code, message))
@@ -243,6 +258,8 @@ class LedgerMachine:
             raise TxError("wrong_ledger", "node message is for another ledger")
         if isinstance(msg, node_messages.Endorse):
             return self._endorse(msg, entry, out)
+        if isinstance(msg, node_messages.SnapshotDigest):
+            return self._snapshot_digest(msg, entry)
         try:
             key = PublicKey.load(msg.node.signing_key)
             enc = bytes.fromhex(msg.node.encryption_key)
@@ -363,13 +380,30 @@ class LedgerMachine:
         out.endorsed.append((msg.node, msg.wrapped_secrets))
         return write_digest(self.state.commit())
 
+    def _snapshot_digest(self, msg: node_messages.SnapshotDigest, entry: Entry) -> bytes:
+        sender = self.trusted_node_keys().get(msg.sender)
+        if sender is None or not sender.verify(entry.signature, entry.data):
+            raise TxError("bad_signature", "snapshot digest is not signed by a trusted node")
+        if not 0 < msg.height <= self.tip.height:
+            raise TxError("invalid_node_message", "snapshot digest for a height not yet executed")
+        key = f"{msg.height:012d}"
+        row = self.state.get(SNAPSHOT_DIGESTS, key)
+        if row is not None and row["digest"] != msg.digest:
+            raise TxError(
+                "snapshot_mismatch", f"node {msg.sender[:16]} snapshot at {msg.height} differs from the recorded digest"
+            )
+        nodes = sorted({*(row or {}).get("nodes", []), msg.sender})
+        self.state.begin()
+        self.state.put(SNAPSHOT_DIGESTS, key, {"digest": msg.digest, "nodes": nodes})
+        return write_digest(self.state.commit())
+
     # --- commit signatures and the commit rule --------------------------------------------------
 
     def _apply_signatures(self, sigs: list[CommitSig], out: BlockOutcome) -> None:
         nodes = self.trusted_node_keys()
         for s in sigs:
             key = nodes.get(s.node)
-            rec = self.records.get(s.height)
+            rec = self.uncommitted.get(s.height)
             if key is None or rec is None or not key.verify(s.signature, sig_statement(s, self.ledger)):
                 continue
             if (s.block_hash, s.root, s.quorum) == (rec.hash, rec.root, rec.quorum):
@@ -390,6 +424,10 @@ class LedgerMachine:
             self.uncommitted.popitem(last=False)
             rec.committed = True
             out.committed.append(rec)
+            self.last_committed = rec
+            self.index.add(
+                CommittedBlock(rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms, rec.leaves, rec.signatures)
+            )
         self.committed_height = (
             next(iter(self.uncommitted)) - 1 if self.uncommitted else self.tip.height
         )
@@ -397,22 +435,77 @@ class LedgerMachine:
     # --- lookups for queries --------------------------------------------------------------------
 
     def tx_status(self, eid: bytes) -> dict[str, Any]:
-        where = self.tx_index.get(eid)
+        where = self.recent.get(eid)
         if where is not None:
-            rec = self.records[where[0]]
-            status = "Committed" if rec.committed else "Pending"
+            status = "Pending" if where[0] in self.uncommitted else "Committed"
             return {"status": status, "height": where[0], "index": where[1]}
+        located = self.index.locate(eid)
+        if located is not None:
+            return {"status": "Committed", "height": located[0], "index": located[1]}
         invalid = self.recent_invalid.get(eid)
         if invalid is not None:
             return {"status": "Invalid", "reason": invalid[0], "message": invalid[1]}
         return {"status": "Unknown"}
 
-    def receipt_parts(self, eid: bytes) -> tuple[BlockRecord, int] | None:
-        where = self.tx_index.get(eid)
-        if where is None:
+    def receipt_parts(self, eid: bytes) -> tuple[CommittedBlock, int] | None:
+        """The committed block holding `eid` and its index; None while pending or unknown."""
+        where = self.recent.get(eid)
+        if where is not None and where[0] in self.uncommitted:
             return None
-        rec = self.records[where[0]]
-        return (rec, where[1]) if rec.committed else None
+        located = (where[0], where[1]) if where is not None else self.index.locate(eid)
+        if located is None:
+            return None
+        block = self.index.block(located[0])
+        return (block, located[1]) if block is not None else None
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Everything needed to resume after the tip, in a deterministic encoding: executors that
+        snapshot at the same height produce the same bytes (so their digests can be compared)."""
+        return _snap_enc.encode(
+            {
+                "v": 1,
+                "ledger": self.ledger,
+                "tip": [self.tip.height, self.tip.hash, self.tip.seq, self.tip.ts_ms],
+                "maps": self.state.maps,
+                "uncommitted": [
+                    [r.height, r.hash, r.root, r.quorum, r.ts_ms, r.leaves, r.signatures]
+                    for r in self.uncommitted.values()
+                ],
+                "recent": [[e, *v] for e, v in self.recent.items()],
+                "invalid": [[e, *v] for e, v in self.recent_invalid.items()],
+                "entries": self.entries_executed,
+                "committed_height": self.committed_height,
+            }
+        )
+
+    def restore(self, data: bytes) -> None:
+        snap = _snap_dec.decode(data)
+        if snap.get("v") != 1 or snap.get("ledger") != self.ledger:
+            raise ValueError("snapshot is for another ledger or version")
+        h, bh, seq, ts = snap["tip"]
+        self.tip = Tip(h, bh, seq, ts)
+        self.state = State()
+        self.state.maps = snap["maps"]
+        self.uncommitted = OrderedDict()
+        for height, bhash, root, quorum, bts, leaves, sigs in snap["uncommitted"]:
+            rec = BlockRecord(height, bhash, root, quorum, bts, [(e, d) for e, d in leaves], dict(sigs))
+            self.uncommitted[height] = rec
+        self.recent = OrderedDict((e, (a, b, c)) for e, a, b, c in snap["recent"])
+        self.recent_invalid = OrderedDict((e, (a, b)) for e, a, b in snap["invalid"])
+        self.entries_executed = snap["entries"]
+        self.committed_height = snap["committed_height"]
+        self._keys = self._node_keys = None
+        last = self.index.block(self.committed_height)
+        if last is not None:
+            self.last_committed = BlockRecord(
+                last.height, last.hash, last.root, last.quorum, last.ts_ms, last.leaves, last.signatures, committed=True
+            )
+
+
+_snap_enc = msgspec.msgpack.Encoder()
+_snap_dec = msgspec.msgpack.Decoder()
 
 
 def _sender_of(body: bytes) -> str | None:

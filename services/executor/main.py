@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         choices=["virtual", "configfs-tsm", "sev-guest", "gramine"],
         help="where attestation evidence comes from (virtual: development only)",
     )
+    p.add_argument("--snapshot-every", type=int, default=100_000, help="snapshot after this many entries")
+    p.add_argument("--blocks-per-chunk", type=int, default=10_000)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         verify_threads=a.verify_threads,
         stream_replicas=a.stream_replicas,
         tee=a.tee,
+        snapshot_every=a.snapshot_every,
+        blocks_per_chunk=a.blocks_per_chunk,
     )
 
 

@@ -28,3 +28,5 @@ COMMIT_DELAY = Histogram(
 QUERIES = Counter("conclavium_executor_queries_total", "Queries answered", ["type", "result"])
 GOV_PROPOSALS = Gauge("conclavium_governance_proposals", "Governance proposals by state", ["state"])
 GOV_BALLOTS = Counter("conclavium_governance_ballots_total", "Ballots recorded in the ledger")
+CORRUPT_FILES = Counter("conclavium_executor_corrupt_files_total", "Ledger chunks or snapshots refused at load")
+SNAPSHOTS = Counter("conclavium_executor_snapshots_total", "Snapshots written")

@@ -204,7 +204,7 @@ class QueryHandler:
 
     def q_node_status(self, _: dict[str, Any]) -> dict[str, Any]:
         ex, machine = self.ex, self.ex.machine
-        last = machine.records.get(machine.committed_height)
+        last = machine.last_committed
         ok, reason = ex.ready()
         return {
             "name": ex.cfg.name,
@@ -217,4 +217,5 @@ class QueryHandler:
             "ready": ok,
             "reason": reason,
             "fork": machine.fork_reason,
+            "refused_files": ex.store.problems,
         }

@@ -24,10 +24,13 @@ def real_receipt(network: LocalNetwork) -> dict[str, Any]:
     async def fetch() -> dict[str, Any]:
         c = Client(network.gateway_url, user_keys(network)[0])
         try:
-            hashes = [await c.put("public:receipts", f"k{i}", i) for i in range(5)]
+            txs = [await c.build([{"op": "put", "map": "public:receipts", "key": f"k{i}", "value": i}]) for i in range(8)]
+            hashes = await c.submit_batch(txs)
             for h in hashes:
                 await c.wait(h)
-            return await c.receipt(hashes[2])
+            r = await c.receipt(hashes[2])
+            assert r["path"], "one batch lands in one block, so the path is not empty"
+            return r
         finally:
             await c.close()
 

@@ -1,0 +1,117 @@
+"""The executor's own copy of the ledger on its volume: chunks, snapshots and the receipt index.
+
+Start-up: cut a torn tail off the last chunk (a crash mid-write), load the newest snapshot that
+authenticates, replay the chunk records after it through the ledger machine (every check runs
+again), then the caller resumes the ledger stream after the last replayed block. A corrupt chunk
+or snapshot is never loaded: it is moved to `quarantine/`, logged with its file and byte offset and
+counted, and what it held is fetched again from the ledger stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from conclavium.chain import ChainError
+from conclavium.ledger_files import (
+    ChunkWriter,
+    LedgerFileError,
+    chunk_files,
+    read_chunk,
+    read_snapshot,
+    repair_tail,
+    snapshot_files,
+    snapshot_name,
+    write_snapshot,
+)
+
+from . import metrics as m
+from .ledger_machine import LedgerMachine
+
+log = logging.getLogger("conclavium.executor")
+
+
+class LedgerStore:
+    def __init__(self, data_dir: Path, blocks_per_chunk: int = 10_000, keep_snapshots: int = 3) -> None:
+        self.ledger_dir = data_dir / "ledger"
+        self.snapshot_dir = data_dir / "snapshots"
+        self.quarantine_dir = data_dir / "quarantine"
+        for d in (self.ledger_dir, self.snapshot_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.blocks_per_chunk = blocks_per_chunk
+        self.keep_snapshots = keep_snapshots
+        self.writer: ChunkWriter | None = None
+        self.problems: list[str] = []
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
+        shutil.move(str(path), target)
+        self.problems.append(reason)
+        m.CORRUPT_FILES.inc()
+        log.error("refused to load %s (%s); moved to %s", path, reason, target)
+
+    async def load(self, machine: LedgerMachine, secrets: dict[str, bytes]) -> int:
+        """Restore `machine` from disk; returns how many blocks were replayed from chunks."""
+        torn = repair_tail(self.ledger_dir) if chunk_files(self.ledger_dir) else None
+        if torn is not None:
+            log.warning("cut a torn record off the last ledger chunk at byte %d", torn)
+        for path in reversed(snapshot_files(self.snapshot_dir)):
+            try:
+                header, plaintext = read_snapshot(path, secrets)
+                machine.restore(plaintext)
+                log.info("loaded snapshot %s at height %d", path.name, header["height"])
+                break
+            except LedgerFileError as e:
+                self._quarantine(path, str(e))
+            except ValueError as e:
+                self._quarantine(path, f"{path}: {e}")
+        replayed = 0
+        files = chunk_files(self.ledger_dir)
+        for i, path in enumerate(files):
+            try:
+                records, _ = read_chunk(path, last=i == len(files) - 1)
+            except LedgerFileError as e:
+                for later in files[i:]:
+                    self._quarantine(later, str(e) if later == path else f"follows corrupt {path.name}")
+                break
+            for rec in records:
+                if rec.seq <= machine.tip.seq:
+                    continue
+                try:
+                    await machine.apply(rec.raw, rec.seq)
+                    replayed += 1
+                except ChainError as e:
+                    for later in files[i:]:
+                        self._quarantine(later, f"{path}: at byte {rec.offset}: {e}" if later == path else "follows")
+                    return replayed
+        machine.index.flush()
+        return replayed
+
+    def append(self, height: int, seq: int, raw: bytes) -> None:
+        if self.writer is None:
+            self.writer = ChunkWriter(self.ledger_dir, self.blocks_per_chunk)
+        self.writer.append(height, seq, raw)
+
+    def flush(self, sync: bool = False) -> None:
+        if self.writer is not None:
+            self.writer.flush(sync)
+
+    def save_snapshot(self, machine: LedgerMachine, secret: bytes) -> tuple[int, str]:
+        """Write a snapshot of `machine` sealed with `secret`; returns (height, digest)."""
+        self.flush(sync=True)
+        path = self.snapshot_dir / snapshot_name(machine.tip.height)
+        header = {"ledger": machine.ledger, "height": machine.tip.height, "seq": machine.tip.seq}
+        digest = write_snapshot(path, header, machine.snapshot(), secret)
+        for old in snapshot_files(self.snapshot_dir)[: -self.keep_snapshots]:
+            old.unlink(missing_ok=True)
+        m.SNAPSHOTS.inc()
+        return machine.tip.height, digest
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+

@@ -1,0 +1,88 @@
+"""Where committed blocks' receipt material lives once it leaves memory: SQLite in the data dir.
+
+Per committed block: hash, root, quorum, timestamp, leaves (entry id, write digest) and the
+signatures that committed it; per transaction: its height and index. Writes are idempotent, so
+replaying blocks after a restart rewrites the same rows. The file is a cache of what the ledger
+holds: a receipt served from it is still verified by whoever receives it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder()
+
+
+@dataclass
+class CommittedBlock:
+    height: int
+    hash: bytes
+    root: bytes
+    quorum: int
+    ts_ms: int
+    leaves: list[tuple[bytes, bytes]]
+    signatures: dict[str, bytes]
+
+
+class ReceiptIndex:
+    def __init__(self, path: Path | None) -> None:
+        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, hash BLOB, root BLOB, quorum INTEGER,"
+            " ts INTEGER, leaves BLOB, sigs BLOB)"
+        )
+        self.db.execute("CREATE TABLE IF NOT EXISTS txs (id BLOB PRIMARY KEY, height INTEGER, idx INTEGER)")
+        self._pending: list[CommittedBlock] = []
+
+    def add(self, block: CommittedBlock) -> None:
+        self._pending.append(block)
+
+    def flush(self) -> None:
+        """Write what was committed since the last flush, in one SQLite transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (b.height, b.hash, b.root, b.quorum, b.ts_ms, _enc.encode(b.leaves), _enc.encode(b.signatures))
+                for b in pending
+            ],
+        )
+        self.db.executemany(
+            "INSERT OR REPLACE INTO txs VALUES (?, ?, ?)",
+            [(eid, b.height, i) for b in pending for i, (eid, _) in enumerate(b.leaves)],
+        )
+        self.db.execute("COMMIT")
+
+    def locate(self, eid: bytes) -> tuple[int, int] | None:
+        for b in self._pending:
+            for i, (e, _) in enumerate(b.leaves):
+                if e == eid:
+                    return b.height, i
+        row = self.db.execute("SELECT height, idx FROM txs WHERE id = ?", (eid,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def block(self, height: int) -> CommittedBlock | None:
+        for b in self._pending:
+            if b.height == height:
+                return b
+        row = self.db.execute(
+            "SELECT height, hash, root, quorum, ts, leaves, sigs FROM blocks WHERE height = ?", (height,)
+        ).fetchone()
+        if row is None:
+            return None
+        leaves = [(bytes(e), bytes(d)) for e, d in _dec.decode(row[5])]
+        return CommittedBlock(row[0], row[1], row[2], row[3], row[4], leaves, dict(_dec.decode(row[6])))
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
