@@ -12,7 +12,7 @@ from conclavium.crypto.keys import ALGORITHMS
 from conclavium.keyfiles import write_identity
 from conclavium.sdk.client import ClientError
 
-from . import attestation, gov, local, receipts, tx
+from . import attestation, gov, ledger, local, receipts, tx
 from .context import CliError
 
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     tx.register(sub)
     receipts.register(sub)
     gov.register(sub)
+    ledger.register(sub)
     attestation.register(sub)
     return p
 

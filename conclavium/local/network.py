@@ -46,6 +46,7 @@ class NetworkOptions:
     gateway_verify_signatures: bool = False
     verify_threads: int = 2
     log_level: str = "info"
+    snapshot_every: int = 100_000  # executor snapshots after this many entries
     open_service: bool = True  # members vote the service open, as the README's walk-through does
 
 
@@ -126,7 +127,7 @@ class LocalNetwork:
             port = free_port()
             argv = service_command("conclavium-executor", "services.executor.main") + common
             argv += ["--name", name, "--data-dir", str(nodes / name), "--http-port", str(port)]
-            argv += ["--verify-threads", str(self.opt.verify_threads)]
+            argv += ["--verify-threads", str(self.opt.verify_threads), "--snapshot-every", str(self.opt.snapshot_every)]
             if i == 0:
                 argv += ["--genesis", str(genesis)]
             self.procs[name] = Process(name, argv, logs / f"{name}.log", port=port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from conclavium.runtime import run_service, setup_logging
@@ -50,7 +51,14 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["audit"]:
+        from .audit import main as audit_main
+
+        if len(args) != 2:
+            sys.exit("usage: conclavium-executor audit DATA_DIR")
+        sys.exit(audit_main(Path(args[1])))
+    cfg = parse_args(args)
     run_service(Executor(cfg).run)
 
 

@@ -121,7 +121,7 @@ class Gateway:
         self.nc = await connect_nats(self.cfg.nats_url, "gateway")
         self.js = self.nc.jetstream(timeout=10)
         await streams.ensure_streams(self.js, self.cfg.ledger, self.cfg.stream_replicas)
-        self.intake = IntakeBatcher(self.js, self.cfg.ledger)
+        self.intake = IntakeBatcher(self.js, self.cfg.ledger, connected=lambda: bool(self.nc.is_connected))
         await self.nc.subscribe(streams.status_subject(self.cfg.ledger), cb=self._on_status)
         if self.cfg.verify_signatures:
             self._refresher = asyncio.create_task(self.refresh_keys())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from conclavium import streams
@@ -34,8 +35,10 @@ class IntakeBatcher:
         max_bytes: int = 512 * 1024,
         max_inflight: int = 64,
         timeout_s: float = 5.0,
+        connected: Callable[[], bool] | None = None,
     ) -> None:
         self.js = js
+        self.connected = connected
         self.subject = streams.intake_subject(ledger)
         self.linger_s = linger_s
         self.max_entries = max_entries
@@ -49,6 +52,9 @@ class IntakeBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, entries: list[Entry]) -> None:
+        if self.connected is not None and not self.connected():
+            # While NATS is away a publish would only sit in the client's buffer until the timeout.
+            raise IntakeUnavailable("intake not acknowledged: not connected to NATS")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((entries, fut))
         self._count += len(entries)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ class LeaseView:
     holder: str = ""
     ttl_s: float = 0.0
     seen_at: float = 0.0
+    incarnation: str = ""
 
 
 class Lease:
@@ -45,6 +47,7 @@ class Lease:
         self.revision = 0
         self.deadline = 0.0
         self.term = 0
+        self.incarnation = secrets.token_hex(8)
         self.view = LeaseView()
 
     @property
@@ -59,7 +62,8 @@ class Lease:
         return time.monotonic() < self.deadline
 
     def _value(self, holder: str) -> bytes:
-        return json.dumps({"holder": holder, "ttl_ms": int(self.ttl_s * 1000)}).encode()
+        doc = {"holder": holder, "ttl_ms": int(self.ttl_s * 1000), "incarnation": self.incarnation if holder else ""}
+        return json.dumps(doc).encode()
 
     async def _write(self, last: int, holder: str) -> int:
         if last == 0:
@@ -83,7 +87,7 @@ class Lease:
         """Our own write counts as seen when it was sent, so after a lapse (NATS down) this replica
         may reclaim its own unchanged revision without waiting a further TTL."""
         self.deadline = sent + self.ttl_s
-        self.view = LeaseView(self.revision, self.name, self.ttl_s, sent)
+        self.view = LeaseView(self.revision, self.name, self.ttl_s, sent, self.incarnation)
 
     async def observe(self) -> None:
         """Read the key and note when its revision changed, by this replica's clock."""
@@ -98,14 +102,18 @@ class Lease:
                 doc = json.loads(entry.value or b"{}")
             except ValueError:
                 doc = {}
-            holder = doc.get("holder", "") if isinstance(doc, dict) else ""
-            ttl = float(doc.get("ttl_ms", 0)) / 1000 if isinstance(doc, dict) else 0.0
-            self.view = LeaseView(entry.revision, str(holder), ttl or self.ttl_s, now)
+            if not isinstance(doc, dict):
+                doc = {}
+            ttl = float(doc.get("ttl_ms", 0)) / 1000
+            self.view = LeaseView(
+                entry.revision, str(doc.get("holder", "")), ttl or self.ttl_s, now, str(doc.get("incarnation", ""))
+            )
 
     def claimable(self) -> bool:
-        """The key is absent, released, or its revision has not moved for a whole TTL."""
+        """The key is absent, released, written last by this very process (a renewal whose answer
+        was lost: nobody else can have taken over since), or its revision has not moved for a TTL."""
         v = self.view
-        if v.revision == 0 or not v.holder:
+        if v.revision == 0 or not v.holder or v.incarnation == self.incarnation:
             return True
         return time.monotonic() - v.seen_at >= max(v.ttl_s, self.ttl_s)
 

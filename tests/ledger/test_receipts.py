@@ -24,7 +24,9 @@ def real_receipt(network: LocalNetwork) -> dict[str, Any]:
     async def fetch() -> dict[str, Any]:
         c = Client(network.gateway_url, user_keys(network)[0])
         try:
-            txs = [await c.build([{"op": "put", "map": "public:receipts", "key": f"k{i}", "value": i}]) for i in range(8)]
+            txs = [
+                await c.build([{"op": "put", "map": "public:receipts", "key": f"k{i}", "value": i}]) for i in range(8)
+            ]
             hashes = await c.submit_batch(txs)
             for h in hashes:
                 await c.wait(h)
