@@ -1,0 +1,751 @@
+"""Conclavium benchmark: signed key-value writes through the whole ledger, submit-to-commit.
+
+    python bench/run.py [--net DIR] [--executors N] [--count N | --duration S] [--clients C]
+                        [--batch B] [--private-ratio R] [--warmup S] [--rate TX/S] [--json FILE]
+    python bench/run.py --sweep ...      # load-vs-latency table + PNG plot
+    python bench/run.py --postgres       # PostgreSQL insert-only yardstick (pgbench)
+
+Transactions are signed before the clock starts (in worker processes), so the figures measure the
+ledger, not the load generator's signing. Commit is observed on the executors' status events (core
+NATS): a transaction counts as committed when the first executor reports it, which every executor
+does only once the ledger holds a quorum of commit signatures over a root covering it.
+Without `--rate` the load is closed-loop: each client keeps at most `--window` batches
+acknowledged-but-uncommitted. With `--rate` it is open-loop and latency starts at each batch's
+scheduled send time, so a lagging generator cannot hide queueing (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import msgspec  # noqa: E402
+import nats  # noqa: E402
+import orjson  # noqa: E402
+
+from conclavium import streams  # noqa: E402
+from conclavium.crypto.keys import PrivateKey  # noqa: E402
+from conclavium.local.network import LocalNetwork, NetworkOptions  # noqa: E402
+from conclavium.tx import make_body  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+VALUE_BYTES = 100
+VALIDITY_BUDGET_S = 100.0  # transactions must reach a block within the ledger's 120 s window
+
+
+# --- workload: pre-signed batches ----------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """One HTTP request, ready to send: the encoded body and the hashes of its transactions."""
+
+    body: bytes
+    hashes: list[bytes]
+    single: bool
+
+
+def _sign_chunk(args: tuple[list[str], str, int, int, float, int, int]) -> list[tuple[bytes, list[bytes]]]:
+    """Worker: sign `n` transactions and pack them into request bodies of `batch` each."""
+    key_files, ledger, n, batch, private_ratio, seed, ts_ms = args
+    rng = random.Random(seed)
+    keys = [PrivateKey.from_file(f) for f in key_files]
+    ids = [k.key_id for k in keys]
+    out: list[tuple[bytes, list[bytes]]] = []
+    items: list[dict[str, str]] = []
+    hashes: list[bytes] = []
+    for i in range(n):
+        k = i % len(keys)
+        m = "bench" if rng.random() < private_ratio else "public:bench"
+        value = rng.randbytes(VALUE_BYTES // 2).hex()
+        ops = [{"op": "put", "map": m, "key": rng.randbytes(8).hex(), "value": value}]
+        body = make_body(ledger, ids[k], ops, ts_ms, nonce=rng.randbytes(12).hex())
+        sig = keys[k].sign(body)
+        items.append({"body": _b64(body), "signature": _b64(sig)})
+        hashes.append(hashlib.sha256(body).digest())
+        if len(items) == batch or i == n - 1:
+            req = items[0] if batch == 1 else {"transactions": items}
+            out.append((orjson.dumps(req), hashes))
+            items, hashes = [], []
+    return out
+
+
+def _b64(b: bytes) -> str:
+    import base64
+
+    return base64.b64encode(b).decode()
+
+
+def presign(key_files: list[str], ledger: str, total: int, batch: int, private_ratio: float) -> list[Batch]:
+    """Sign `total` transactions on every core (this happens before any timing starts)."""
+    workers = max(1, os.cpu_count() or 1)
+    per = max(batch, math.ceil(total / workers / batch) * batch)
+    ts_ms = int(time.time() * 1000)
+    jobs, left, seed = [], total, random.randrange(1 << 30)
+    while left > 0:
+        n = min(per, left)
+        jobs.append((key_files, ledger, n, batch, private_ratio, seed + len(jobs), ts_ms))
+        left -= n
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        parts = pool.map(_sign_chunk, jobs)
+    return [Batch(b, h, batch == 1) for part in parts for b, h in part]
+
+
+# --- process accounting --------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc (threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> dict[str, float] | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            vals[line.split(":")[0]] = round(int(line.split()[1]) / 1024, 1)
+    return {"rss": vals.get("VmRSS", 0.0), "peak": vals.get("VmHWM", 0.0)}
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, iowait) CPU seconds of the whole machine, from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] if len(f) > 7 else 0)
+    return busy / CLK_TCK, f[4] / CLK_TCK
+
+
+def snapshot_cpu(pids: dict[str, int]) -> dict[str, float]:
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    out["bench-client"] = time.process_time()
+    out["machine"], out["machine-iowait"] = machine_cpu()
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# --- the ceiling: unavoidable cryptography, measured now ------------------------------------------
+
+
+def measure_ceiling(executors: int, seconds: float = 0.6) -> dict[str, Any]:
+    """Cost on this machine, in this run, of the cryptography every transaction needs.
+
+    Per transaction: each executor verifies the client's Ed25519 signature (PyNaCl, the library
+    all executors must share) and hashes it (entry id, write digest, Merkle leaf and ~1 interior
+    node); the gateway and the sequencer hash nothing per transaction they could not skip. The
+    client signs once (done before timing in this benchmark, shown separately)."""
+    import nacl.signing
+
+    sk = nacl.signing.SigningKey.generate()
+    vk = sk.verify_key
+    body = os.urandom(330)
+    sig = sk.sign(body).signature
+
+    def rate(fn: Any) -> float:
+        n, t0 = 0, time.thread_time()
+        while time.thread_time() - t0 < seconds / 3:
+            for _ in range(200):
+                fn()
+            n += 200
+        return (time.thread_time() - t0) / n
+
+    verify = rate(lambda: vk.verify(body, sig))
+    sha = rate(lambda: hashlib.sha256(body).digest())
+    sign = rate(lambda: sk.sign(body))
+    per_exec = verify + 4 * sha
+    crypto = executors * per_exec
+    cores = os.cpu_count() or 1
+    return {
+        "ed25519_verify_us": round(verify * 1e6, 2),
+        "sha256_330B_us": round(sha * 1e6, 3),
+        "ed25519_sign_us": round(sign * 1e6, 2),
+        "crypto_us_per_tx": round(crypto * 1e6, 2),
+        "crypto_us_per_tx_with_client_signing": round((crypto + sign) * 1e6, 2),
+        "cores": cores,
+        "ceiling_tps": round(cores / crypto),
+        "note": "ceiling = cores / (executors x (verify + 4 SHA-256)); all other work is overhead",
+    }
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tracker:
+    """Send and commit times per transaction, fed by the executors' status events."""
+
+    index: dict[bytes, int] = field(default_factory=dict)
+    sent: list[float] = field(default_factory=list)
+    done: list[float] = field(default_factory=list)
+    invalid: dict[str, int] = field(default_factory=dict)
+    waiters: dict[int, tuple[int, asyncio.Future[None]]] = field(default_factory=dict)
+    batch_of: list[int] = field(default_factory=list)
+    finished = 0
+    acked = 0
+    failed = 0
+    _target = 0
+    _all: asyncio.Event | None = None
+
+    def add(self, hashes: list[bytes], batch_id: int) -> None:
+        for h in hashes:
+            self.index[h] = len(self.sent)
+            self.sent.append(0.0)
+            self.done.append(0.0)
+            self.batch_of.append(batch_id)
+
+    async def wait_all(self, timeout: float) -> None:
+        """Wait until every acknowledged transaction committed or was refused, or `timeout`."""
+        self._target = self.acked
+        if self.finished >= self._target:
+            return
+        self._all = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all.wait(), timeout)
+
+    def _finish(self, i: int, now: float) -> None:
+        if self.done[i]:
+            return
+        self.done[i] = now
+        self.finished += 1
+        if self._all is not None and self.finished >= self._target:
+            self._all.set()
+        w = self.waiters.get(self.batch_of[i])
+        if w is not None:
+            left = w[0] - 1
+            if left:
+                self.waiters[self.batch_of[i]] = (left, w[1])
+            else:
+                del self.waiters[self.batch_of[i]]
+                if not w[1].done():
+                    w[1].set_result(None)
+
+    def on_event(self, data: bytes) -> None:
+        now = time.perf_counter()
+        try:
+            ev = _status_decoder.decode(data)
+        except msgspec.DecodeError:
+            return
+        for _height, eids in ev.get("c", ()):
+            for eid in eids:
+                i = self.index.get(eid)
+                if i is not None:
+                    self._finish(i, now)
+        for eid, reason in ev.get("i", ()):
+            i = self.index.get(eid)
+            if i is not None and not self.done[i]:
+                self.invalid[reason] = self.invalid.get(reason, 0) + 1
+                self._finish(i, -now)
+
+
+_status_decoder = msgspec.msgpack.Decoder()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, b: Batch) -> bool:
+    path = "/v1/transactions" if b.single else "/v1/transactions/batch"
+    for attempt in range(3):
+        try:
+            async with session.post(url + path, data=b.body, headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                if r.status == 202:
+                    return True
+                if r.status != 503:
+                    return False
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(0.05 * (attempt + 1))
+    return False
+
+
+async def drive(
+    gateway: str,
+    nats_url: str,
+    ledger: str,
+    batches: list[Batch],
+    *,
+    clients: int,
+    window: int,
+    rate: float | None,
+    duration: float | None,
+    warmup: float,
+    pids: dict[str, int],
+    drain_s: float = 30.0,
+) -> dict[str, Any]:
+    """Submit `batches`, watch commits, and return the raw figures of one measured run."""
+    tr = Tracker()
+    for i, b in enumerate(batches):
+        tr.add(b.hashes, i)
+    nc = await nats.connect(nats_url, name="bench")
+    await nc.subscribe(streams.status_subject(ledger), cb=_status_callback(tr))
+    conn = aiohttp.TCPConnector(limit=max(clients, 1) * 2)
+    session = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30))
+    it: Iterator[int] = iter(range(len(batches)))
+    start = time.perf_counter()
+    t_warm = start + warmup
+    t_stop = start + warmup + duration if duration is not None else math.inf
+    marks: dict[str, Any] = {}
+    sent_batches = 0
+
+    def take_marks() -> None:
+        marks["t0"] = time.perf_counter()
+        marks["cpu0"] = snapshot_cpu(pids)
+        marks["done0"] = tr.finished
+
+    async def warm_marker() -> None:
+        await asyncio.sleep(max(0.0, t_warm - time.perf_counter()))
+        take_marks()
+
+    async def send(bid: int, t_sched: float) -> None:
+        nonlocal sent_batches
+        b = batches[bid]
+        first = tr.index[b.hashes[0]]
+        for i in range(first, first + len(b.hashes)):
+            tr.sent[i] = t_sched
+        sent_batches += 1
+        ok = await _post(session, gateway, b)
+        if ok:
+            tr.acked += len(b.hashes)
+        else:
+            tr.failed += len(b.hashes)
+            for i in range(first, first + len(b.hashes)):
+                tr.sent[i] = 0.0
+
+    async def closed_client() -> None:
+        sem = asyncio.Semaphore(window)
+        loop = asyncio.get_running_loop()
+        while time.perf_counter() < t_stop:
+            await sem.acquire()
+            bid = next(it, None)
+            if bid is None or time.perf_counter() >= t_stop:
+                sem.release()
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            tr.waiters[bid] = (len(batches[bid].hashes), fut)
+            fut.add_done_callback(lambda _f: sem.release())
+            await send(bid, time.perf_counter())
+            if tr.sent[tr.index[batches[bid].hashes[0]]] == 0.0:  # refused: free the slot
+                tr.waiters.pop(bid, None)
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def open_loop() -> None:
+        assert rate is not None
+        per_batch = len(batches[0].hashes) / rate
+        tasks: set[asyncio.Task[None]] = set()
+        sem = asyncio.Semaphore(clients * window)
+        k = 0
+        while True:
+            t_sched = start + k * per_batch
+            if t_sched >= t_stop:
+                break
+            bid = next(it, None)
+            if bid is None:
+                break
+            delay = t_sched - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await sem.acquire()
+            task = asyncio.create_task(send(bid, t_sched))
+            task.add_done_callback(lambda _t: sem.release())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            k += 1
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    marker = asyncio.create_task(warm_marker())
+    if rate:
+        await open_loop()
+    else:
+        await asyncio.gather(*(closed_client() for _ in range(clients)))
+    submit_end = time.perf_counter()
+    if "t0" not in marks:
+        marker.cancel()
+        take_marks()
+    exhausted = duration is not None and submit_end < t_stop - 0.5
+    # Duration mode: the window is [warm-up end, end of submission]; count mode: until all commit.
+    if duration is not None:
+        t1, cpu1, done1 = time.perf_counter(), snapshot_cpu(pids), tr.finished
+    await tr.wait_all(drain_s)
+    if duration is None:
+        t1, cpu1 = time.perf_counter(), snapshot_cpu(pids)
+        last = max((d for d in tr.done if d > 0), default=t1)
+        t1 = min(t1, last)
+        done1 = tr.finished
+    await session.close()
+    await nc.drain()
+    return _summarise(tr, marks, t1, cpu1, done1, pids, exhausted, sent_batches)
+
+
+def _status_callback(tr: Tracker) -> Any:
+    async def cb(msg: Any) -> None:
+        tr.on_event(msg.data)
+
+    return cb
+
+
+def _timeline(tr: Tracker, t0: float, t1: float) -> list[dict[str, float]]:
+    """Per second of the window: commits and the latency of what was sent in it (stalls show here)."""
+    secs = max(1, math.ceil(t1 - t0))
+    commits = [0] * secs
+    lats: list[list[float]] = [[] for _ in range(secs)]
+    for s, d in zip(tr.sent, tr.done, strict=True):
+        if d > 0 and t0 <= d < t1:
+            commits[min(secs - 1, int(d - t0))] += 1
+        if d > 0 and s >= t0 and s < t1:
+            lats[min(secs - 1, int(s - t0))].append((d - s) * 1000)
+    out = []
+    for i in range(secs):
+        v = sorted(lats[i])
+        out.append({"s": i, "commits": commits[i], "p50": round(_pct(v, 0.5), 1), "p99": round(_pct(v, 0.99), 1)})
+    return out
+
+
+def _pct(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, math.ceil(q * len(sorted_vals)) - 1))
+    return sorted_vals[i]
+
+
+def _summarise(
+    tr: Tracker,
+    marks: dict[str, Any],
+    t1: float,
+    cpu1: dict[str, float],
+    done1: int,
+    pids: dict[str, int],
+    exhausted: bool,
+    sent_batches: int,
+) -> dict[str, Any]:
+    t0 = marks["t0"]
+    window = max(t1 - t0, 1e-9)
+    lat = sorted(
+        (d - s) * 1000 for s, d in zip(tr.sent, tr.done, strict=True) if s >= t0 and d > 0
+    )
+    committed = sum(1 for d in tr.done if d > 0)
+    in_window = sum(1 for d in tr.done if t0 <= d <= t1)
+    cpu0 = marks["cpu0"]
+    ours = [k for k in cpu1 if k in cpu0 and not k.startswith("machine")]
+    cpu_per_tx = {k: round((cpu1[k] - cpu0[k]) / max(in_window, 1) * 1e6, 1) for k in ours}
+    cores_used = {k: round((cpu1[k] - cpu0[k]) / window, 2) for k in ours}
+    machine_busy = (cpu1["machine"] - cpu0["machine"]) / window
+    foreign = machine_busy - sum(cores_used.values())
+    return {
+        "timeline": _timeline(tr, t0, t1),
+        "committed_tps": round(in_window / window, 1),
+        "latency_ms": {
+            "p50": round(_pct(lat, 0.50), 1),
+            "p95": round(_pct(lat, 0.95), 1),
+            "p99": round(_pct(lat, 0.99), 1),
+            "max": round(lat[-1], 1) if lat else float("nan"),
+            "samples": len(lat),
+        },
+        "acknowledged": tr.acked,
+        "committed": committed,
+        "failed": tr.failed,
+        "invalid": dict(tr.invalid),
+        "not_committed": tr.acked - committed - sum(tr.invalid.values()),
+        "measured_window_s": round(window, 2),
+        "committed_in_window": in_window,
+        "workload_exhausted_early": exhausted,
+        "batches_sent": sent_batches,
+        "cpu_us_per_tx": cpu_per_tx,
+        "cpu_cores_used": cores_used,
+        "machine_busy_cores": round(machine_busy, 2),
+        "foreign_busy_cores": round(max(0.0, foreign), 2),
+        "machine_iowait_cores": round((cpu1["machine-iowait"] - cpu0["machine-iowait"]) / window, 2),
+        "cpu_us_per_tx_total_services": round(
+            sum(v for k, v in cpu_per_tx.items() if k != "bench-client"), 1
+        ),
+        "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+    }
+
+
+# --- network: start one, or use a running one ----------------------------------------------------
+
+
+@dataclass
+class Target:
+    gateway: str
+    nats_url: str
+    ledger: str
+    pids: dict[str, int]
+    key_files: list[str]
+    executors: int
+    net: LocalNetwork | None = None
+
+
+def start_network(args: argparse.Namespace) -> Target:
+    d = Path(tempfile.mkdtemp(prefix="conclavium-bench-"))
+    opts = NetworkOptions(
+        executors=args.executors,
+        users=5,
+        verify_threads=args.verify_threads,
+        block_interval_ms=args.block_interval_ms,
+        log_level="warning",
+    )
+    net = LocalNetwork(d, opts)
+    try:
+        net.start(timeout=120)
+    except BaseException:
+        net.stop()
+        raise
+    pids = {name: p.pid for name, p in net.procs.items() if p.pid}
+    keys = [str(net.dir / u["key"]) for u in net.users]
+    return Target(net.gateway_url, net.nats_url, opts.ledger, pids, keys, args.executors, net)
+
+
+def attach_network(directory: Path) -> Target:
+    doc = json.loads((directory / "local.json").read_text())
+    pids = {p["name"]: p["pid"] for p in doc["processes"] if p.get("pid")}
+    keys = [str(directory / u["key"]) for u in doc["users"]] or [str(directory / m["key"]) for m in doc["members"]]
+    n_exec = sum(1 for n in pids if n.startswith("executor-"))
+    return Target(doc["gateway_url"], doc["nats_url"], doc.get("ledger", "local"), pids, keys, n_exec)
+
+
+# --- modes ---------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+        "shared_machine": True,
+    }
+
+
+def run_once(t: Target, args: argparse.Namespace, rate: float | None, duration: float | None) -> dict[str, Any]:
+    if duration is None:
+        total = args.count
+    else:
+        expect = rate if rate else args.max_rate
+        total = int(expect * (duration + args.warmup) * 1.05) + args.batch
+    total = max(args.batch, total)
+    ts = time.perf_counter()
+    batches = presign(t.key_files, t.ledger, total, args.batch, args.private_ratio)
+    sign_s = time.perf_counter() - ts
+    if sign_s + args.warmup + (duration or 0) > VALIDITY_BUDGET_S:
+        print(f"warning: signing took {sign_s:.0f}s; late transactions may expire", file=sys.stderr)
+    res = asyncio.run(
+        drive(
+            t.gateway,
+            t.nats_url,
+            t.ledger,
+            batches,
+            clients=args.clients,
+            window=args.window,
+            rate=rate,
+            duration=duration,
+            warmup=args.warmup,
+            pids=t.pids,
+        )
+    )
+    res["presign_s"] = round(sign_s, 1)
+    res["offered_rate"] = rate
+    return res
+
+
+def print_result(r: dict[str, Any]) -> None:
+    lat = r["latency_ms"]
+    print(
+        f"committed {r['committed_tps']:.0f} tx/s  p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms  "
+        f"max {lat['max']} ms  acked {r['acknowledged']} committed {r['committed']} failed {r['failed']} "
+        f"invalid {sum(r['invalid'].values())}"
+    )
+    if "ceiling" in r:
+        c = r["ceiling"]
+        print(
+            f"ceiling {c['ceiling_tps']} tx/s (crypto {c['crypto_us_per_tx']} us/tx: "
+            f"verify {c['ed25519_verify_us']} us x {r['config']['executors']} executors); "
+            f"this run = {r['fraction_of_ceiling']:.1%} of it"
+        )
+    print("CPU us/tx:", ", ".join(f"{k} {v}" for k, v in r["cpu_us_per_tx"].items()))
+    print("cores used:", ", ".join(f"{k} {v}" for k, v in r["cpu_cores_used"].items()))
+    print(
+        f"machine busy {r['machine_busy_cores']} cores, of which not ours {r['foreign_busy_cores']} "
+        f"(shared machine); iowait {r['machine_iowait_cores']}"
+    )
+    print("RSS MB:", ", ".join(f"{k} {v['rss']}" for k, v in r["rss_mb"].items() if v))
+
+
+def sweep(t: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """Closed-loop peak first, then open-loop runs at fractions of it."""
+    dur = args.duration or 5.0
+    peak = run_once(t, args, None, dur)
+    rates = [float(x) for x in args.rates.split(",")] if args.rates else [
+        round(peak["committed_tps"] * f, -1) for f in (0.25, 0.5, 0.75, 1.0)
+    ]
+    rows = [{"mode": "closed-loop peak", **_row(peak)}]
+    for rate in rates:
+        if rate <= 0:
+            continue
+        r = run_once(t, args, rate, dur)
+        rows.append({"mode": "open-loop", **_row(r)})
+    print(f"\n{'offered tx/s':>12} {'committed tx/s':>15} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for row in rows:
+        off = "closed" if row["offered"] is None else f"{row['offered']:.0f}"
+        print(
+            f"{off:>12} {row['committed_tps']:>15.0f} {row['p50']:>8} {row['p95']:>8} {row['p99']:>8} {row['max']:>8}"
+        )
+    png = Path(args.plot)
+    _plot(rows, png, t.executors)
+    print(f"plot: {png}")
+    return {"peak": peak, "rows": rows, "plot": str(png)}
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    lat = r["latency_ms"]
+    return {
+        "offered": r["offered_rate"],
+        "committed_tps": r["committed_tps"],
+        "p50": lat["p50"],
+        "p95": lat["p95"],
+        "p99": lat["p99"],
+        "max": lat["max"],
+        "failed": r["failed"],
+    }
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, executors: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted((r for r in rows if r["offered"]), key=lambda r: r["offered"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = [r["committed_tps"] for r in pts]
+    for key, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^-")):
+        ax.plot(x, [r[key] for r in pts], style, label=key)
+    ax.set_xlabel("committed tx/s (open-loop offered load)")
+    ax.set_ylabel("submit-to-commit latency, ms")
+    ax.set_yscale("log")
+    ax.axhline(100, color="grey", lw=0.8, ls=":")
+    ax.set_title(f"Conclavium, {executors} executor(s), {os.cpu_count()} cores (shared machine)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def postgres(args: argparse.Namespace) -> dict[str, Any]:
+    """PostgreSQL insert-only throughput, 100-byte rows, synchronous_commit=on: the yardstick."""
+    script = Path(__file__).with_name("pgbench.sh")
+    env = {**os.environ, "PG_DURATION": str(int(args.duration or 20)), "PG_CLIENTS": str(args.clients)}
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    print(out.stdout)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        raise SystemExit(out.returncode)
+    tps, lat = None, None
+    for line in out.stdout.splitlines():
+        if line.startswith("tps =") and tps is None:
+            tps = float(line.split()[2])
+        if line.startswith("latency average ="):
+            lat = float(line.split()[3])
+    return {"postgres_insert_tps": tps, "postgres_latency_avg_ms": lat, "clients": args.clients}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--net", type=Path, help="target a running network (DIR/local.json) instead of starting one")
+    p.add_argument("--executors", type=int, default=3)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--count", type=int, help="number of transactions (default 5000 when no --duration)")
+    g.add_argument("--duration", type=float, help="seconds of measured load (after warm-up)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    p.add_argument("--batch", type=int, default=100, help="transactions per request (1 = POST /v1/transactions)")
+    p.add_argument("--window", type=int, default=2, help="closed loop: uncommitted batches per client")
+    p.add_argument("--private-ratio", type=float, default=0.5, help="share of writes to private maps")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the figures")
+    p.add_argument("--rate", type=float, help="open-loop offered load, tx/s (default: closed loop)")
+    p.add_argument("--max-rate", type=float, default=15000, help="duration mode: transactions signed per second")
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--sweep", action="store_true", help="load-vs-latency: closed-loop peak, then open-loop rates")
+    p.add_argument("--rates", help="sweep: comma-separated tx/s (default: fractions of the measured peak)")
+    p.add_argument("--plot", default="bench-sweep.png", help="sweep: PNG output")
+    p.add_argument("--postgres", action="store_true", help="PostgreSQL insert-only yardstick with pgbench")
+    p.add_argument("--verify-threads", type=int, default=2, help="executor signature-verification threads")
+    p.add_argument("--block-interval-ms", type=float, default=5.0)
+    p.add_argument("--keep", action="store_true", help="leave the started network's directory on disk")
+    a = p.parse_args(argv)
+    if a.count is None and a.duration is None and not a.sweep:
+        a.count = 5000
+    if a.count is not None and a.warmup == p.get_default("warmup"):
+        a.warmup = 0.0
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.postgres:
+        result = postgres(args)
+    else:
+        info = machine_info()
+        t = attach_network(args.net) if args.net else start_network(args)
+        try:
+            ceiling = measure_ceiling(t.executors)
+            if args.sweep:
+                result = sweep(t, args)
+                result["ceiling"] = ceiling
+            else:
+                result = run_once(t, args, args.rate, args.duration)
+                result["ceiling"] = ceiling
+                result["fraction_of_ceiling"] = round(result["committed_tps"] / ceiling["ceiling_tps"], 3)
+            result["config"] = {
+                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            } | {"executors": t.executors, "command": " ".join(sys.argv)}
+            result["machine"] = info
+            if not args.sweep:
+                print_result(result)
+        finally:
+            if t.net is not None:
+                t.net.stop()
+                if not args.keep:
+                    import shutil
+
+                    shutil.rmtree(t.net.dir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
