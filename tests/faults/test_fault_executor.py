@@ -1,0 +1,135 @@
+"""Executor crashes and damaged disks: a killed executor restarts from its snapshot, its chunks and
+the stream; a wiped one rebuilds from another node's snapshot; a corrupted chunk or snapshot is
+refused (naming the file and offset), the node rebuilds from the stream, and the audit reports it.
+Nothing acknowledged is lost or duplicated, and all executors end on the same root."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import start_network
+from fault_support import Load, verify_exactly_once
+
+from conclavium.cli.local import _node_status
+from conclavium.ledger_files import chunk_files, snapshot_files
+from conclavium.local.network import LocalNetwork
+
+SNAPSHOT_EVERY = 300
+AUDIT = [str(Path(sys.executable).parent / "conclavium"), "ledger", "audit"]
+
+
+async def _ready(net: LocalNetwork, name: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            (st,) = await _node_status(net.nats_url, net.opt.ledger, [name])
+            if st.get("ready"):
+                return st
+        except Exception:
+            st = {}
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not ready after {timeout}s: {st}")
+        await asyncio.sleep(0.2)
+
+
+def _audit(directory: Path) -> tuple[int, dict]:
+    p = subprocess.run([*AUDIT, str(directory)], capture_output=True, text=True, timeout=120)
+    return p.returncode, json.loads(p.stdout.strip().splitlines()[-1])
+
+
+async def _network(tmp_path: Path) -> LocalNetwork:
+    return await asyncio.to_thread(start_network, tmp_path, redis=True, snapshot_every=SNAPSHOT_EVERY)
+
+
+async def test_kill_executor_and_restart_it(tmp_path: Path) -> None:
+    net = await _network(tmp_path)
+    try:
+        load = Load(net, total=3000, workers=16)
+        task = asyncio.create_task(load.run())
+        await load.wait_acked(1000)
+        victim = net.procs["executor-2"]
+        victim.kill()
+        await load.wait_acked(1800)
+        t0 = time.monotonic()
+        await asyncio.to_thread(victim.start)
+        await _ready(net, "executor-2")
+        catch_up = time.monotonic() - t0
+        await task
+        report = await verify_exactly_once(net, load.acked)
+        log = (net.dir / "logs" / "executor-2.log").read_text()
+        assert "loaded snapshot" in log and "blocks replayed from local chunks" in log
+        print(f"\nexecutor kill -9 + restart: ready again after {catch_up:.2f}s\n{report.summary()}")
+    finally:
+        await asyncio.to_thread(net.stop)
+    code, summary = _audit(net.dir / "nodes" / "executor-2")
+    assert code == 0 and summary["ok"] and summary["snapshots_checked"] >= 1, summary
+
+
+async def test_wiped_executor_rebuilds_from_another_nodes_snapshot(tmp_path: Path) -> None:
+    net = await _network(tmp_path)
+    try:
+        load = Load(net, total=2500, workers=16)
+        task = asyncio.create_task(load.run())
+        await load.wait_acked(1500)
+        victim, donor = net.dir / "nodes" / "executor-2", net.dir / "nodes" / "executor-1"
+        net.procs["executor-2"].kill()
+        for sub in ("ledger", "snapshots", "quarantine"):
+            shutil.rmtree(victim / sub, ignore_errors=True)
+        for f in victim.glob("receipts.sqlite*"):
+            f.unlink()
+        (victim / "snapshots").mkdir()
+        newest = snapshot_files(donor / "snapshots")[-1]
+        shutil.copy(newest, victim / "snapshots" / newest.name)
+        # receipts of blocks before the snapshot: an online copy of the donor's receipt index
+        with sqlite3.connect(donor / "receipts.sqlite") as src, sqlite3.connect(victim / "receipts.sqlite") as dst:
+            src.backup(dst)
+        t0 = time.monotonic()
+        await asyncio.to_thread(net.procs["executor-2"].start)
+        await _ready(net, "executor-2")
+        rebuilt = time.monotonic() - t0
+        await task
+        report = await verify_exactly_once(net, load.acked)
+        assert f"loaded snapshot {newest.name}" in (net.dir / "logs" / "executor-2.log").read_text()
+        print(f"\nwiped executor rebuilt from {newest.name} + stream in {rebuilt:.2f}s\n{report.summary()}")
+    finally:
+        await asyncio.to_thread(net.stop)
+
+
+async def test_corrupt_chunk_and_snapshot_are_refused(tmp_path: Path) -> None:
+    net = await _network(tmp_path)
+    try:
+        load = Load(net, total=1500, workers=16)
+        await load.run()
+        await verify_exactly_once(net, load.acked, strict_blocks=False)
+        victim = net.dir / "nodes" / "executor-2"
+        await asyncio.to_thread(net.procs["executor-2"].stop)
+        chunk = chunk_files(victim / "ledger")[0]
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        chunk.write_bytes(bytes(data))
+        snap = snapshot_files(victim / "snapshots")[-1]
+        sdata = bytearray(snap.read_bytes())
+        sdata[-10] ^= 0x01
+        snap.write_bytes(bytes(sdata))
+        copy = tmp_path / "corrupt-copy"
+        shutil.copytree(victim, copy)
+        await asyncio.to_thread(net.procs["executor-2"].start)
+        st = await _ready(net, "executor-2")
+        refused = " ".join(st["refused_files"])
+        assert chunk.name in refused and "at byte" in refused, st["refused_files"]
+        assert snap.name in refused, st["refused_files"]
+        more = Load(net, total=300, workers=8, tag="after")
+        await more.run()
+        await verify_exactly_once(net, {**load.acked, **more.acked}, strict_blocks=False)
+    finally:
+        await asyncio.to_thread(net.stop)
+    code, summary = _audit(copy)
+    assert code == 1 and not summary["ok"]
+    assert "at byte" in summary["error"] and (chunk.name in summary["error"] or snap.name in summary["error"])
