@@ -342,6 +342,8 @@ class Gateway:
     # --- reads -----------------------------------------------------------------------------------
 
     async def ask_executor(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not self.nc.is_connected:
+            raise ApiError(503, "no_executor", "not connected to NATS", {"Retry-After": "1"})
         try:
             msg = await self.nc.request(
                 streams.query_subject(self.cfg.ledger), dumps(request), timeout=self.cfg.query_timeout_s

@@ -64,6 +64,8 @@ async def test_nats_restart_mid_stream(tmp_path: Path, how: str) -> None:
         tx = await probe.build([{"op": "put", "map": "public:probe", "key": "during-outage", "value": 1}])
         status, retry_after, took = await _post(net.gateway_url, tx)
         assert (status, retry_after) == (503, "1"), (status, retry_after)
+        async with aiohttp.ClientSession() as s, s.get(f"{net.gateway_url}/v1/state/public:faults/load-0") as r:
+            assert (r.status, r.headers.get("Retry-After")) == (503, "1")
         await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - down_at)))
         await asyncio.to_thread(nats.start)
         await asyncio.to_thread(nats.wait_ready)
