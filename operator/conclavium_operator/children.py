@@ -1,0 +1,301 @@
+"""Builders for the objects the operator owns: ConsortiumNodes of a member, and the StatefulSet,
+headless Service and PVC of each node. Pure functions of the specs, so names are deterministic and
+re-running a handler produces the same objects (create-or-patch then changes nothing)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from conclavium_operator import API_VERSION
+from conclavium_operator.config import OperatorConfig
+
+PART_OF = "app.kubernetes.io/part-of"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+COMPONENT = "app.kubernetes.io/component"
+NAME = "app.kubernetes.io/name"
+INSTANCE = "app.kubernetes.io/instance"
+MEMBER_LABEL = "conclavium.io/member"
+NODE_LABEL = "conclavium.io/node"
+CONSORTIUM_LABEL = "conclavium.io/consortium"
+OPERATOR = "conclavium-operator"
+DATA_DIR = "/var/lib/conclavium"
+# TEE platform → the executor's --tee provider.
+TEE_PROVIDERS = {"virtual": "virtual", "sev-snp": "sev-guest", "tdx": "configfs-tsm", "sgx": "gramine"}
+MAX_NAME = 52  # StatefulSet pods get a 63-character controller-revision-hash label: 52 + "-" + 10
+
+
+def short_name(base: str, limit: int = MAX_NAME) -> str:
+    """A DNS-1035 label of at most `limit` characters; long names keep a hash so they stay unique."""
+    name = base if base[:1].isalpha() else f"n-{base}"
+    name = name.replace(".", "-")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def node_name(member: str, role: str, ordinal: int) -> str:
+    return short_name(f"{member}-{role.lower()}-{ordinal}")
+
+
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(consortium: str, member: str, component: str, node: str | None = None) -> dict[str, str]:
+    result = {
+        PART_OF: "conclavium",
+        MANAGED_BY: OPERATOR,
+        COMPONENT: component,
+        NAME: "conclavium",
+        CONSORTIUM_LABEL: consortium,
+        MEMBER_LABEL: member,
+    }
+    if node:
+        result[NODE_LABEL] = node
+    return result
+
+
+def desired_nodes(member: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """One ConsortiumNode per executor and per sequencer standby, owned by the member."""
+    spec, meta = member["spec"], member["metadata"]
+    cons_spec = (consortium or {}).get("spec") or {}
+    platforms = (cons_spec.get("tee") or {}).get("platforms") or ["virtual"]
+    tee = spec.get("tee") or {}
+    platform = tee.get("platform") or platforms[0]
+    runtime_class = tee.get("runtimeClassName") or (cons_spec.get("tee") or {}).get("runtimeClassName")
+    consortium_name = spec["consortiumRef"]["name"]
+    common: dict[str, Any] = {
+        "consortiumRef": {"name": consortium_name},
+        "memberRef": {"name": meta["name"]},
+        "memberId": spec["memberId"],
+        "image": node_image(consortium, cfg),
+        "storage": spec.get("storage") or {"size": "10Gi"},
+    }
+    for key in ("nodeSelector", "tolerations", "resources"):
+        if spec.get(key):
+            common[key] = spec[key]
+    nodes = []
+    plan = [("Executor", int(spec.get("executors", 1))), ("Sequencer", int(spec.get("sequencerStandbys", 0)))]
+    for role, count in plan:
+        for ordinal in range(count):
+            name = node_name(meta["name"], role, ordinal)
+            node_spec = {**common, "role": role, "ordinal": ordinal}
+            if role == "Executor":
+                node_spec["tee"] = {"platform": platform, **({"runtimeClassName": runtime_class} if runtime_class else {})}
+            nodes.append(
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "ConsortiumNode",
+                    "metadata": {
+                        "name": name,
+                        "namespace": meta["namespace"],
+                        "labels": labels(consortium_name, meta["name"], role.lower(), name),
+                        "ownerReferences": [owner_reference(member)],
+                    },
+                    "spec": node_spec,
+                }
+            )
+    return nodes
+
+
+def node_image(consortium: dict[str, Any] | None, cfg: OperatorConfig) -> str:
+    """The Consortium's image/version if set, else the chart's image (CONCLAVIUM_IMAGE)."""
+    spec = (consortium or {}).get("spec") or {}
+    image = spec.get("image") or {}
+    repo = image.get("repository") or cfg.image.rsplit("@", 1)[0].rsplit(":", 1)[0]
+    if image.get("digest"):
+        return f"{repo}@{image['digest']}"
+    tag = image.get("tag") or (spec.get("version") or "").lstrip("v")
+    if tag:
+        return f"{repo}:{tag}"
+    return cfg.image if not image.get("repository") else f"{repo}:latest"
+
+
+def _security() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chart's restricted Pod Security Standard contexts (values.yaml podSecurityContext/containerSecurityContext)."""
+    pod = {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return pod, container
+
+
+def _env(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> tuple[list[Any], list[Any], list[Any]]:
+    """Environment, volumes and mounts for NATS/Redis credentials, following the chart's common env."""
+    cons_spec = (consortium or {}).get("spec") or {}
+    nats = cons_spec.get("nats") or {}
+    env: list[dict[str, Any]] = [
+        {"name": "CONCLAVIUM_NODE_NAME", "value": node["metadata"]["name"]},
+        {"name": "CONCLAVIUM_LEDGER", "value": cons_spec.get("ledgerId", "local")},
+        {"name": "CONCLAVIUM_NATS_URL", "value": nats.get("url", "nats://nats:4222")},
+        {"name": "CONCLAVIUM_DATA_DIR", "value": DATA_DIR},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    env += [{"name": k, "value": v} for k, v in sorted(cfg.extra_env.items())]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    creds = nats.get("credentialsSecretRef")
+    if creds:
+        key = creds.get("key") or "nats.creds"
+        volumes.append({"name": "nats-creds", "secret": {"secretName": creds["name"]}})
+        mounts.append({"name": "nats-creds", "mountPath": "/etc/conclavium/nats", "readOnly": True})
+        env.append({"name": "CONCLAVIUM_NATS_CREDS", "value": f"/etc/conclavium/nats/{key}"})
+    tls = nats.get("tlsSecretRef")
+    if tls:
+        volumes.append({"name": "nats-tls", "secret": {"secretName": tls["name"]}})
+        mounts.append({"name": "nats-tls", "mountPath": "/etc/conclavium/nats-tls", "readOnly": True})
+        env.append({"name": "CONCLAVIUM_NATS_CA", "value": "/etc/conclavium/nats-tls/ca.crt"})
+    return env, volumes, mounts
+
+
+def _command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> tuple[list[str], int]:
+    spec = node["spec"]
+    cons_spec = (consortium or {}).get("spec") or {}
+    replicas = str((cons_spec.get("nats") or {}).get("streamReplicas", 3))
+    if spec["role"] == "Executor":
+        port = cfg.executor_metrics_port
+        platform = (spec.get("tee") or {}).get("platform", "virtual")
+        cmd = ["conclavium-executor", "--tee", TEE_PROVIDERS.get(platform, "virtual")]
+    else:
+        port = cfg.sequencer_metrics_port
+        cmd = ["conclavium-sequencer"]
+        seq = cons_spec.get("sequencer") or {}
+        interval = str(seq.get("blockInterval", "50ms"))
+        if interval.endswith("ms") and interval[:-2].isdigit():
+            cmd += ["--block-interval-ms", interval[:-2]]
+        if seq.get("maxBlockTransactions"):
+            cmd += ["--max-block-entries", str(seq["maxBlockTransactions"])]
+    cmd += ["--http-host", "0.0.0.0", "--http-port", str(port), "--stream-replicas", replicas]
+    return cmd, port
+
+
+def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> dict[str, Any]:
+    """A StatefulSet of 1 running the node, with the node's PVC mounted at the data directory."""
+    meta, spec = node["metadata"], node["spec"]
+    name = meta["name"]
+    component = spec["role"].lower()
+    node_labels = labels(spec["consortiumRef"]["name"], spec["memberRef"]["name"], component, name)
+    selector = {NAME: "conclavium", COMPONENT: component, NODE_LABEL: name}
+    pod_security, container_security = _security()
+    env, volumes, mounts = _env(node, consortium, cfg)
+    volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": pvc_name(name)}})
+    mounts.append({"name": "data", "mountPath": DATA_DIR})
+    command, port = _command(node, consortium, cfg)
+    container: dict[str, Any] = {
+        "name": component,
+        "image": spec.get("image") or cfg.image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": command,
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "initialDelaySeconds": 15,
+            "periodSeconds": 20,
+        },
+        "securityContext": container_security,
+        "volumeMounts": mounts,
+    }
+    if spec.get("resources"):
+        container["resources"] = spec["resources"]
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    runtime_class = (spec.get("tee") or {}).get("runtimeClassName")
+    if runtime_class and spec["role"] == "Executor":
+        pod_spec["runtimeClassName"] = runtime_class
+    for key in ("nodeSelector", "tolerations"):
+        if spec.get(key):
+            pod_spec[key] = spec[key]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": node_labels,
+            "ownerReferences": [owner_reference(node)],
+        },
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": node_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(node: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+    """Headless Service: the stable DNS name of the node's pod and the PodMonitor's metrics port."""
+    meta, spec = node["metadata"], node["spec"]
+    component = spec["role"].lower()
+    port = cfg.executor_metrics_port if spec["role"] == "Executor" else cfg.sequencer_metrics_port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": labels(spec["consortiumRef"]["name"], spec["memberRef"]["name"], component, meta["name"]),
+            "ownerReferences": [owner_reference(node)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {NAME: "conclavium", COMPONENT: component, NODE_LABEL: meta["name"]},
+            "ports": [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}],
+        },
+    }
+
+
+def pvc_name(node: str) -> str:
+    return f"data-{node}"
+
+
+def pvc(node: dict[str, Any]) -> dict[str, Any]:
+    """The node's volume: ledger copy and snapshots. Owned by the node, so it goes when the node goes."""
+    meta, spec = node["metadata"], node["spec"]
+    storage = spec.get("storage") or {}
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage.get("size", "10Gi")}},
+    }
+    if storage.get("storageClassName"):
+        pvc_spec["storageClassName"] = storage["storageClassName"]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": pvc_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": labels(spec["consortiumRef"]["name"], spec["memberRef"]["name"], spec["role"].lower(), meta["name"]),
+            "ownerReferences": [owner_reference(node)],
+        },
+        "spec": pvc_spec,
+    }

@@ -1,0 +1,132 @@
+"""kopf registrations (loaded by `kopf run -m conclavium_operator.handlers`); the logic is elsewhere.
+
+`register()` fills any registry, so tests run the same handlers in their own OperatorRegistry; at
+import it fills kopf's default registry for `kopf run`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from conclavium_operator import API_VERSION, metrics, reconcile_consortium, reconcile_member, reconcile_node
+from conclavium_operator import settings as operator_settings
+from conclavium_operator.conditions import upsert
+from conclavium_operator.config import OperatorConfig
+from conclavium_operator.gateway import Gateway
+from conclavium_operator.kube import Kube, KubeError
+from conclavium_operator.runtime import Runtime, runtime
+
+GROUP, VERSION = API_VERSION.split("/")
+Credentials = Callable[..., kopf.ConnectionInfo | None]
+
+
+def default_credentials(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster ServiceAccount first, then a kubeconfig (running the operator from a workstation)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def register(
+    registry: kopf.OperatorRegistry, cfg: OperatorConfig | None = None, credentials: Credentials = default_credentials
+) -> None:
+    config = cfg or OperatorConfig.from_env()
+    res = {"group": GROUP, "version": VERSION, "registry": registry}
+
+    @kopf.on.startup(id="configure", registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+        operator_settings.configure(settings)
+        memo.conclavium = Runtime(cfg=config, gateway=Gateway(config.gateway_url, cache_s=min(1.0, config.poll_interval / 2)))
+        if metrics.start(config.metrics_port):
+            logger.info("metrics on :%d/metrics", config.metrics_port)
+
+    @kopf.on.login(id="login", registry=registry)
+    def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo:
+        info = credentials(**kwargs)
+        if info is None:
+            raise kopf.LoginError("no in-cluster ServiceAccount and no kubeconfig")
+        memo.kube = Kube(info, timeout=config.request_timeout)
+        return info
+
+    @kopf.on.cleanup(id="cleanup", registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        rt = getattr(memo, "conclavium", None)
+        if rt is not None:
+            await rt.gateway.close()
+        kube = getattr(memo, "kube", None)
+        if kube is not None:
+            await kube.close()
+
+    def rt_of(memo: kopf.Memo) -> Runtime:
+        rt = runtime(memo)
+        rt.kube = getattr(memo, "kube", None)  # the latest login's client (kopf logs in again on 401)
+        return rt
+
+    # --- Consortium -------------------------------------------------------------------------------
+
+    @kopf.on.resume(plural="consortiums", id="consortium-resume", **res)
+    @kopf.on.create(plural="consortiums", id="consortium-create", **res)
+    @kopf.on.update(plural="consortiums", id="consortium-update", **res)
+    @metrics.counted("Consortium")
+    async def consortium(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        rt = rt_of(memo)
+        fields, conds = await reconcile_consortium.observe(dict(body.get("spec") or {}), rt.gateway)
+        patch.status["observedGeneration"] = int(body.metadata.get("generation") or 0)
+        patch.status.update(fields)
+        upsert(patch, *conds)
+
+    # --- ConsortiumMember -------------------------------------------------------------------------
+
+    async def member_pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> None:
+        rt = rt_of(memo)
+        async with rt.lock(body.metadata.uid or body.metadata.name):
+            try:
+                await reconcile_member.reconcile(rt, _raw(body), patch, logger)
+            except KubeError as e:
+                raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
+
+    @kopf.on.resume(plural="consortiummembers", id="member-resume", **res)
+    @kopf.on.create(plural="consortiummembers", id="member-create", **res)
+    @kopf.on.update(plural="consortiummembers", id="member-update", **res)
+    @metrics.counted("ConsortiumMember")
+    async def member(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await member_pass(body, patch, memo, logger)
+
+    @kopf.timer(plural="consortiummembers", id="member-sync", interval=config.poll_interval,
+                initial_delay=config.poll_interval, **res)
+    @metrics.counted("ConsortiumMember")
+    async def member_sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        await member_pass(body, patch, memo, logger)
+
+    @kopf.on.delete(plural="consortiummembers", id="member-removal", **res)
+    @metrics.counted("ConsortiumMember")
+    async def member_removal(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        rt = rt_of(memo)
+        async with rt.lock(body.metadata.uid or body.metadata.name):
+            await reconcile_member.remove(rt, _raw(body), patch, logger)
+
+    # --- ConsortiumNode (operator-owned; no timer and no delete handler, so no finalizer) ----------
+
+    @kopf.on.resume(plural="consortiumnodes", id="node-resume", **res)
+    @kopf.on.create(plural="consortiumnodes", id="node-create", **res)
+    @kopf.on.update(plural="consortiumnodes", id="node-update", **res)
+    @metrics.counted("ConsortiumNode")
+    async def node(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        rt = rt_of(memo)
+        try:
+            patch.status.update(await reconcile_node.ensure_children(rt.k8s, rt.cfg, _raw(body)))
+        except KubeError as e:
+            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
+        patch.status["observedGeneration"] = int(body.metadata.get("generation") or 0)
+        upsert(patch, reconcile_node.Condition("Provisioned", "True", "ChildrenCreated", "StatefulSet, Service and PVC"))
+
+
+def _raw(body: kopf.Body) -> dict[str, Any]:
+    """A plain, detached copy of kopf's live body view."""
+    return copy.deepcopy(dict(body))
+
+
+register(kopf.get_default_registry())

@@ -1,0 +1,424 @@
+"""ConsortiumMember: identity → governance admission → nodes → status; and removal through governance.
+
+`reconcile` is level-based and idempotent: create, update, resume and the member's timer all call
+it (under a per-object lock), and each step checks the cluster and the ledger before acting. The
+ledger decides membership; the operator only proposes, with the key of a member that allows
+in-cluster signing, and reports the members' vote.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from conclavium.crypto.keys import PrivateKey
+from conclavium_operator import children, conditions, gateway, reconcile_consortium, reconcile_node, status
+from conclavium_operator.conditions import Condition
+from conclavium_operator.errors import Waiting
+from conclavium_operator.gateway import FINAL_FAILURES, GatewayUnavailable, ProposalRefused
+from conclavium_operator.identity import Identity, IdentityProblem, can_sign, load_identity, load_signing_key
+from conclavium_operator.kube import CONSORTIUMS, MEMBERS, NODES, STATEFULSETS, KubeError
+from conclavium_operator.metrics import PROPOSALS
+from conclavium_operator.runtime import Runtime
+
+PROPOSAL_ANNOTATION = "conclavium.io/proposal"
+PROPOSED_AT_ANNOTATION = "conclavium.io/proposed-at"
+ROLES = ("Voting", "Participant")
+
+
+class SpecProblem(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def check_spec(spec: dict[str, Any], consortium: dict[str, Any] | None) -> None:
+    """Rules the CRD schema and CEL enforce, checked again so an unvalidated object gets a reason, not a crash."""
+    if not isinstance((spec.get("consortiumRef") or {}).get("name"), str):
+        raise SpecProblem("MissingConsortiumRef", "spec.consortiumRef.name is required")
+    if not isinstance(spec.get("memberId"), str) or not spec["memberId"]:
+        raise SpecProblem("MissingMemberId", "spec.memberId is required")
+    role = spec.get("role", "Voting")
+    if role not in ROLES:
+        raise SpecProblem("InvalidRole", f"spec.role must be one of {list(ROLES)}, got {role!r}")
+    for field, low, high in (("executors", 0, 16), ("sequencerStandbys", 0, 3), ("weight", 1, 1000)):
+        value = spec.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+            raise SpecProblem("InvalidCount", f"spec.{field} must be an integer in [{low}, {high}], got {value!r}")
+    if role == "Participant" and (spec.get("weight") is not None or int(spec.get("sequencerStandbys") or 0) > 0):
+        raise SpecProblem("ParticipantFieldForbidden", "weight and sequencerStandbys apply to Voting members only")
+    if int(spec.get("sequencerStandbys") or 0) > 0 and int(spec.get("executors", 1)) < 1:
+        raise SpecProblem("StandbyWithoutExecutor", "a member running sequencer standbys must run an executor")
+    if not isinstance(spec.get("identity"), dict):
+        raise SpecProblem("MissingIdentity", "spec.identity is required")
+    if consortium is None:
+        return
+    platforms = ((consortium.get("spec") or {}).get("tee") or {}).get("platforms") or []
+    platform = (spec.get("tee") or {}).get("platform")
+    if platform and platform not in platforms:
+        raise SpecProblem("PlatformNotAllowed", f"tee.platform {platform} is not among the consortium's {platforms}")
+
+
+@dataclass(frozen=True)
+class Proposer:
+    member: str
+    key: PrivateKey
+
+
+async def find_proposer(rt: Runtime, namespace: str, consortium: str, service: dict[str, Any]) -> Proposer | None:
+    """The operator's proposer identity: the first (by name) admitted member of the consortium that lets
+    the operator sign with its key (`identity.inClusterSigning` and `secretRef.privateKeyKey`)."""
+    active = {m.get("id") for m in service.get("members") or []}
+    members = await rt.k8s.list(MEMBERS, namespace)
+    for m in sorted(members, key=lambda m: m["metadata"]["name"]):
+        spec = m.get("spec") or {}
+        if (spec.get("consortiumRef") or {}).get("name") != consortium or not can_sign(spec):
+            continue
+        if (m["metadata"].get("deletionTimestamp")) or spec.get("role", "Voting") != "Voting":
+            continue
+        try:
+            key = await load_signing_key(rt.k8s, namespace, spec)
+        except IdentityProblem:
+            continue
+        if key.key_id in active:
+            return Proposer(m["metadata"]["name"], key)
+    return None
+
+
+def _no_proposer(consortium: str) -> str:
+    return (
+        f"no admitted Voting member of consortium {consortium} lets the operator sign proposals "
+        "(identity.inClusterSigning: true with identity.secretRef.privateKeyKey)"
+    )
+
+
+async def _admission(
+    rt: Runtime, body: dict[str, Any], ident: Identity, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> bool:
+    """Admitted condition from the ledger; proposes set_member/set_user when nothing is pending."""
+    spec, meta = body["spec"], body["metadata"]
+    role = spec.get("role", "Voting")
+    fp = ident.fingerprint
+    generation = int(meta.get("generation") or 0)
+    service = await rt.gateway.service()
+    pid = (body.get("status") or {}).get("proposalId")
+    if gateway.is_active(service, role, fp):
+        reason = "ProposalAccepted" if pid else "AlreadyMember"
+        conditions.upsert(patch, Condition("Admitted", "True", reason, f"{role} {fp[:16]}… is active in the ledger"))
+        return True
+    pending = await rt.gateway.find_open(gateway.adds_key(fp))
+    if pending:
+        approvals = sum(1 for v in (pending.get("ballots") or {}).values() if v == "approve")
+        patch.status["proposalId"] = pending["proposal_id"]
+        patch.status["phase"] = "Proposed"
+        msg = f"proposal {pending['proposal_id']} is open; {approvals} approval(s) so far"
+        conditions.upsert(patch, Condition("Admitted", "False", "VotePending", msg))
+        return False
+    if pid:
+        last = await rt.gateway.proposal(pid)
+        if last and last.get("state") == "Accepted" and any(map(gateway.adds_key(fp), last.get("actions", []))):
+            conditions.upsert(patch, Condition("Admitted", "True", "ProposalAccepted", f"proposal {pid} accepted"))
+            return True
+        admitted = conditions.find(body, "Admitted") or {}
+        same_spec = int(admitted.get("observedGeneration") or -1) == generation
+        if last and last.get("state") in FINAL_FAILURES and same_spec:
+            patch.status["phase"] = "Rejected"
+            msg = f"proposal {pid} is {last['state']}{': ' + last['failure'] if last.get('failure') else ''}"
+            conditions.upsert(patch, Condition("Admitted", "False", f"Proposal{last['state']}", msg))
+            return False
+    admitted = conditions.find(body, "Admitted") or {}
+    if admitted.get("reason") == "ProposalRefused" and int(admitted.get("observedGeneration") or -1) == generation:
+        patch.status["phase"] = "Rejected"
+        return False
+    consortium = spec["consortiumRef"]["name"]
+    proposer = await find_proposer(rt, meta["namespace"], consortium, service)
+    if proposer is None:
+        patch.status["phase"] = "Pending"
+        conditions.upsert(patch, Condition("Admitted", "False", "NoProposer", _no_proposer(consortium)))
+        return False
+    action = gateway.set_action(role, spec["memberId"], ident.pem, spec.get("weight"))
+    try:
+        submitted = await rt.gateway.propose(proposer.key, [action])
+    except ProposalRefused as e:
+        patch.status["phase"] = "Rejected"
+        conditions.upsert(patch, Condition("Admitted", "False", "ProposalRefused", f"the ledger refused {action['name']}: {e}"))
+        return False
+    PROPOSALS.labels(action["name"]).inc()
+    logger.info("proposed %s for %s as %s: %s", action["name"], spec["memberId"], proposer.member, submitted.proposal_id)
+    patch.status["proposalId"] = submitted.proposal_id
+    patch.status["phase"] = "Proposed"
+    msg = f"proposal {submitted.proposal_id} ({action['name']}, proposed by {proposer.member}) awaits the members' vote"
+    conditions.upsert(patch, Condition("Admitted", "False", "VotePending", msg))
+    return False
+
+
+async def ensure_nodes(rt: Runtime, body: dict[str, Any], consortium: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Create missing ConsortiumNodes, mark surplus ones for retirement; returns (desired, retiring)."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    desired = children.desired_nodes(body, consortium, rt.cfg)
+    existing = {n["metadata"]["name"]: n for n in await rt.k8s.list(NODES, ns, {children.MEMBER_LABEL: name})}
+    for node in desired:
+        current = existing.get(node["metadata"]["name"])
+        if current is not None and (current.get("spec") or {}).get("retire"):
+            continue  # scaled down and up again: recreated once its retirement is through
+        if current is None or any(current["spec"].get(k) != v for k, v in node["spec"].items()):
+            await rt.k8s.apply(NODES, ns, node)
+    wanted = {n["metadata"]["name"] for n in desired}
+    retiring = []
+    for node_name, node in sorted(existing.items()):
+        if node_name in wanted and not (node.get("spec") or {}).get("retire"):
+            continue
+        if not node["spec"].get("retire"):
+            node = await rt.k8s.patch(NODES, ns, node_name, {"spec": {"retire": True}})
+        retiring.append(node)
+    return desired, retiring
+
+
+def _retire_order(node: dict[str, Any]) -> tuple[int, int]:
+    """Sequencer standbys first (no vote needed), then executors from the highest ordinal down."""
+    return (0 if node["spec"]["role"] == "Sequencer" else 1, -int(node["spec"].get("ordinal", 0)))
+
+
+async def retire_next(
+    rt: Runtime, retiring: list[dict[str, Any]], logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> str | None:
+    """Retire the first node of `retiring` through governance; one node at a time, so the commit quorum
+    never loses more than one executor at once. Returns what it waits for, or None when all are gone."""
+    for node in sorted(retiring, key=_retire_order):
+        ns, name = node["metadata"]["namespace"], node["metadata"]["name"]
+        service = await rt.gateway.service()
+        found = gateway.ledger_node(service, name)
+        if node["spec"]["role"] != "Executor" or found is None or found.get("status") == "Retired":
+            await rt.k8s.delete(NODES, ns, name)
+            logger.info("deleted node %s (%s)", name, "retired" if found else "not in the ledger")
+            continue
+        annotations = node["metadata"].get("annotations") or {}
+        pending = await rt.gateway.find_open(gateway.retires_node(found["id"]))
+        if pending:
+            if annotations.get(PROPOSAL_ANNOTATION) != pending["proposal_id"]:
+                await _annotate(rt, NODES, node, pending["proposal_id"])
+            return f"the members' vote on retiring {name} (proposal {pending['proposal_id']})"
+        last_id = annotations.get(PROPOSAL_ANNOTATION)
+        last = await rt.gateway.proposal(last_id) if last_id else None
+        if last and last.get("state") == "Accepted":
+            rt.gateway.forget_service()
+            return f"the ledger to record {name} as retired"
+        if last and last.get("state") in FINAL_FAILURES and _recent(annotations, rt.cfg.removal_retry_delay):
+            return f"a new attempt to retire {name}: proposal {last_id} was {last['state']}"
+        proposer = await find_proposer(rt, ns, node["spec"]["consortiumRef"]["name"], service)
+        if proposer is None:
+            return f"a proposer to retire {name}: {_no_proposer(node['spec']['consortiumRef']['name'])}"
+        try:
+            submitted = await rt.gateway.propose(proposer.key, [{"name": "retire_node", "args": {"node_id": found["id"]}}])
+        except ProposalRefused as e:
+            await _annotate(rt, NODES, node, annotations.get(PROPOSAL_ANNOTATION, ""))
+            return f"a new attempt to retire {name}: the ledger refused it ({e})"
+        PROPOSALS.labels("retire_node").inc()
+        await _annotate(rt, NODES, node, submitted.proposal_id)
+        logger.info("proposed retire_node for %s: %s", name, submitted.proposal_id)
+        return f"the members' vote on retiring {name} (proposal {submitted.proposal_id})"
+    return None
+
+
+def _recent(annotations: dict[str, str], window: float) -> bool:
+    try:
+        return time.time() - float(annotations.get(PROPOSED_AT_ANNOTATION, "0")) < window
+    except ValueError:
+        return False
+
+
+async def _annotate(rt: Runtime, kind: Any, obj: dict[str, Any], proposal_id: str) -> None:
+    meta = obj["metadata"]
+    ann = {PROPOSAL_ANNOTATION: proposal_id, PROPOSED_AT_ANNOTATION: str(int(time.time()))}
+    await rt.k8s.patch(kind, meta["namespace"], meta["name"], {"metadata": {"annotations": ann}})
+
+
+async def _refresh_nodes(
+    rt: Runtime, nodes: list[dict[str, Any]], service: dict[str, Any] | None
+) -> list[tuple[dict[str, Any], dict[str, bool]]]:
+    """Write each node's status from its StatefulSet and the ledger; returns each node with its condition values."""
+    result = []
+    for node in nodes:
+        meta = node["metadata"]
+        current = await rt.k8s.get(NODES, meta["namespace"], meta["name"])
+        if current is None:
+            continue
+        sts = await rt.k8s.get(STATEFULSETS, meta["namespace"], meta["name"])
+        fields, conds = reconcile_node.observe(current, sts, service)
+        await status.write(rt.k8s, NODES, current, fields, conds)
+        result.append((current, {c.type: c.status == conditions.TRUE for c in conds}))
+    return result
+
+
+async def refresh_consortium(rt: Runtime, consortium: dict[str, Any]) -> None:
+    """The Consortium has no timer of its own (a timer would give it a finalizer): its members refresh it."""
+    fields, conds = await reconcile_consortium.observe(consortium.get("spec") or {}, rt.gateway)
+    await status.write(rt.k8s, CONSORTIUMS, consortium, fields, conds)
+
+
+async def reconcile(
+    rt: Runtime, body: dict[str, Any], patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
+    """One pass over a member. Permanent problems end the pass with a condition; transient ones raise
+    kopf.TemporaryError so that kopf retries (and the timer would come back anyway)."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        return
+    ns = meta["namespace"]
+    patch.status["observedGeneration"] = int(meta.get("generation") or 0)
+    try:
+        cons_name = (spec.get("consortiumRef") or {}).get("name")
+        consortium = await rt.k8s.get(CONSORTIUMS, ns, cons_name) if isinstance(cons_name, str) else None
+        check_spec(spec, consortium)
+    except SpecProblem as p:
+        patch.status["phase"] = "Failed"
+        conditions.upsert(patch, Condition("Ready", "False", p.reason, p.message))
+        return
+    if consortium is None:
+        patch.status["phase"] = "Pending"
+        msg = f"Consortium {cons_name} not found in {ns}"
+        conditions.upsert(patch, Condition("Ready", "False", "ConsortiumNotFound", msg))
+        raise kopf.TemporaryError(msg, delay=rt.cfg.retry_delay)
+    try:
+        ident = await load_identity(rt.k8s, ns, spec)
+    except IdentityProblem as p:
+        patch.status["phase"] = "Pending" if p.retry else "Failed"
+        conditions.upsert(patch, Condition("IdentityValid", "False", p.reason, p.message), Condition("Ready", "False", p.reason, p.message))
+        if p.retry:
+            raise kopf.TemporaryError(p.message, delay=rt.cfg.retry_delay) from p
+        return
+    patch.status["identityFingerprint"] = ident.fingerprint
+    conditions.upsert(patch, Condition("IdentityValid", "True", "Valid", f"{ident.public_key.alg} key {ident.fingerprint[:16]}…"))
+    try:
+        admitted = await _admission(rt, body, ident, patch, logger)
+        service = await rt.gateway.service()
+    except GatewayUnavailable as e:
+        conditions.upsert(patch, Condition("Admitted", "Unknown", "GatewayUnavailable", str(e)))
+        conditions.upsert(patch, Condition("Ready", "False", "GatewayUnavailable", str(e)))
+        raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
+    await refresh_consortium(rt, consortium)
+    if not admitted:
+        conditions.upsert(patch, Condition("Ready", "False", "NotAdmitted", "waiting for governance to admit the member"))
+        return
+    try:
+        desired, retiring = await ensure_nodes(rt, body, consortium)
+        waiting = await retire_next(rt, retiring, logger) if retiring else None
+        nodes = await _refresh_nodes(rt, desired, service)
+    except GatewayUnavailable as e:
+        raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
+    _report_nodes(patch, nodes, len(desired), waiting)
+
+
+def _report_nodes(
+    patch: kopf.Patch, nodes: list[tuple[dict[str, Any], dict[str, bool]]], desired: int, waiting: str | None
+) -> None:
+    ready = [n for n, c in nodes if c.get("Ready")]
+    executors = [n for n, _ in nodes if n["spec"]["role"] == "Executor"]
+    unattested = [n["metadata"]["name"] for n, c in nodes if n["spec"]["role"] == "Executor" and not c.get("Attested")]
+    patch.status["readyNodes"] = len(ready)
+    patch.status["desiredNodes"] = desired
+    patch.status["nodesReady"] = f"{len(ready)}/{desired}"
+    patch.status["nodes"] = sorted(n["metadata"]["name"] for n, _ in nodes)
+    nodes_ok = len(ready) == desired and not waiting
+    scaling = f"; scaling down: waiting for {waiting}" if waiting else ""
+    reason = "AllNodesReady" if nodes_ok else ("ScalingDown" if waiting else "NodesNotReady")
+    conditions.upsert(patch, Condition.of("NodesReady", nodes_ok, reason, f"{len(ready)}/{desired} nodes ready{scaling}"))
+    if unattested:
+        conditions.upsert(patch, Condition("Attested", "False", "NotAttested", f"not attested: {', '.join(unattested)}"))
+    else:
+        conditions.upsert(patch, Condition("Attested", "True", "AllExecutorsAttested" if executors else "NoExecutors"))
+    all_ok = nodes_ok and not unattested
+    conditions.upsert(patch, Condition.of("Ready", all_ok, "MemberReady" if all_ok else reason))
+    patch.status["phase"] = "Ready" if all_ok else ("Admitted" if not ready else "Degraded")
+
+
+async def remove(rt: Runtime, body: dict[str, Any], patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Finalizer: propose remove_member/remove_user, retire the nodes one at a time, then let kopf release.
+
+    Raises `Waiting` while votes are pending; kopf calls again after the delay.
+    """
+    meta, spec = body["metadata"], body.get("spec") or {}
+    ns = meta["namespace"]
+    patch.status["phase"] = "Removing"
+    try:
+        ident: Identity | None = await load_identity(rt.k8s, ns, spec)
+    except (IdentityProblem, KeyError, TypeError, AttributeError):
+        ident = None  # an identity that never loaded was never proposed: nothing to undo in the ledger
+    try:
+        waits = []
+        if ident is not None:
+            waiting = await _removal(rt, body, ident, patch, logger)
+            if waiting:
+                waits.append(waiting)
+        nodes = await rt.k8s.list(NODES, ns, {children.MEMBER_LABEL: meta["name"]})
+        for node in nodes:
+            if not (node.get("spec") or {}).get("retire"):
+                await rt.k8s.patch(NODES, ns, node["metadata"]["name"], {"spec": {"retire": True}})
+                node["spec"]["retire"] = True
+        waiting = await retire_next(rt, nodes, logger) if nodes else None
+        if waiting:
+            waits.append(waiting)
+    except GatewayUnavailable as e:
+        conditions.upsert(patch, Condition("Ready", "False", "GatewayUnavailable", str(e)))
+        raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
+    except KubeError as e:
+        raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
+    if waits:
+        message = "; ".join(waits)
+        conditions.upsert(patch, Condition("Ready", "False", "Removing", f"waiting for {message}"))
+        raise Waiting(f"waiting for {message}", delay=rt.cfg.poll_interval)
+    logger.info("member %s removed from the ledger and its nodes retired", meta["name"])
+
+
+async def _removal(
+    rt: Runtime, body: dict[str, Any], ident: Identity, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> str | None:
+    spec, meta = body["spec"], body["metadata"]
+    role, fp = spec.get("role", "Voting"), ident.fingerprint
+    service = await rt.gateway.service()
+    cons = spec["consortiumRef"]["name"]
+    admission = await rt.gateway.find_open(gateway.adds_key(fp))
+    if admission:
+        proposer = await find_proposer(rt, meta["namespace"], cons, service)
+        if proposer is not None and proposer.key.key_id == admission.get("proposer"):
+            await rt.gateway.withdraw(proposer.key, admission["proposal_id"])
+            logger.info("withdrew the open admission proposal %s", admission["proposal_id"])
+            conditions.upsert(patch, Condition("Admitted", "False", "ProposalWithdrawn", "the member is being deleted"))
+        else:
+            return f"the open admission proposal {admission['proposal_id']} to end"
+    if not gateway.is_active(service, role, fp):
+        conditions.upsert(patch, Condition("Admitted", "False", "Removed", "not (or no longer) in the ledger"))
+        return None
+    pending = await rt.gateway.find_open(gateway.removes_key(fp))
+    if pending:
+        patch.status["proposalId"] = pending["proposal_id"]
+        return f"the members' vote on removing {spec['memberId']} (proposal {pending['proposal_id']})"
+    annotations = meta.get("annotations") or {}
+    last_id = annotations.get(PROPOSAL_ANNOTATION)
+    last = await rt.gateway.proposal(last_id) if last_id else None
+    if last and last.get("state") == "Accepted":
+        rt.gateway.forget_service()
+        return "the ledger to record the removal"
+    if last and last.get("state") in FINAL_FAILURES and _recent(annotations, rt.cfg.removal_retry_delay):
+        conditions.upsert(patch, Condition("Admitted", "True", f"Removal{last['state']}", f"proposal {last_id} was {last['state']}"))
+        return f"a new removal attempt: proposal {last_id} was {last['state']}"
+    proposer = await find_proposer(rt, meta["namespace"], cons, service)
+    if proposer is None:
+        return f"a proposer: {_no_proposer(cons)}"
+    action = gateway.remove_action(role, fp)
+    try:
+        submitted = await rt.gateway.propose(proposer.key, [action])
+    except ProposalRefused as e:
+        conditions.upsert(patch, Condition("Admitted", "True", "RemovalRefused", str(e)))
+        patch.metadata.annotations[PROPOSED_AT_ANNOTATION] = str(int(time.time()))
+        return f"a new removal attempt: the ledger refused it ({e})"
+    PROPOSALS.labels(action["name"]).inc()
+    logger.info("proposed %s for %s: %s", action["name"], spec["memberId"], submitted.proposal_id)
+    patch.status["proposalId"] = submitted.proposal_id
+    patch.metadata.annotations[PROPOSAL_ANNOTATION] = submitted.proposal_id
+    patch.metadata.annotations[PROPOSED_AT_ANNOTATION] = str(int(time.time()))
+    return f"the members' vote on removing {spec['memberId']} (proposal {submitted.proposal_id})"

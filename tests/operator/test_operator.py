@@ -1,0 +1,269 @@
+"""The operator against kmock (Kubernetes API emulator) and a real local ledger behind its gateway."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from ledger_helpers import join_node, member_pem, proposal, service, vote
+from operator_harness import NAMESPACE, RVEmulator, condition, obj, url, wait_for
+
+from conclavium.crypto.keys import PrivateKey
+from conclavium.local.network import LocalNetwork
+from conclavium_operator import metrics
+from conclavium_operator.children import COMPONENT, MANAGED_BY, PART_OF
+
+pytestmark = pytest.mark.timeout(120)
+LABELS = {PART_OF: "conclavium", MANAGED_BY: "conclavium-operator"}
+SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True}
+
+
+def consortium(name: str = "demo", ledger: str = "local") -> dict[str, Any]:
+    return {
+        "apiVersion": "conclavium.io/v1alpha1",
+        "kind": "Consortium",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "ledgerId": ledger,
+            "environment": "development",
+            "tee": {"platforms": ["virtual"]},
+            "nats": {"url": "nats://nats.nats.svc:4222", "streamReplicas": 3},
+        },
+    }
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "data": encoded}
+
+
+def member(name: str, identity: dict[str, Any], executors: int = 1, standbys: int = 0, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "conclavium.io/v1alpha1",
+        "kind": "ConsortiumMember",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "consortiumRef": {"name": "demo"},
+            "memberId": name,
+            "role": "Voting",
+            "identity": identity,
+            "executors": executors,
+            "sequencerStandbys": standbys,
+            "storage": {"size": "1Gi"},
+            **spec,
+        },
+    }
+
+
+async def seed_alice(k8s: RVEmulator, net: LocalNetwork, **spec: Any) -> None:
+    """The Consortium, and alice (a genesis member) letting the operator propose with her key."""
+    cert, key = member_pem(net, 0)
+    await k8s.post(url("consortiums"), json=consortium())
+    await k8s.post(url("secrets"), json=secret("alice-identity", {"tls.crt": cert, "private.key": key}))
+    identity = {
+        "keyAlgorithm": "Ed25519",
+        "secretRef": {"name": "alice-identity", "certificateKey": "tls.crt", "privateKeyKey": "private.key"},
+        "inClusterSigning": True,
+    }
+    await k8s.post(url("consortiummembers"), json=member("alice", identity, **spec))
+
+
+def cond_is(k8s: RVEmulator, plural: str, name: str, type_: str, status: str, reason: str | None = None) -> bool:
+    c = condition(obj(k8s, plural, name), type_)
+    return c is not None and c["status"] == status and (reason is None or c["reason"] == reason)
+
+
+def owned_by(child: dict[str, Any] | None, owner: dict[str, Any] | None) -> bool:
+    assert child is not None and owner is not None
+    refs = child["metadata"].get("ownerReferences") or []
+    return [(r["kind"], r["name"], r["uid"], r["controller"]) for r in refs] == [
+        (owner["kind"], owner["metadata"]["name"], owner["metadata"]["uid"], True)
+    ]
+
+
+async def test_consortium_and_member_produce_nodes_and_children(net: LocalNetwork, k8s: RVEmulator, operator_for: Any) -> None:
+    await operator_for(net.gateway_url)
+    await seed_alice(k8s, net, executors=1, standbys=1)
+
+    await wait_for(lambda: cond_is(k8s, "consortiums", "demo", "Ready", "True"), 20, "Consortium Ready")
+    cons = obj(k8s, "consortiums", "demo")
+    assert cons is not None
+    assert cons["status"]["admittedMembers"] >= 3 and cons["status"]["trustedExecutors"] >= 3
+    assert len(cons["status"]["serviceCertificateFingerprint"]) == 64
+    assert cons["metadata"].get("finalizers", []) == [], "no governance step, so no finalizer on a Consortium"
+
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Admitted", "True", "AlreadyMember"), 20, "alice")
+    alice = obj(k8s, "consortiummembers", "alice")
+    assert alice is not None
+    assert cond_is(k8s, "consortiummembers", "alice", "IdentityValid", "True", "Valid")
+    assert alice["metadata"]["finalizers"] == ["conclavium.io/finalizer"]
+    assert not any(k.startswith("kopf.zalando.org") for k in alice["metadata"].get("annotations", {}))
+    assert "kopf" not in alice["status"], "kopf's progress stays out of status"
+
+    names = {"alice-executor-0": "executor", "alice-sequencer-0": "sequencer"}
+    for name, component in names.items():
+        await wait_for(lambda n=name: obj(k8s, "statefulsets", n), 20, f"StatefulSet {name}")
+        node = obj(k8s, "consortiumnodes", name)
+        assert owned_by(node, alice)
+        sts, svc, pvc = obj(k8s, "statefulsets", name), obj(k8s, "services", name), obj(k8s, "persistentvolumeclaims", f"data-{name}")
+        for child in (sts, svc, pvc):
+            assert owned_by(child, node), (name, child)
+            assert child is not None and child["metadata"]["labels"].items() >= {**LABELS, COMPONENT: component}.items()
+        assert sts is not None and svc is not None and pvc is not None
+        assert sts["spec"]["replicas"] == 1
+        pod = sts["spec"]["template"]
+        assert pod["metadata"]["labels"].items() >= {**LABELS, COMPONENT: component}.items()
+        (container,) = pod["spec"]["containers"]
+        assert container["ports"] == [{"name": "metrics", "containerPort": 9100 if component == "executor" else 9200, "protocol": "TCP"}]
+        assert container["securityContext"].items() >= SECURITY.items() and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert {"name": "CONCLAVIUM_NODE_NAME", "value": name} in container["env"]
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}} in pod["spec"]["volumes"]
+        assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["ports"][0]["name"] == "metrics"
+        assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert obj(k8s, "consortiumnodes", "alice-executor-0")["spec"]["tee"]["platform"] == "virtual"  # type: ignore[index]
+
+    # The node's pod and the ledger: until the pod is ready and the node joined, the member is not Ready.
+    assert cond_is(k8s, "consortiummembers", "alice", "Ready", "False")
+    for name in names:
+        await k8s.patch(url("statefulsets", name, "status"), json={"status": {"readyReplicas": 1}})
+    node_id = await join_node(net, "alice-executor-0")
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Ready", "True", "MemberReady"), 30, "alice Ready")
+    alice = obj(k8s, "consortiummembers", "alice")
+    assert alice is not None and alice["status"]["nodesReady"] == "2/2" and alice["status"]["phase"] == "Ready"
+    assert cond_is(k8s, "consortiummembers", "alice", "Attested", "True", "AllExecutorsAttested")
+    node = obj(k8s, "consortiumnodes", "alice-executor-0")
+    assert node is not None and node["status"]["nodeId"] == node_id and node["status"]["phase"] == "Active"
+    assert node["status"]["committedHeight"] > 0
+    assert metrics.value("ConsortiumMember", "ok") > 0
+
+
+async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
+    await operator_for(net.gateway_url)
+    await seed_alice(k8s, net, executors=0)
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Admitted", "True"), 20, "alice admitted")
+
+    dave_key = PrivateKey.generate()
+    identity = {"keyAlgorithm": "Ed25519", "publicKeyPem": dave_key.public_key.pem}
+    await k8s.post(url("consortiummembers"), json=member("dave", identity, executors=1))
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "False", "VotePending"), 20, "proposal")
+    dave = obj(k8s, "consortiummembers", "dave")
+    assert dave is not None
+    pid = dave["status"]["proposalId"]
+    assert dave["status"]["phase"] == "Proposed"
+    p = await proposal(net, pid)
+    assert p["state"] == "Open" and p["proposer"] == net.member_key(0).key_id
+    assert [a["name"] for a in p["actions"]] == ["set_member"] and p["actions"][0]["args"]["name"] == "dave"
+    assert obj(k8s, "consortiumnodes", "dave-executor-0") is None, "no nodes before the vote"
+
+    assert (await vote(net, pid, [1, 2]))["state"] == "Accepted"
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "True", "ProposalAccepted"), 20, "Admitted")
+    await wait_for(lambda: obj(k8s, "statefulsets", "dave-executor-0"), 20, "dave's node")
+    assert obj(k8s, "consortiummembers", "dave")["status"]["proposalId"] == pid  # type: ignore[index]
+    assert len([x for x in (await proposal(net, pid))["actions"]]) == 1
+
+    # Scale up: a second executor.
+    await k8s.patch(url("consortiummembers", "dave"), json={"spec": {"executors": 2}})
+    await wait_for(lambda: obj(k8s, "statefulsets", "dave-executor-1"), 20, "scale up")
+    await wait_for(lambda: (obj(k8s, "consortiummembers", "dave") or {}).get("status", {}).get("desiredNodes") == 2, 20, "2")
+
+    # Scale down a node that joined the ledger: a retire_node proposal, the vote, then the node goes.
+    node_id = await join_node(net, "dave-executor-1")
+    await wait_for(lambda: cond_is(k8s, "consortiumnodes", "dave-executor-1", "Trusted", "True"), 30, "node trusted")
+    await k8s.patch(url("consortiummembers", "dave"), json={"spec": {"executors": 1}})
+    await wait_for(lambda: (obj(k8s, "consortiumnodes", "dave-executor-1") or {}).get("metadata", {}).get("annotations", {})
+                   .get("conclavium.io/proposal"), 20, "retire_node proposal")
+    node = obj(k8s, "consortiumnodes", "dave-executor-1")
+    assert node is not None and node["spec"]["retire"] is True
+    retire_pid = node["metadata"]["annotations"]["conclavium.io/proposal"]
+    p = await proposal(net, retire_pid)
+    assert p["actions"] == [{"name": "retire_node", "args": {"node_id": node_id}}]
+    assert cond_is(k8s, "consortiummembers", "dave", "NodesReady", "False", "ScalingDown")
+    assert (await vote(net, retire_pid, [0, 1, 2]))["state"] == "Accepted"
+    await wait_for(lambda: obj(k8s, "consortiumnodes", "dave-executor-1") is None, 20, "retired node deleted")
+    assert obj(k8s, "consortiumnodes", "dave-executor-0") is not None
+    assert any(n["id"] == node_id and n["status"] == "Retired" for n in (await service(net))["nodes"])
+
+    # Deletion: the finalizer proposes remove_member and keeps the member until the vote.
+    await k8s.delete(url("consortiummembers", "dave"))
+    await wait_for(lambda: (obj(k8s, "consortiummembers", "dave") or {}).get("metadata", {}).get("annotations", {})
+                   .get("conclavium.io/proposal"), 20, "remove_member proposal")
+    remove_pid = obj(k8s, "consortiummembers", "dave")["metadata"]["annotations"]["conclavium.io/proposal"]  # type: ignore[index]
+    assert (await proposal(net, remove_pid))["actions"] == [
+        {"name": "remove_member", "args": {"member_id": dave_key.public_key.key_id}}
+    ]
+    await wait_for(lambda: obj(k8s, "consortiumnodes", "dave-executor-0") is None, 20, "nodes retired first")
+    dave = obj(k8s, "consortiummembers", "dave")
+    assert dave is not None and dave["metadata"]["finalizers"] == ["conclavium.io/finalizer"]
+    assert dave["status"]["phase"] == "Removing"
+    assert (await vote(net, remove_pid, [0, 1, 2]))["state"] == "Accepted"
+    await wait_for(lambda: obj(k8s, "consortiummembers", "dave") is None, 20, "finalizer released")
+    assert dave_key.public_key.key_id not in {m["id"] for m in (await service(net))["members"]}
+
+
+async def test_malformed_specs_become_conditions_not_crash_loops(net: LocalNetwork, k8s: RVEmulator, operator_for: Any) -> None:
+    await operator_for(net.gateway_url)
+    await seed_alice(k8s, net, executors=0)
+    private_inline = PrivateKey.generate().pem.decode()
+    cases = {
+        "bad-count": (member("bad-count", {"keyAlgorithm": "Ed25519", "publicKeyPem": PrivateKey.generate().public_key.pem},
+                             executors="many"), "Ready", "InvalidCount"),  # type: ignore[arg-type]
+        "bad-key": (member("bad-key", {"keyAlgorithm": "Ed25519", "publicKeyPem": "-----BEGIN PUBLIC KEY-----\nAAAA\n"}),
+                    "IdentityValid", "InvalidPublicKey"),
+        "private-inline": (member("private-inline", {"keyAlgorithm": "Ed25519", "publicKeyPem": private_inline}),
+                           "IdentityValid", "PrivateKeyInline"),
+        "wrong-alg": (member("wrong-alg", {"keyAlgorithm": "ECDSA-P256",
+                                           "publicKeyPem": PrivateKey.generate().public_key.pem}),
+                      "IdentityValid", "KeyAlgorithmMismatch"),
+        "no-secret": (member("no-secret", {"keyAlgorithm": "Ed25519", "secretRef": {"name": "missing"}}),
+                      "IdentityValid", "SecretNotFound"),
+        "bad-platform": (member("bad-platform", {"keyAlgorithm": "Ed25519",
+                                                 "publicKeyPem": PrivateKey.generate().public_key.pem},
+                                tee={"platform": "sgx"}), "Ready", "PlatformNotAllowed"),
+    }
+    for body, _, _ in cases.values():
+        await k8s.post(url("consortiummembers"), json=body)
+    bad_consortium = consortium("prod-virtual")
+    bad_consortium["spec"]["environment"] = "production"
+    await k8s.post(url("consortiums"), json=bad_consortium)
+
+    for name, (_, type_, reason) in cases.items():
+        await wait_for(lambda n=name, t=type_, r=reason: cond_is(k8s, "consortiummembers", n, t, "False", r), 20, name)
+    await wait_for(lambda: cond_is(k8s, "consortiums", "prod-virtual", "Ready", "False", "VirtualPlatformForbidden"),
+                   20, "bad Consortium")
+    for name in ("bad-count", "bad-key", "private-inline", "wrong-alg", "bad-platform"):
+        body = obj(k8s, "consortiummembers", name)
+        assert body is not None and body["status"]["phase"] == "Failed", name
+        assert obj(k8s, "consortiumnodes", f"{name}-executor-0") is None
+    assert obj(k8s, "consortiummembers", "no-secret")["status"]["phase"] == "Pending"  # type: ignore[index]
+    assert (await service(net))["members"], "nothing was proposed for a malformed member"
+    open_proposals = [p for p in (await _open(net)) if p["actions"][0]["args"].get("name") in cases]
+    assert open_proposals == []
+
+    # A spec error is final until the spec changes (no crash loop): the member is not re-handled.
+    patches_before = _status_patches(k8s, "bad-key")
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Ready", "True"), 5, "operator still busy", 0.5) \
+        if False else None
+    import asyncio
+
+    await asyncio.sleep(2)
+    assert _status_patches(k8s, "bad-key") - patches_before <= 4 * 2 / 0.5
+
+    # Fixing the spec recovers: the Secret appears, the identity becomes valid.
+    cert, _ = member_pem(net, 1)
+    await k8s.post(url("secrets"), json=secret("missing", {"tls.crt": cert}))
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "no-secret", "IdentityValid", "True"), 20, "recovered")
+
+
+async def _open(net: LocalNetwork) -> list[dict[str, Any]]:
+    from conclavium.sdk.client import Client
+
+    async with Client(net.gateway_url) as c:
+        return await c.proposals("Open")
+
+
+def _status_patches(k8s: RVEmulator, name: str) -> int:
+    return sum(1 for r in k8s.requests if r.method == "PATCH" and str(r.url.path).endswith(f"/consortiummembers/{name}/status"))
