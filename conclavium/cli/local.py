@@ -73,6 +73,7 @@ async def _node_status(nats_url: str, ledger: str, names: list[str]) -> list[dic
                         "executed_height": st.get("executed_height"),
                         "ready": st.get("ready"),
                         "reason": st.get("reason"),
+                        "refused_files": st.get("refused_files", []),
                     }
                 )
             except Exception as e:

@@ -55,7 +55,10 @@ class LedgerStore:
 
     async def load(self, machine: LedgerMachine, secrets: dict[str, bytes]) -> int:
         """Restore `machine` from disk; returns how many blocks were replayed from chunks."""
-        torn = repair_tail(self.ledger_dir) if chunk_files(self.ledger_dir) else None
+        try:
+            torn = repair_tail(self.ledger_dir)
+        except LedgerFileError:
+            torn = None  # corruption, not a torn write: the reading below refuses the file
         if torn is not None:
             log.warning("cut a torn record off the last ledger chunk at byte %d", torn)
         for path in reversed(snapshot_files(self.snapshot_dir)):
