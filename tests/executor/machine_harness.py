@@ -1,0 +1,144 @@
+"""Build real blocks in-process for the executor's deterministic core: a genesis by a node whose
+keys the test holds, joins and endorsements, client transactions and commit signatures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conclavium import node_messages
+from conclavium.attestation import expected_report_data, make_virtual_evidence
+from conclavium.block import BLOCK_VERSION, Block, CommitSig, Entry, Kind, block_hash, encode, statement
+from conclavium.crypto import sealing
+from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import b64e
+from conclavium.governance.constitution import default_constitution
+from conclavium.identity import node_certificate, service_certificate
+from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
+from conclavium.tx import make_body, sign
+from services.executor.ledger_machine import LedgerMachine
+from services.executor.verifier import BatchVerifier
+
+LEDGER = "unit"
+
+
+@dataclass
+class Node:
+    key: PrivateKey = field(default_factory=PrivateKey.generate)
+    enc: Any = field(default_factory=sealing.generate_key)
+
+    @property
+    def id(self) -> str:
+        return self.key.key_id
+
+    def info(self, name: str) -> node_messages.NodeInfo:
+        enc_raw = sealing.public_bytes(self.enc)
+        bound = node_messages.bound_keys(self.key.public_key.spki, enc_raw)
+        ev = make_virtual_evidence(bytes.fromhex(VIRTUAL_DEV_MEASUREMENT), b"", expected_report_data(bound))
+        return node_messages.NodeInfo(
+            id=self.id,
+            signing_key=self.key.public_key.pem,
+            encryption_key=enc_raw.hex(),
+            evidence={"platform": "virtual", "evidence": b64e(ev)},
+            name=name,
+        )
+
+
+class Chain:
+    """A ledger under construction: blocks are encoded exactly as the sequencer would."""
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.nodes = [Node() for _ in range(nodes)]
+        self.service_key = PrivateKey.generate()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.service_cert = service_certificate(self.service_key, LEDGER, now)
+        self.member = PrivateKey.generate()
+        self.user = PrivateKey.generate()
+        self.height = 0
+        self.prev = bytes(32)
+        self.ts = int(time.time() * 1000)
+        self.seq = 0
+
+    def block(self, entries: list[Entry], sigs: list[CommitSig] | None = None) -> tuple[bytes, int]:
+        self.height += 1
+        self.ts += 10
+        raw = encode(Block(BLOCK_VERSION, LEDGER, self.height, self.prev, self.ts, entries, sigs or []))
+        self.prev = block_hash(raw)
+        self.seq += 1
+        return raw, self.seq
+
+    def genesis_entry(self) -> Entry:
+        n0 = self.nodes[0]
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        config = {
+            "members": [{"name": "alice", "public_key": self.member.public_key.pem}],
+            "users": [{"name": "u", "public_key": self.user.public_key.pem}],
+            "node_policy": {"environment": "development", "platforms": ["virtual"]},
+            "measurements": [{"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}],
+            "constitution": {**default_constitution(), "auto_trust_nodes": True},
+        }
+        cert = node_certificate(self.service_key, self.service_cert, n0.key.public_key, now)
+        msg = node_messages.Genesis(
+            v=1,
+            ledger=LEDGER,
+            ts=self.ts,
+            node=n0.info("n0"),
+            service_cert=self.service_cert,
+            node_cert=cert,
+            config={**config, "service_status": "Open"},
+        )
+        return node_messages.make_entry(msg, n0.key)
+
+    def join_entry(self, i: int) -> Entry:
+        msg = node_messages.Join(v=1, ledger=LEDGER, ts=self.ts, node=self.nodes[i].info(f"n{i}"))
+        return node_messages.make_entry(msg, self.nodes[i].key)
+
+    def endorse_entry(self, i: int) -> Entry:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        cert = node_certificate(self.service_key, self.service_cert, self.nodes[i].key.public_key, now)
+        msg = node_messages.Endorse(
+            v=1,
+            ledger=LEDGER,
+            ts=self.ts,
+            sender=self.nodes[0].id,
+            node=self.nodes[i].id,
+            cert=cert,
+            wrapped_secrets=b64e(b"unused in unit tests"),
+        )
+        return node_messages.make_entry(msg, self.nodes[0].key)
+
+    def tx(self, key: str, value: Any, sender: PrivateKey | None = None) -> Entry:
+        who = sender or self.user
+        t = sign(
+            who, make_body(LEDGER, who.key_id, [{"op": "put", "map": "public:t", "key": key, "value": value}], self.ts)
+        )
+        return Entry(Kind.TX, t.body, t.signature)
+
+    def sig(self, i: int, height: int, bhash: bytes, root: bytes, quorum: int) -> CommitSig:
+        s = self.nodes[i].key.sign(statement(LEDGER, height, bhash, root, quorum))
+        return CommitSig(self.nodes[i].id, height, bhash, root, quorum, s)
+
+
+async def bootstrap(chain: Chain, machine: LedgerMachine) -> None:
+    """Genesis, two joins and their endorsements, and an open_service vote: three signing nodes."""
+    from conclavium.governance import documents
+
+    await machine.apply(*chain.block([chain.genesis_entry()]))
+    await machine.apply(*chain.block([chain.join_entry(1), chain.join_entry(2)]))
+    await machine.apply(*chain.block([chain.endorse_entry(1), chain.endorse_entry(2)]))
+    doc = documents.make_proposal([{"name": "open_service", "args": {}}], chain.member, chain.ts // 1000)
+    await machine.apply(*chain.block([Entry(Kind.GOV, doc, b"")]))
+    pid = hashlib.sha256(doc).hexdigest()
+    ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000)
+    await machine.apply(*chain.block([Entry(Kind.GOV, ballot, b"")]))
+    assert len(machine.trusted_node_keys()) == 3
+    sigs = [chain.sig(i, r.height, r.hash, r.root, r.quorum) for r in machine.uncommitted.values() for i in range(3)]
+    await machine.apply(*chain.block([], sigs))
+    assert not machine.uncommitted
+
+
+def new_machine() -> LedgerMachine:
+    return LedgerMachine(LEDGER, BatchVerifier(1))

@@ -1,0 +1,109 @@
+"""The executor's deterministic core on hand-built blocks: the commit rule, divergence (fork)
+detection, the chain rule and determinism across machines."""
+
+from __future__ import annotations
+
+import pytest
+from machine_harness import Chain, bootstrap, new_machine
+
+from conclavium.block import CommitSig, statement
+from conclavium.chain import ChainError
+
+
+async def _executed(chain: Chain, machines: list, entries: list) -> tuple:
+    raw, seq = chain.block(entries)
+    for m in machines:
+        await m.apply(raw, seq)
+    rec = machines[0].uncommitted[chain.height]
+    return rec
+
+
+async def test_commit_needs_a_quorum_of_trusted_signatures() -> None:
+    chain, m = Chain(), new_machine()
+    await bootstrap(chain, m)
+    rec = await _executed(chain, [m], [chain.tx("a", 1), chain.tx("b", 2)])
+    assert rec.quorum == 2
+    _, out = await m.apply(*chain.block([], [chain.sig(0, rec.height, rec.hash, rec.root, rec.quorum)]))
+    assert not out.committed and m.tx_status(rec.leaves[0][0])["status"] == "Pending"
+    stranger = Chain(1).nodes[0]
+    stmt = statement("unit", rec.height, rec.hash, rec.root, rec.quorum)
+    forged = CommitSig(stranger.id, rec.height, rec.hash, rec.root, rec.quorum, stranger.key.sign(stmt))
+    _, out = await m.apply(*chain.block([], [forged, chain.sig(0, rec.height, rec.hash, rec.root, rec.quorum)]))
+    assert not out.committed, "an untrusted signer and a repeated signer do not make a quorum"
+    _, out = await m.apply(*chain.block([], [chain.sig(2, rec.height, rec.hash, rec.root, rec.quorum)]))
+    assert [r.height for r in out.committed] == [rec.height]
+    assert m.tx_status(rec.leaves[1][0]) == {"status": "Committed", "height": rec.height, "index": 1}
+
+
+async def test_divergent_root_signed_by_a_quorum_is_a_fork() -> None:
+    chain, m = Chain(), new_machine()
+    await bootstrap(chain, m)
+    rec = await _executed(chain, [m], [chain.tx("a", 1)])
+    other_root = bytes(32)
+    sigs = [chain.sig(i, rec.height, rec.hash, other_root, rec.quorum) for i in (1, 2)]
+    _, out = await m.apply(*chain.block([], sigs))
+    assert out.fork and m.fork_reason and "diverged" in m.fork_reason
+    assert not out.committed
+
+
+async def test_one_divergent_signer_is_not_a_fork() -> None:
+    chain, m = Chain(), new_machine()
+    await bootstrap(chain, m)
+    rec = await _executed(chain, [m], [chain.tx("a", 1)])
+    _, out = await m.apply(*chain.block([], [chain.sig(1, rec.height, rec.hash, bytes(32), rec.quorum)]))
+    assert out.fork is None and m.fork_reason is None
+
+
+async def test_chain_rule_refuses_without_changing_anything() -> None:
+    chain, m = Chain(), new_machine()
+    await bootstrap(chain, m)
+    tip = m.tip
+    chain.prev = bytes(32)
+    with pytest.raises(ChainError) as e:
+        await m.apply(*chain.block([chain.tx("b", 2)]))
+    assert e.value.reason == "bad_prev" and m.tip == tip
+    chain.height += 5
+    with pytest.raises(ChainError) as e:
+        await m.apply(*chain.block([chain.tx("c", 3)]))
+    assert e.value.reason == "bad_height" and m.tip == tip
+    with pytest.raises(ChainError) as e:
+        await m.apply(b"\x93garbage", 99)
+    assert e.value.reason == "malformed"
+
+
+async def test_two_machines_reach_the_same_roots_and_snapshots() -> None:
+    chain, a, b = Chain(), new_machine(), new_machine()
+    blocks = []
+    orig_apply = a.apply
+
+    async def record(raw: bytes, seq: int):
+        blocks.append((raw, seq))
+        return await orig_apply(raw, seq)
+
+    a.apply = record  # type: ignore[method-assign]
+    await bootstrap(chain, a)
+    for raw, seq in blocks:
+        await b.apply(raw, seq)
+    for i in range(5):
+        await _executed(chain, [a, b], [chain.tx(f"k{i}", i), chain.tx(f"j{i}", {"v": i})])
+    assert [r.root for r in a.uncommitted.values()] == [r.root for r in b.uncommitted.values()]
+    assert a.snapshot() == b.snapshot()
+    c = new_machine()
+    c.restore(a.snapshot())
+    rec = await _executed(chain, [a, c], [chain.tx("after", 1)])
+    assert c.uncommitted[rec.height].root == rec.root and c.snapshot() == a.snapshot()
+
+
+async def test_replay_within_and_beyond_the_window() -> None:
+    chain, m = Chain(), new_machine()
+    await bootstrap(chain, m)
+    entry = chain.tx("once", 1)
+    rec = await _executed(chain, [m], [entry, entry])
+    assert len(rec.leaves) == 1, "a duplicate in one block is dropped"
+    await m.apply(*chain.block([], [chain.sig(i, rec.height, rec.hash, rec.root, rec.quorum) for i in (0, 1)]))
+    raw, seq = chain.block([entry])
+    _, out = await m.apply(raw, seq)
+    assert chain.height not in m.uncommitted and not out.invalid, "a later copy is ignored"
+    chain.ts += 10 * 60 * 1000
+    _, out = await m.apply(*chain.block([entry]))
+    assert [code for _, code, _ in out.invalid] == ["expired"], "outside the window the timestamp refuses it"
