@@ -134,6 +134,7 @@ class LedgerMachine:
         not extend the chain."""
         block, bhash = next_block(self.tip, raw, self.ledger)
         out = BlockOutcome(block.height)
+        self._forget_old(block.ts_ms)
         if self.genesis_done:
             out.expired = governance.expire(self.state, governance.Context(block.height, block.ts_ms))
         self._apply_signatures(block.sigs, out)
@@ -157,7 +158,6 @@ class LedgerMachine:
         if leaves:
             self.uncommitted[block.height] = rec
         self._advance_commit(out)
-        self._forget_old(block.ts_ms)
         return block, out
 
     def _forget_old(self, now_ms: int) -> None:
