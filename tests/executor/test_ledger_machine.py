@@ -3,6 +3,8 @@ detection, the chain rule and determinism across machines."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from machine_harness import Chain, bootstrap, new_machine
 
@@ -107,3 +109,18 @@ async def test_replay_within_and_beyond_the_window() -> None:
     chain.ts += 10 * 60 * 1000
     _, out = await m.apply(*chain.block([entry]))
     assert [code for _, code, _ in out.invalid] == ["expired"], "outside the window the timestamp refuses it"
+
+
+async def test_a_forked_executor_is_not_ready_and_stops_signing(tmp_path: Path) -> None:
+    from services.executor.executor import Executor, ExecutorConfig
+
+    ex = Executor(ExecutorConfig(ledger="unit", name="x", data_dir=tmp_path, nats_url="nats://127.0.0.1:1"))
+    chain = Chain()
+    await bootstrap(chain, ex.machine)
+    ex.machine.fork_reason = "a quorum signed a different root at height 7: this node diverged"
+    ok, reason = ex.ready()
+    assert not ok and reason.startswith("fork_detected:")
+    published = []
+    ex._publish_intake = lambda batch, msg_id: published.append(batch)  # type: ignore[method-assign]
+    await ex._sign_uncommitted()
+    assert published == []
