@@ -25,11 +25,13 @@ def member_pem(net: LocalNetwork, index: int) -> tuple[str, str]:
 
 
 async def vote(net: LocalNetwork, proposal_id: str, voters: list[int], approve: bool = True) -> dict[str, Any]:
-    answer: dict[str, Any] = {}
+    """Members `voters` vote; returns the proposal once every ballot is committed."""
     for i in voters:
         async with Client(net.gateway_url, net.member_key(i)) as c:
-            answer = await c.vote(proposal_id, approve)
-    return answer
+            ballot = await c.vote(proposal_id, approve)
+            st = await c.wait(ballot["tx_hash"])
+            assert st["status"] == "Committed", st
+    return await proposal(net, proposal_id)
 
 
 async def proposal(net: LocalNetwork, proposal_id: str) -> dict[str, Any]:
