@@ -65,7 +65,9 @@ def labels(consortium: str, member: str, component: str, node: str | None = None
     return result
 
 
-def desired_nodes(member: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> list[dict[str, Any]]:
+def desired_nodes(
+    member: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig
+) -> list[dict[str, Any]]:
     """One ConsortiumNode per executor and per sequencer standby, owned by the member."""
     spec, meta = member["spec"], member["metadata"]
     cons_spec = (consortium or {}).get("spec") or {}
@@ -91,7 +93,10 @@ def desired_nodes(member: dict[str, Any], consortium: dict[str, Any] | None, cfg
             name = node_name(meta["name"], role, ordinal)
             node_spec = {**common, "role": role, "ordinal": ordinal}
             if role == "Executor":
-                node_spec["tee"] = {"platform": platform, **({"runtimeClassName": runtime_class} if runtime_class else {})}
+                node_spec["tee"] = {
+                    "platform": platform,
+                    **({"runtimeClassName": runtime_class} if runtime_class else {}),
+                }
             nodes.append(
                 {
                     "apiVersion": API_VERSION,
@@ -122,7 +127,7 @@ def node_image(consortium: dict[str, Any] | None, cfg: OperatorConfig) -> str:
 
 
 def _security() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The chart's restricted Pod Security Standard contexts (values.yaml podSecurityContext/containerSecurityContext)."""
+    """The chart's restricted Pod Security Standard contexts (values.yaml pod/containerSecurityContext)."""
     pod = {
         "runAsNonRoot": True,
         "runAsUser": 10001,
@@ -140,7 +145,9 @@ def _security() -> tuple[dict[str, Any], dict[str, Any]]:
     return pod, container
 
 
-def _env(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> tuple[list[Any], list[Any], list[Any]]:
+def _env(
+    node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig
+) -> tuple[list[Any], list[Any], list[Any]]:
     """Environment, volumes and mounts for NATS/Redis credentials, following the chart's common env."""
     cons_spec = (consortium or {}).get("spec") or {}
     nats = cons_spec.get("nats") or {}
@@ -294,7 +301,9 @@ def pvc(node: dict[str, Any]) -> dict[str, Any]:
         "metadata": {
             "name": pvc_name(meta["name"]),
             "namespace": meta["namespace"],
-            "labels": labels(spec["consortiumRef"]["name"], spec["memberRef"]["name"], spec["role"].lower(), meta["name"]),
+            "labels": labels(
+                spec["consortiumRef"]["name"], spec["memberRef"]["name"], spec["role"].lower(), meta["name"]
+            ),
             "ownerReferences": [owner_reference(node)],
         },
         "spec": pvc_spec,

@@ -46,7 +46,9 @@ def is_true(body: Mapping[str, Any], type_: str) -> bool:
     return c is not None and c.get("status") == TRUE
 
 
-def merged(existing: Iterable[Mapping[str, Any]], updates: Iterable[Condition], generation: int) -> list[dict[str, Any]]:
+def merged(
+    existing: Iterable[Mapping[str, Any]], updates: Iterable[Condition], generation: int
+) -> list[dict[str, Any]]:
     """The condition list after upserting `updates`: pure, so that it is testable and deterministic."""
     result = [dict(c) for c in existing]
     for u in updates:
@@ -60,7 +62,9 @@ def merged(existing: Iterable[Mapping[str, Any]], updates: Iterable[Condition], 
         for i, c in enumerate(result):
             if c.get("type") == u.type:
                 same = c.get("status") == u.status
-                entry["lastTransitionTime"] = c.get("lastTransitionTime") if same and c.get("lastTransitionTime") else now()
+                entry["lastTransitionTime"] = (
+                    c.get("lastTransitionTime") if same and c.get("lastTransitionTime") else now()
+                )
                 result[i] = entry
                 break
         else:

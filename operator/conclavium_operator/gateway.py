@@ -133,9 +133,10 @@ def remove_action(role: str, key_id: str) -> dict[str, Any]:
 
 def adds_key(key_id: str) -> Callable[[dict[str, Any]], bool]:
     def match(action: dict[str, Any]) -> bool:
-        return action.get("name") in ("set_member", "set_user") and _key_id(
-            (action.get("args") or {}).get("public_key")
-        ) == key_id
+        return (
+            action.get("name") in ("set_member", "set_user")
+            and _key_id((action.get("args") or {}).get("public_key")) == key_id
+        )
 
     return match
 

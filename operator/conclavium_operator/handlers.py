@@ -39,7 +39,9 @@ def register(
     @kopf.on.startup(id="configure", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
         operator_settings.configure(settings)
-        memo.conclavium = Runtime(cfg=config, gateway=Gateway(config.gateway_url, cache_s=min(1.0, config.poll_interval / 2)))
+        memo.conclavium = Runtime(
+            cfg=config, gateway=Gateway(config.gateway_url, cache_s=min(1.0, config.poll_interval / 2))
+        )
         if metrics.start(config.metrics_port):
             logger.info("metrics on :%d/metrics", config.metrics_port)
 
@@ -48,7 +50,9 @@ def register(
         info = credentials(**kwargs)
         if info is None:
             raise kopf.LoginError("no in-cluster ServiceAccount and no kubeconfig")
-        memo.kube = Kube(info, timeout=config.request_timeout)
+        current = getattr(memo, "kube", None)
+        if current is None or current.server != info.server.rstrip("/") or current.token != info.token:
+            memo.kube = Kube(info, timeout=config.request_timeout)
         return info
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
@@ -95,8 +99,13 @@ def register(
     async def member(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await member_pass(body, patch, memo, logger)
 
-    @kopf.timer(plural="consortiummembers", id="member-sync", interval=config.poll_interval,
-                initial_delay=config.poll_interval, **res)
+    @kopf.timer(
+        plural="consortiummembers",
+        id="member-sync",
+        interval=config.poll_interval,
+        initial_delay=config.poll_interval,
+        **res,
+    )
     @metrics.counted("ConsortiumMember")
     async def member_sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         await member_pass(body, patch, memo, logger)
@@ -121,7 +130,9 @@ def register(
         except KubeError as e:
             raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
         patch.status["observedGeneration"] = int(body.metadata.get("generation") or 0)
-        upsert(patch, reconcile_node.Condition("Provisioned", "True", "ChildrenCreated", "StatefulSet, Service and PVC"))
+        upsert(
+            patch, reconcile_node.Condition("Provisioned", "True", "ChildrenCreated", "StatefulSet, Service and PVC")
+        )
 
 
 def _raw(body: kopf.Body) -> dict[str, Any]:

@@ -57,7 +57,9 @@ async def load_identity(kube: Kube, namespace: str, spec: dict[str, Any]) -> Ide
         raise IdentityProblem("UnsupportedKeyAlgorithm", f"keyAlgorithm must be one of {sorted(ALGORITHMS)}")
     ref, inline = ident.get("secretRef"), ident.get("publicKeyPem")
     if bool(ref) == bool(inline):
-        raise IdentityProblem("IdentitySourceInvalid", "set exactly one of identity.secretRef and identity.publicKeyPem")
+        raise IdentityProblem(
+            "IdentitySourceInvalid", "set exactly one of identity.secretRef and identity.publicKeyPem"
+        )
     if inline:
         if "PRIVATE KEY" in inline:
             raise IdentityProblem("PrivateKeyInline", "identity.publicKeyPem holds a private key; give the public key")
@@ -71,7 +73,9 @@ async def load_identity(kube: Kube, namespace: str, spec: dict[str, Any]) -> Ide
     except KeyError_ as e:
         raise IdentityProblem("InvalidPublicKey", str(e)) from e
     if key.alg != alg:
-        raise IdentityProblem("KeyAlgorithmMismatch", f"keyAlgorithm is {ident['keyAlgorithm']} but the key is {key.alg}")
+        raise IdentityProblem(
+            "KeyAlgorithmMismatch", f"keyAlgorithm is {ident['keyAlgorithm']} but the key is {key.alg}"
+        )
     return Identity(key, pem if "CERTIFICATE" in pem else key.pem)
 
 

@@ -83,6 +83,7 @@ class Kube:
 
     def __init__(self, info: kopf.ConnectionInfo, timeout: float = 30.0) -> None:
         self.server = info.server.rstrip("/")
+        self.token = info.token
         self.headers: dict[str, str] = {}
         if info.token:
             self.headers["Authorization"] = f"Bearer {info.token}"
@@ -129,7 +130,9 @@ class Kube:
             path += "?" + urlencode({"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))})
         items = list((await self._call("GET", path)).get("items") or [])
         if labels:  # an emulator may ignore the selector; filtering again is cheap and always right
-            items = [i for i in items if all((i["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
+            items = [
+                i for i in items if all((i["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+            ]
         return items
 
     async def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

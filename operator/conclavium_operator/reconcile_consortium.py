@@ -41,7 +41,9 @@ def cert_fingerprint(pem: str | None) -> str | None:
     return hashlib.sha256(der).hexdigest()
 
 
-def from_service(spec: dict[str, Any], service: dict[str, Any], gateway_url: str) -> tuple[dict[str, Any], list[Condition]]:
+def from_service(
+    spec: dict[str, Any], service: dict[str, Any], gateway_url: str
+) -> tuple[dict[str, Any], list[Condition]]:
     """Status fields and conditions from `GET /v1/service`: pure, so handlers and timers agree."""
     nodes = service.get("nodes") or []
     trusted = sum(1 for n in nodes if n.get("status") == "Trusted")
@@ -91,7 +93,10 @@ async def observe(spec: dict[str, Any], gateway: Gateway) -> tuple[dict[str, Any
     problem = spec_problem(spec)
     if problem:
         reason, message = problem
-        return {"phase": "Failed"}, [Condition("SpecValid", "False", reason, message), Condition("Ready", "False", reason, message)]
+        return {"phase": "Failed"}, [
+            Condition("SpecValid", "False", reason, message),
+            Condition("Ready", "False", reason, message),
+        ]
     try:
         service = await gateway.service()
     except GatewayUnavailable as e:

@@ -97,7 +97,11 @@ def _no_proposer(consortium: str) -> str:
 
 
 async def _admission(
-    rt: Runtime, body: dict[str, Any], ident: Identity, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]
+    rt: Runtime,
+    body: dict[str, Any],
+    ident: Identity,
+    patch: kopf.Patch,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> bool:
     """Admitted condition from the ledger; proposes set_member/set_user when nothing is pending."""
     spec, meta = body["spec"], body["metadata"]
@@ -145,10 +149,14 @@ async def _admission(
         submitted = await rt.gateway.propose(proposer.key, [action])
     except ProposalRefused as e:
         patch.status["phase"] = "Rejected"
-        conditions.upsert(patch, Condition("Admitted", "False", "ProposalRefused", f"the ledger refused {action['name']}: {e}"))
+        conditions.upsert(
+            patch, Condition("Admitted", "False", "ProposalRefused", f"the ledger refused {action['name']}: {e}")
+        )
         return False
     PROPOSALS.labels(action["name"]).inc()
-    logger.info("proposed %s for %s as %s: %s", action["name"], spec["memberId"], proposer.member, submitted.proposal_id)
+    logger.info(
+        "proposed %s for %s as %s: %s", action["name"], spec["memberId"], proposer.member, submitted.proposal_id
+    )
     patch.status["proposalId"] = submitted.proposal_id
     patch.status["phase"] = "Proposed"
     msg = f"proposal {submitted.proposal_id} ({action['name']}, proposed by {proposer.member}) awaits the members' vote"
@@ -156,7 +164,9 @@ async def _admission(
     return False
 
 
-async def ensure_nodes(rt: Runtime, body: dict[str, Any], consortium: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def ensure_nodes(
+    rt: Runtime, body: dict[str, Any], consortium: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Create missing ConsortiumNodes, mark surplus ones for retirement; returns (desired, retiring)."""
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     desired = children.desired_nodes(body, consortium, rt.cfg)
@@ -213,7 +223,9 @@ async def retire_next(
         if proposer is None:
             return f"a proposer to retire {name}: {_no_proposer(node['spec']['consortiumRef']['name'])}"
         try:
-            submitted = await rt.gateway.propose(proposer.key, [{"name": "retire_node", "args": {"node_id": found["id"]}}])
+            submitted = await rt.gateway.propose(
+                proposer.key, [{"name": "retire_node", "args": {"node_id": found["id"]}}]
+            )
         except ProposalRefused as e:
             await _annotate(rt, NODES, node, annotations.get(PROPOSAL_ANNOTATION, ""))
             return f"a new attempt to retire {name}: the ledger refused it ({e})"
@@ -287,12 +299,18 @@ async def reconcile(
         ident = await load_identity(rt.k8s, ns, spec)
     except IdentityProblem as p:
         patch.status["phase"] = "Pending" if p.retry else "Failed"
-        conditions.upsert(patch, Condition("IdentityValid", "False", p.reason, p.message), Condition("Ready", "False", p.reason, p.message))
+        conditions.upsert(
+            patch,
+            Condition("IdentityValid", "False", p.reason, p.message),
+            Condition("Ready", "False", p.reason, p.message),
+        )
         if p.retry:
             raise kopf.TemporaryError(p.message, delay=rt.cfg.retry_delay) from p
         return
     patch.status["identityFingerprint"] = ident.fingerprint
-    conditions.upsert(patch, Condition("IdentityValid", "True", "Valid", f"{ident.public_key.alg} key {ident.fingerprint[:16]}…"))
+    conditions.upsert(
+        patch, Condition("IdentityValid", "True", "Valid", f"{ident.public_key.alg} key {ident.fingerprint[:16]}…")
+    )
     try:
         admitted = await _admission(rt, body, ident, patch, logger)
         service = await rt.gateway.service()
@@ -302,7 +320,9 @@ async def reconcile(
         raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
     await refresh_consortium(rt, consortium)
     if not admitted:
-        conditions.upsert(patch, Condition("Ready", "False", "NotAdmitted", "waiting for governance to admit the member"))
+        conditions.upsert(
+            patch, Condition("Ready", "False", "NotAdmitted", "waiting for governance to admit the member")
+        )
         return
     try:
         desired, retiring = await ensure_nodes(rt, body, consortium)
@@ -326,9 +346,13 @@ def _report_nodes(
     nodes_ok = len(ready) == desired and not waiting
     scaling = f"; scaling down: waiting for {waiting}" if waiting else ""
     reason = "AllNodesReady" if nodes_ok else ("ScalingDown" if waiting else "NodesNotReady")
-    conditions.upsert(patch, Condition.of("NodesReady", nodes_ok, reason, f"{len(ready)}/{desired} nodes ready{scaling}"))
+    conditions.upsert(
+        patch, Condition.of("NodesReady", nodes_ok, reason, f"{len(ready)}/{desired} nodes ready{scaling}")
+    )
     if unattested:
-        conditions.upsert(patch, Condition("Attested", "False", "NotAttested", f"not attested: {', '.join(unattested)}"))
+        conditions.upsert(
+            patch, Condition("Attested", "False", "NotAttested", f"not attested: {', '.join(unattested)}")
+        )
     else:
         conditions.upsert(patch, Condition("Attested", "True", "AllExecutorsAttested" if executors else "NoExecutors"))
     all_ok = nodes_ok and not unattested
@@ -336,7 +360,9 @@ def _report_nodes(
     patch.status["phase"] = "Ready" if all_ok else ("Admitted" if not ready else "Degraded")
 
 
-async def remove(rt: Runtime, body: dict[str, Any], patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+async def remove(
+    rt: Runtime, body: dict[str, Any], patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
     """Finalizer: propose remove_member/remove_user, retire the nodes one at a time, then let kopf release.
 
     Raises `Waiting` while votes are pending; kopf calls again after the delay.
@@ -375,7 +401,11 @@ async def remove(rt: Runtime, body: dict[str, Any], patch: kopf.Patch, logger: l
 
 
 async def _removal(
-    rt: Runtime, body: dict[str, Any], ident: Identity, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]
+    rt: Runtime,
+    body: dict[str, Any],
+    ident: Identity,
+    patch: kopf.Patch,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> str | None:
     spec, meta = body["spec"], body["metadata"]
     role, fp = spec.get("role", "Voting"), ident.fingerprint
@@ -404,7 +434,9 @@ async def _removal(
         rt.gateway.forget_service()
         return "the ledger to record the removal"
     if last and last.get("state") in FINAL_FAILURES and _recent(annotations, rt.cfg.removal_retry_delay):
-        conditions.upsert(patch, Condition("Admitted", "True", f"Removal{last['state']}", f"proposal {last_id} was {last['state']}"))
+        conditions.upsert(
+            patch, Condition("Admitted", "True", f"Removal{last['state']}", f"proposal {last_id} was {last['state']}")
+        )
         return f"a new removal attempt: proposal {last_id} was {last['state']}"
     proposer = await find_proposer(rt, meta["namespace"], cons, service)
     if proposer is None:

@@ -29,7 +29,9 @@ async def ensure_children(kube: Kube, cfg: OperatorConfig, node: dict[str, Any])
     return {"statefulSetName": sts["metadata"]["name"], "serviceName": node["metadata"]["name"]}
 
 
-def observe(node: dict[str, Any], sts: dict[str, Any] | None, service: dict[str, Any] | None) -> tuple[dict[str, Any], list[Condition]]:
+def observe(
+    node: dict[str, Any], sts: dict[str, Any] | None, service: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[Condition]]:
     """Node status from its StatefulSet and the ledger (None: the gateway could not be asked)."""
     spec = node["spec"]
     name = node["metadata"]["name"]
@@ -41,7 +43,10 @@ def observe(node: dict[str, Any], sts: dict[str, Any] | None, service: dict[str,
     fields: dict[str, Any] = {}
     if service is None:
         conds.append(Condition("Attested", "Unknown", "GatewayUnavailable", "the gateway could not be asked"))
-        return {"phase": "Provisioning" if not pod_ready else "Joining"}, [*conds, Condition("Ready", "Unknown", "GatewayUnavailable")]
+        return {"phase": "Provisioning" if not pod_ready else "Joining"}, [
+            *conds,
+            Condition("Ready", "Unknown", "GatewayUnavailable"),
+        ]
     if not executor:
         ready = pod_ready
         conds.append(Condition.of("Ready", ready, "PodReady" if ready else "PodNotReady"))

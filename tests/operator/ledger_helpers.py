@@ -49,7 +49,9 @@ async def join_node(net: LocalNetwork, name: str) -> str:
     key = PrivateKey.generate()
     enc = sealing.public_bytes(sealing.generate_key())
     bound = node_messages.bound_keys(key.public_key.spki, enc)
-    evidence = make_virtual_evidence(bytes.fromhex(node_messages.VIRTUAL_DEV_MEASUREMENT), b"", expected_report_data(bound))
+    evidence = make_virtual_evidence(
+        bytes.fromhex(node_messages.VIRTUAL_DEV_MEASUREMENT), b"", expected_report_data(bound)
+    )
     info = node_messages.NodeInfo(
         id=key.key_id,
         signing_key=key.public_key.pem,

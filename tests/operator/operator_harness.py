@@ -37,10 +37,10 @@ import jsonpointer
 import kmock
 import kopf
 import yaml
-
-from conclavium.local.network import LocalNetwork
 from conclavium_operator.config import OperatorConfig
 from conclavium_operator.handlers import register
+
+from conclavium.local.network import LocalNetwork
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "helm" / "conclavium" / "crds"
@@ -157,7 +157,12 @@ class OperatorThread:
 
     def __init__(self, k8s: kmock.KubernetesEmulator, gateway_url: str, **cfg: Any) -> None:
         self.k8s = k8s
-        defaults: dict[str, Any] = {"poll_interval": 0.5, "retry_delay": 0.5, "removal_retry_delay": 2.0, "metrics_port": 0}
+        defaults: dict[str, Any] = {
+            "poll_interval": 0.5,
+            "retry_delay": 0.5,
+            "removal_retry_delay": 2.0,
+            "metrics_port": 0,
+        }
         self.cfg = OperatorConfig(gateway_url=gateway_url, image="example.org/conclavium:test", **{**defaults, **cfg})
         self.registry = kopf.OperatorRegistry()
         server = str(k8s.url).rstrip("/")

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import asyncio
+import base64
 from typing import Any
 
 import pytest
+from conclavium_operator import metrics
+from conclavium_operator.children import COMPONENT, MANAGED_BY, PART_OF
 from ledger_helpers import join_node, member_pem, proposal, service, vote
 from operator_harness import NAMESPACE, RVEmulator, condition, obj, url, wait_for
 
 from conclavium.crypto.keys import PrivateKey
-from conclavium.sdk.client import Client
 from conclavium.local.network import LocalNetwork
 from conclavium.local.processes import free_port
-from conclavium_operator import metrics
-from conclavium_operator.children import COMPONENT, MANAGED_BY, PART_OF
+from conclavium.sdk.client import Client
 
 pytestmark = pytest.mark.timeout(120)
 LABELS = {PART_OF: "conclavium", MANAGED_BY: "conclavium-operator"}
@@ -85,7 +85,9 @@ def owned_by(child: dict[str, Any] | None, owner: dict[str, Any] | None) -> bool
     ]
 
 
-async def test_consortium_and_member_produce_nodes_and_children(net: LocalNetwork, k8s: RVEmulator, operator_for: Any) -> None:
+async def test_consortium_and_member_produce_nodes_and_children(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
     await operator_for(net.gateway_url)
     await seed_alice(k8s, net, executors=1, standbys=1)
 
@@ -109,7 +111,11 @@ async def test_consortium_and_member_produce_nodes_and_children(net: LocalNetwor
         await wait_for(lambda n=name: obj(k8s, "statefulsets", n), 20, f"StatefulSet {name}")
         node = obj(k8s, "consortiumnodes", name)
         assert owned_by(node, alice)
-        sts, svc, pvc = obj(k8s, "statefulsets", name), obj(k8s, "services", name), obj(k8s, "persistentvolumeclaims", f"data-{name}")
+        sts, svc, pvc = (
+            obj(k8s, "statefulsets", name),
+            obj(k8s, "services", name),
+            obj(k8s, "persistentvolumeclaims", f"data-{name}"),
+        )
         for child in (sts, svc, pvc):
             assert owned_by(child, node), (name, child)
             assert child is not None and child["metadata"]["labels"].items() >= {**LABELS, COMPONENT: component}.items()
@@ -118,8 +124,12 @@ async def test_consortium_and_member_produce_nodes_and_children(net: LocalNetwor
         pod = sts["spec"]["template"]
         assert pod["metadata"]["labels"].items() >= {**LABELS, COMPONENT: component}.items()
         (container,) = pod["spec"]["containers"]
-        assert container["ports"] == [{"name": "metrics", "containerPort": 9100 if component == "executor" else 9200, "protocol": "TCP"}]
-        assert container["securityContext"].items() >= SECURITY.items() and container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["ports"] == [
+            {"name": "metrics", "containerPort": 9100 if component == "executor" else 9200, "protocol": "TCP"}
+        ]
+        assert container["securityContext"].items() >= SECURITY.items() and container["securityContext"][
+            "capabilities"
+        ] == {"drop": ["ALL"]}
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert {"name": "CONCLAVIUM_NODE_NAME", "value": name} in container["env"]
         assert {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}} in pod["spec"]["volumes"]
@@ -132,7 +142,9 @@ async def test_consortium_and_member_produce_nodes_and_children(net: LocalNetwor
     for name in names:
         await k8s.patch(url("statefulsets", name, "status"), json={"status": {"readyReplicas": 1}})
     node_id = await join_node(net, "alice-executor-0")
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Ready", "True", "MemberReady"), 30, "alice Ready")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "alice", "Ready", "True", "MemberReady"), 30, "alice Ready"
+    )
     alice = obj(k8s, "consortiummembers", "alice")
     assert alice is not None and alice["status"]["nodesReady"] == "2/2" and alice["status"]["phase"] == "Ready"
     assert cond_is(k8s, "consortiummembers", "alice", "Attested", "True", "AllExecutorsAttested")
@@ -152,7 +164,9 @@ async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
     dave_key = PrivateKey.generate()
     identity = {"keyAlgorithm": "Ed25519", "publicKeyPem": dave_key.public_key.pem}
     await k8s.post(url("consortiummembers"), json=member("dave", identity, executors=1))
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "False", "VotePending"), 20, "proposal")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "False", "VotePending"), 20, "proposal"
+    )
     dave = obj(k8s, "consortiummembers", "dave")
     assert dave is not None
     pid = dave["status"]["proposalId"]
@@ -163,7 +177,9 @@ async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
     assert obj(k8s, "consortiumnodes", "dave-executor-0") is None, "no nodes before the vote"
 
     assert (await vote(net, pid, [1, 2]))["state"] == "Accepted"
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "True", "ProposalAccepted"), 20, "Admitted")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "True", "ProposalAccepted"), 20, "Admitted"
+    )
     await wait_for(lambda: obj(k8s, "statefulsets", "dave-executor-0"), 20, "dave's node")
     assert obj(k8s, "consortiummembers", "dave")["status"]["proposalId"] == pid  # type: ignore[index]
     assert len([x for x in (await proposal(net, pid))["actions"]]) == 1
@@ -171,20 +187,32 @@ async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
     # Scale up: a second executor.
     await k8s.patch(url("consortiummembers", "dave"), json={"spec": {"executors": 2}})
     await wait_for(lambda: obj(k8s, "statefulsets", "dave-executor-1"), 20, "scale up")
-    await wait_for(lambda: (obj(k8s, "consortiummembers", "dave") or {}).get("status", {}).get("desiredNodes") == 2, 20, "2")
+    await wait_for(
+        lambda: (obj(k8s, "consortiummembers", "dave") or {}).get("status", {}).get("desiredNodes") == 2, 20, "2"
+    )
 
     # Scale down a node that joined the ledger: a retire_node proposal, the vote, then the node goes.
     node_id = await join_node(net, "dave-executor-1")
     await wait_for(lambda: cond_is(k8s, "consortiumnodes", "dave-executor-1", "Trusted", "True"), 30, "node trusted")
     await k8s.patch(url("consortiummembers", "dave"), json={"spec": {"executors": 1}})
-    await wait_for(lambda: (obj(k8s, "consortiumnodes", "dave-executor-1") or {}).get("metadata", {}).get("annotations", {})
-                   .get("conclavium.io/proposal"), 20, "retire_node proposal")
+    await wait_for(
+        lambda: (
+            (obj(k8s, "consortiumnodes", "dave-executor-1") or {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get("conclavium.io/proposal")
+        ),
+        20,
+        "retire_node proposal",
+    )
     node = obj(k8s, "consortiumnodes", "dave-executor-1")
     assert node is not None and node["spec"]["retire"] is True
     retire_pid = node["metadata"]["annotations"]["conclavium.io/proposal"]
     p = await proposal(net, retire_pid)
     assert p["actions"] == [{"name": "retire_node", "args": {"node_id": node_id}}]
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "dave", "NodesReady", "False", "ScalingDown"), 20, "ScalingDown")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "dave", "NodesReady", "False", "ScalingDown"), 20, "ScalingDown"
+    )
     assert (await vote(net, retire_pid, [0, 1, 2]))["state"] == "Accepted"
     await wait_for(lambda: obj(k8s, "consortiumnodes", "dave-executor-1") is None, 20, "retired node deleted")
     assert obj(k8s, "consortiumnodes", "dave-executor-0") is not None
@@ -192,8 +220,16 @@ async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
 
     # Deletion: the finalizer proposes remove_member and keeps the member until the vote.
     await k8s.delete(url("consortiummembers", "dave"))
-    await wait_for(lambda: (obj(k8s, "consortiummembers", "dave") or {}).get("metadata", {}).get("annotations", {})
-                   .get("conclavium.io/proposal"), 20, "remove_member proposal")
+    await wait_for(
+        lambda: (
+            (obj(k8s, "consortiummembers", "dave") or {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get("conclavium.io/proposal")
+        ),
+        20,
+        "remove_member proposal",
+    )
     remove_pid = obj(k8s, "consortiummembers", "dave")["metadata"]["annotations"]["conclavium.io/proposal"]  # type: ignore[index]
     assert (await proposal(net, remove_pid))["actions"] == [
         {"name": "remove_member", "args": {"member_id": dave_key.public_key.key_id}}
@@ -207,7 +243,9 @@ async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
     assert dave_key.public_key.key_id not in {m["id"] for m in (await service(net))["members"]}
 
 
-async def test_malformed_specs_become_conditions_not_crash_loops(net: LocalNetwork, k8s: RVEmulator, operator_for: Any) -> None:
+async def test_malformed_specs_become_conditions_not_crash_loops(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
     await operator_for(net.gateway_url)
     await seed_alice(k8s, net, executors=0)
     await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Admitted", "True"), 20, "alice admitted")
@@ -216,17 +254,31 @@ async def test_malformed_specs_become_conditions_not_crash_loops(net: LocalNetwo
         return PrivateKey.generate().public_key.pem
 
     cases = {
-        "bad-count": (member("bad-count", {"keyAlgorithm": "Ed25519", "publicKeyPem": fresh_pem()}, executors="many"),  # type: ignore[arg-type]
-                      "Ready", "InvalidCount"),
-        "bad-key": (member("bad-key", {"keyAlgorithm": "Ed25519", "publicKeyPem": "-----BEGIN PUBLIC KEY-----\nAAAA\n"}),
-                    "IdentityValid", "InvalidPublicKey"),
-        "private-inline": (member("private-inline", {"keyAlgorithm": "Ed25519",
-                                                     "publicKeyPem": PrivateKey.generate().pem.decode()}),
-                           "IdentityValid", "PrivateKeyInline"),
-        "wrong-alg": (member("wrong-alg", {"keyAlgorithm": "ECDSA-P256", "publicKeyPem": fresh_pem()}),
-                      "IdentityValid", "KeyAlgorithmMismatch"),
-        "bad-platform": (member("bad-platform", {"keyAlgorithm": "Ed25519", "publicKeyPem": fresh_pem()},
-                                tee={"platform": "sgx"}), "Ready", "PlatformNotAllowed"),
+        "bad-count": (
+            member("bad-count", {"keyAlgorithm": "Ed25519", "publicKeyPem": fresh_pem()}, executors="many"),  # type: ignore[arg-type]
+            "Ready",
+            "InvalidCount",
+        ),
+        "bad-key": (
+            member("bad-key", {"keyAlgorithm": "Ed25519", "publicKeyPem": "-----BEGIN PUBLIC KEY-----\nAAAA\n"}),
+            "IdentityValid",
+            "InvalidPublicKey",
+        ),
+        "private-inline": (
+            member("private-inline", {"keyAlgorithm": "Ed25519", "publicKeyPem": PrivateKey.generate().pem.decode()}),
+            "IdentityValid",
+            "PrivateKeyInline",
+        ),
+        "wrong-alg": (
+            member("wrong-alg", {"keyAlgorithm": "ECDSA-P256", "publicKeyPem": fresh_pem()}),
+            "IdentityValid",
+            "KeyAlgorithmMismatch",
+        ),
+        "bad-platform": (
+            member("bad-platform", {"keyAlgorithm": "Ed25519", "publicKeyPem": fresh_pem()}, tee={"platform": "sgx"}),
+            "Ready",
+            "PlatformNotAllowed",
+        ),
     }
     for body, _, _ in cases.values():
         await k8s.post(url("consortiummembers"), json=body)
@@ -236,8 +288,11 @@ async def test_malformed_specs_become_conditions_not_crash_loops(net: LocalNetwo
 
     for name, (_, type_, reason) in cases.items():
         await wait_for(lambda n=name, t=type_, r=reason: cond_is(k8s, "consortiummembers", n, t, "False", r), 20, name)
-    await wait_for(lambda: cond_is(k8s, "consortiums", "prod-virtual", "Ready", "False", "VirtualPlatformForbidden"),
-                   20, "bad Consortium")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiums", "prod-virtual", "Ready", "False", "VirtualPlatformForbidden"),
+        20,
+        "bad Consortium",
+    )
     first = {}
     for name in cases:
         body = obj(k8s, "consortiummembers", name)
@@ -255,21 +310,29 @@ async def test_malformed_specs_become_conditions_not_crash_loops(net: LocalNetwo
         assert obj(k8s, "consortiummembers", name)["status"]["conditions"] == first[name], name  # type: ignore[index]
 
     # A missing Secret is transient: a TemporaryError retries until it appears, then the identity is valid.
-    await k8s.post(url("consortiummembers"), json=member("no-secret", {"keyAlgorithm": "Ed25519",
-                                                                       "secretRef": {"name": "late"}}))
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "no-secret", "IdentityValid", "False", "SecretNotFound"),
-                   20, "SecretNotFound")
+    await k8s.post(
+        url("consortiummembers"), json=member("no-secret", {"keyAlgorithm": "Ed25519", "secretRef": {"name": "late"}})
+    )
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "no-secret", "IdentityValid", "False", "SecretNotFound"),
+        20,
+        "SecretNotFound",
+    )
     assert obj(k8s, "consortiummembers", "no-secret")["status"]["phase"] == "Pending"  # type: ignore[index]
     await k8s.post(url("secrets"), json=secret("late", {"tls.crt": fresh_pem()}))
     await wait_for(lambda: cond_is(k8s, "consortiummembers", "no-secret", "IdentityValid", "True"), 20, "recovered")
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "no-secret", "Admitted", "False", "VotePending"), 20, "proposed")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "no-secret", "Admitted", "False", "VotePending"), 20, "proposed"
+    )
 
     # No member of a consortium lets the operator sign: nothing can be proposed, and the reason says why.
     await k8s.post(url("consortiums"), json=consortium("other"))
     lonely = member("lonely", {"keyAlgorithm": "Ed25519", "publicKeyPem": fresh_pem()})
     lonely["spec"]["consortiumRef"]["name"] = "other"
     await k8s.post(url("consortiummembers"), json=lonely)
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "lonely", "Admitted", "False", "NoProposer"), 20, "NoProposer")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "lonely", "Admitted", "False", "NoProposer"), 20, "NoProposer"
+    )
 
 
 async def test_unreachable_gateway_is_reported_and_retried(k8s: RVEmulator, operator_for: Any) -> None:
@@ -277,8 +340,12 @@ async def test_unreachable_gateway_is_reported_and_retried(k8s: RVEmulator, oper
     await k8s.post(url("consortiums"), json=consortium())
     identity = {"keyAlgorithm": "Ed25519", "publicKeyPem": PrivateKey.generate().public_key.pem}
     await k8s.post(url("consortiummembers"), json=member("erin", identity))
-    await wait_for(lambda: cond_is(k8s, "consortiums", "demo", "GatewayReachable", "False", "GatewayUnavailable"), 20, "gw")
-    await wait_for(lambda: cond_is(k8s, "consortiummembers", "erin", "Admitted", "Unknown", "GatewayUnavailable"), 20, "erin")
+    await wait_for(
+        lambda: cond_is(k8s, "consortiums", "demo", "GatewayReachable", "False", "GatewayUnavailable"), 20, "gw"
+    )
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "erin", "Admitted", "Unknown", "GatewayUnavailable"), 20, "erin"
+    )
     assert cond_is(k8s, "consortiummembers", "erin", "IdentityValid", "True")
     assert obj(k8s, "consortiums", "demo")["status"]["phase"] == "Pending"  # type: ignore[index]
     errors = metrics.value("ConsortiumMember", "error")
@@ -288,3 +355,14 @@ async def test_unreachable_gateway_is_reported_and_retried(k8s: RVEmulator, oper
 async def _open(net: LocalNetwork) -> list[dict[str, Any]]:
     async with Client(net.gateway_url) as c:
         return await c.proposals("Open")
+
+
+def test_metrics_endpoint_serves_reconcile_counter() -> None:
+    """The chart scrapes CONCLAVIUM_OPERATOR_METRICS_PORT; the alert counts result="error"."""
+    import urllib.request
+
+    port = free_port()
+    metrics.RECONCILES.labels("ConsortiumMember", "ok").inc(0)
+    assert metrics.start(port) and not metrics.start(port)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'conclavium_operator_reconcile_total{kind="ConsortiumMember",result="ok"}' in text
