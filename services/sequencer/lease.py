@@ -77,8 +77,13 @@ class Lease:
         try:
             self.revision = await self._write(self.revision, self.name)
         except KeyWrongLastSequenceError:
+            await self.observe()
+            if self.view.incarnation == self.incarnation and self.view.revision != self.revision:
+                # An earlier renewal timed out but was stored: the latest revision is still ours.
+                self.revision = self.view.revision
+                return await self.renew()
             self.deadline = 0.0
-            log.warning("lost the sequencer lease: another replica wrote it")
+            log.warning("lost the sequencer lease: %r wrote it", self.view.holder)
             return False
         self._held(sent)
         return True
