@@ -8,6 +8,7 @@ certificate to know which node signatures count.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 
@@ -103,3 +104,31 @@ def self_signed_certificate(key: PrivateKey, common_name: str, not_before: dt.da
 
 def _hash_for(alg: str) -> hashes.HashAlgorithm:
     return hashes.SHA384() if alg == "ES384" else hashes.SHA256()
+
+
+TX_KEY_DOMAIN = b"conclavium.tx-key.v1\x00"
+
+
+def tx_key_statement(ledger: str, key_id: str, public_hex: str) -> bytes:
+    """What the service key signs to vouch for a transaction key, so clients seal only to keys
+    the attested executors hold."""
+    return TX_KEY_DOMAIN + f"{ledger}|{key_id}|{public_hex}".encode()
+
+
+def sign_tx_key(service_key: PrivateKey, ledger: str, key_id: str, public: bytes) -> dict[str, str]:
+    stmt = tx_key_statement(ledger, key_id, public.hex())
+    return {"id": key_id, "public": public.hex(), "signature": base64.b64encode(service_key.sign(stmt)).decode()}
+
+
+def verify_tx_key(doc: dict[str, str], ledger: str, service_cert_pem: str) -> bytes:
+    """The X25519 public key of a transaction-key document signed by the service; else CertificateError."""
+    try:
+        public = bytes.fromhex(doc["public"])
+        sig = base64.b64decode(doc["signature"], validate=True)
+        stmt = tx_key_statement(ledger, doc["id"], doc["public"])
+    except (KeyError, TypeError, ValueError):
+        raise CertificateError("malformed transaction key document") from None
+    key = PublicKey.from_crypto(load_cert(service_cert_pem).public_key())
+    if len(public) != 32 or not key.verify(sig, stmt):
+        raise CertificateError("transaction key is not signed by the service identity")
+    return public

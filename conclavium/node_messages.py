@@ -39,6 +39,7 @@ class Genesis(msgspec.Struct, tag="genesis", forbid_unknown_fields=True):
     service_cert: str
     node_cert: str
     config: dict[str, Any]
+    tx_key: dict[str, str]  # {"id", "public" hex, "signature"} signed by the service key
 
 
 class Join(msgspec.Struct, tag="join", forbid_unknown_fields=True):
@@ -69,7 +70,20 @@ class SnapshotDigest(msgspec.Struct, tag="snapshot", forbid_unknown_fields=True)
     digest: str
 
 
-NodeMessage = Genesis | Join | Endorse | SnapshotDigest
+class Rekey(msgspec.Struct, tag="rekey", forbid_unknown_fields=True):
+    """A new generation of ledger secrets after an accepted rotate_ledger_secret proposal: its
+    transaction key (signed by the service key) and one sealed share per trusted node."""
+
+    v: int
+    ledger: str
+    ts: int
+    sender: str
+    generation: str
+    tx_key: dict[str, str]
+    shares: dict[str, str]  # node id -> base64 HPKE box of the generation
+
+
+NodeMessage = Genesis | Join | Endorse | SnapshotDigest | Rekey
 _decoder = msgspec.json.Decoder(NodeMessage)
 
 
@@ -96,3 +110,7 @@ def bound_keys(signing_spki: bytes, encryption_key: bytes) -> list[bytes]:
 
 def secrets_context(ledger: str, node_id: str) -> bytes:
     return f"conclavium.secrets.v1|{ledger}|{node_id}".encode()
+
+
+def rekey_context(ledger: str, node_id: str, generation: str) -> bytes:
+    return f"conclavium.rekey.v1|{ledger}|{node_id}|{generation}".encode()

@@ -1,24 +1,31 @@
-"""Signed reads: how a caller proves who it is when reading a private map.
+"""Signed, sealed reads: how a caller reads a private map without anyone in between learning what
+it asked or what it got.
 
-A query is canonical JSON `{"v", "ledger", "sender", "ts", "nonce", "map", "key"}` signed by the
-caller, sent as `{"body": base64, "signature": base64}`. Executors check the signature, that the
-timestamp is recent (queries are not ordered, so the executor's clock is the reference) and that
-the caller may read the entry.
+The query body is canonical JSON `{"v", "ledger", "sender", "ts", "nonce", "reply_key", "sealed"}`
+signed by the caller and sent as `{"body": base64, "signature": base64}`. `sealed` is the
+`{"map", "key"}` request sealed (HPKE) to the ledger's transaction key, bound to the rest of the
+body; `reply_key` is a fresh X25519 public key of the caller's, to which the executor seals its
+answer. Executors accept a query within 60 s of their clock (queries are not ordered).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import x25519
 
+from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e, canonical_json
-from conclavium.tx import TxError, check_map_name
+from conclavium.tx import Sealed, TxError, check_map_name
 
 QUERY_VERSION = 1
 QUERY_VALIDITY_MS = 60_000
+REQUEST_CONTEXT = b"conclavium.query.v1\x00"
+REPLY_CONTEXT = b"conclavium.query-reply.v1\x00"
 
 
 class QueryBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,30 +34,48 @@ class QueryBody(msgspec.Struct, forbid_unknown_fields=True):
     sender: str
     ts: int
     nonce: str
+    reply_key: str
+    sealed: Sealed
+
+
+class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
     map: str
     key: str
 
 
 _dec = msgspec.json.Decoder(QueryBody)
+_req_dec = msgspec.json.Decoder(QueryRequest)
 
 
-def make(key: PrivateKey, ledger: str, map_name: str, entry_key: str, ts_ms: int) -> dict[str, str]:
-    body = canonical_json(
-        {
-            "v": QUERY_VERSION,
-            "ledger": ledger,
-            "sender": key.key_id,
-            "ts": ts_ms,
-            "nonce": os.urandom(8).hex(),
-            "map": map_name,
-            "key": entry_key,
-        }
-    )
-    return {"body": b64e(body), "signature": b64e(key.sign(body))}
+def request_context(header: dict[str, Any]) -> bytes:
+    return REQUEST_CONTEXT + canonical_json({k: v for k, v in header.items() if k != "sealed"})
+
+
+def reply_context(body: bytes) -> bytes:
+    return REPLY_CONTEXT + hashlib.sha256(body).digest()
+
+
+def make(
+    key: PrivateKey, ledger: str, map_name: str, entry_key: str, ts_ms: int, tx_key: tuple[str, bytes]
+) -> tuple[dict[str, str], x25519.X25519PrivateKey, bytes]:
+    """A signed, sealed query; returns it, the private reply key and the body (to open the reply)."""
+    reply = sealing.generate_key()
+    header = {
+        "v": QUERY_VERSION,
+        "ledger": ledger,
+        "sender": key.key_id,
+        "ts": ts_ms,
+        "nonce": os.urandom(8).hex(),
+        "reply_key": sealing.public_bytes(reply).hex(),
+    }
+    key_id, public = tx_key
+    box = sealing.seal(canonical_json({"map": map_name, "key": entry_key}), public, request_context(header))
+    body = canonical_json({**header, "sealed": {"key": key_id, "ct": b64e(box)}})
+    return {"body": b64e(body), "signature": b64e(key.sign(body))}, reply, body
 
 
 def parse(obj: Any) -> tuple[QueryBody, bytes, bytes]:
-    """Decode a signed query; raises TxError. The signature is checked by the executor."""
+    """Decode a signed query; raises TxError. Signature and sealed request are the executor's."""
     if not isinstance(obj, dict) or not isinstance(obj.get("body"), str):
         raise TxError("missing_field", "a query needs 'body' and 'signature'")
     if not isinstance(obj.get("signature"), str):
@@ -65,5 +90,33 @@ def parse(obj: Any) -> tuple[QueryBody, bytes, bytes]:
         raise TxError("invalid_body", f"query body does not match the schema: {e}") from None
     if q.v != QUERY_VERSION:
         raise TxError("unsupported_version", f"query version {q.v} is not supported")
-    check_map_name(q.map)
     return q, body, sig
+
+
+def open_request(q: QueryBody, opener: Any) -> QueryRequest:
+    """Decrypt the sealed request with `opener(key_id, box, info)`; errors do not echo its content."""
+    try:
+        box = b64d(q.sealed.ct)
+    except ValueError:
+        raise TxError("invalid_encoding", "sealed request is not base64") from None
+    plaintext = opener(q.sealed.key, box, request_context(msgspec.to_builtins(q)))
+    try:
+        req = _req_dec.decode(plaintext)
+        check_map_name(req.map)
+    except (msgspec.DecodeError, msgspec.ValidationError, TxError):
+        raise TxError("invalid_sealed_request", "the sealed request is malformed") from None
+    return req
+
+
+def seal_reply(q: QueryBody, body: bytes, result: dict[str, Any]) -> dict[str, str]:
+    try:
+        recipient = bytes.fromhex(q.reply_key)
+        return {"sealed": b64e(sealing.seal(canonical_json(result), recipient, reply_context(body)))}
+    except (ValueError, sealing.SealError):
+        raise TxError("invalid_reply_key", "reply_key must be a 32-byte X25519 public key in hex") from None
+
+
+def open_reply(reply: dict[str, Any], key: x25519.X25519PrivateKey, body: bytes) -> dict[str, Any]:
+    import orjson
+
+    return dict(orjson.loads(sealing.open_sealed(b64d(reply["sealed"]), key, reply_context(body))))

@@ -1,5 +1,10 @@
 """The transaction: what a client signs, and the checks every component applies to it.
 
+Operations that touch a private map travel sealed: the client encrypts the whole operation list
+(map names included) with HPKE to the ledger's transaction key, binding it to the rest of the body
+(the header), so only attested executors can read it and the ciphertext cannot be moved into
+another transaction. Public-only transactions may stay in clear.
+
 A transaction is a `body` (canonical JSON bytes) and the sender's raw signature over exactly those
 bytes. Its hash is SHA-256(body): a signature re-made over the same body does not make a new
 transaction, so replays are caught whatever the signature. The body names the ledger, the sender's
@@ -17,6 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e, canonical_json
 
@@ -44,6 +50,11 @@ class Op(msgspec.Struct, forbid_unknown_fields=True):
     value: Any = None
 
 
+class Sealed(msgspec.Struct, forbid_unknown_fields=True):
+    key: str  # id of the transaction key it is sealed to
+    ct: str  # base64: HPKE encapsulated key followed by the ciphertext of the JSON operation list
+
+
 class TxBody(msgspec.Struct, forbid_unknown_fields=True):
     v: int
     ledger: str
@@ -51,10 +62,13 @@ class TxBody(msgspec.Struct, forbid_unknown_fields=True):
     nonce: str
     ts: int
     app: Literal["kv"]
-    ops: list[Op]
+    ops: list[Op] | None = None
+    sealed: Sealed | None = None
 
 
 _body_decoder = msgspec.json.Decoder(TxBody)
+_ops_decoder = msgspec.json.Decoder(list[Op])
+SEAL_CONTEXT = b"conclavium.tx-ops.v1\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +111,48 @@ def parse_body(body: bytes, *, ledger: str | None = None) -> TxBody:
         raise TxError("wrong_ledger", "transaction is for another ledger")
     if not re.fullmatch(r"[0-9a-f]{64}", tx.sender):
         raise TxError("invalid_body", "sender must be a 64-hex-digit key id")
-    if not 1 <= len(tx.ops) <= MAX_OPS:
+    if (tx.ops is None) == (tx.sealed is None):
+        raise TxError("invalid_body", "a transaction has either 'ops' or 'sealed'")
+    if tx.ops is not None:
+        check_ops(tx.ops)
+    return tx
+
+
+def check_ops(ops: list[Op]) -> None:
+    if not 1 <= len(ops) <= MAX_OPS:
         raise TxError("invalid_body", f"a transaction has 1 to {MAX_OPS} operations")
-    for op in tx.ops:
+    for op in ops:
         check_map_name(op.map)
         if not op.key or len(op.key) > MAX_KEY_LEN:
             raise TxError("invalid_key", f"keys are 1 to {MAX_KEY_LEN} characters")
         if op.op == "put" and op.value is None:
             raise TxError("invalid_body", "put needs a value")
-    return tx
+
+
+def seal_context(header: dict[str, Any]) -> bytes:
+    """HPKE `info` for sealed operations: the body's other fields, so the box is bound to them."""
+    return SEAL_CONTEXT + canonical_json({k: v for k, v in header.items() if k not in ("ops", "sealed")})
+
+
+def open_ops(tx: TxBody, opener: Any) -> list[Op]:
+    """Decrypt and validate the sealed operations with `opener(key_id, box, info) -> bytes`.
+    Errors name what went wrong without repeating any of the sealed content."""
+    assert tx.sealed is not None
+    header = msgspec.to_builtins(tx)
+    try:
+        box = b64d(tx.sealed.ct)
+    except ValueError:
+        raise TxError("invalid_encoding", "sealed operations are not base64") from None
+    plaintext = opener(tx.sealed.key, box, seal_context(header))
+    try:
+        ops = _ops_decoder.decode(plaintext)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise TxError("invalid_sealed_ops", "the sealed operations do not match the schema") from None
+    try:
+        check_ops(ops)
+    except TxError as e:
+        raise TxError(e.code, "a sealed operation is invalid") from None
+    return ops
 
 
 def from_json(obj: Any) -> SignedTx:
@@ -122,19 +169,28 @@ def from_json(obj: Any) -> SignedTx:
 
 
 def make_body(
-    ledger: str, sender: str, ops: list[dict[str, Any]], ts_ms: int, nonce: str | None = None
+    ledger: str,
+    sender: str,
+    ops: list[dict[str, Any]],
+    ts_ms: int,
+    nonce: str | None = None,
+    tx_key: tuple[str, bytes] | None = None,
 ) -> bytes:
-    return canonical_json(
-        {
-            "v": TX_VERSION,
-            "ledger": ledger,
-            "sender": sender,
-            "nonce": nonce or os.urandom(12).hex(),
-            "ts": ts_ms,
-            "app": "kv",
-            "ops": ops,
-        }
-    )
+    """The canonical body. With `tx_key` (key id, X25519 public key) the operations are sealed
+    whenever one of them touches a private map; without it they stay in clear."""
+    header: dict[str, Any] = {
+        "v": TX_VERSION,
+        "ledger": ledger,
+        "sender": sender,
+        "nonce": nonce or os.urandom(12).hex(),
+        "ts": ts_ms,
+        "app": "kv",
+    }
+    if tx_key is not None and any(not is_public_map(op["map"]) for op in ops):
+        key_id, public = tx_key
+        box = sealing.seal(canonical_json(ops), public, seal_context(header))
+        return canonical_json({**header, "sealed": {"key": key_id, "ct": b64e(box)}})
+    return canonical_json({**header, "ops": ops})
 
 
 def sign(key: PrivateKey, body: bytes) -> SignedTx:

@@ -51,4 +51,9 @@ def gateway_url(args: argparse.Namespace) -> str:
 
 
 def client(args: argparse.Namespace, default_role: str = "users") -> Client:
-    return Client(gateway_url(args), identity(args, default_role))
+    """A client for the chosen identity; with --net it pins the network's service certificate."""
+    cert = None
+    if args.net and not args.gateway:
+        cert_path = args.net / load_net(args.net)["service_cert"]
+        cert = cert_path.read_text() if cert_path.exists() else None
+    return Client(gateway_url(args), identity(args, default_role), service_cert=cert)

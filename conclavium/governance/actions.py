@@ -21,6 +21,7 @@ from conclavium.governance.model import (
     COMMIT_QUORUM_KEY,
     CONSTITUTION,
     CONSTITUTION_KEY,
+    MAP_POLICIES,
     MEASUREMENTS,
     MEMBERS,
     NODE_PENDING,
@@ -187,6 +188,23 @@ def _v_set_commit_quorum(args: dict[str, Any]) -> dict[str, Any]:
     return {"quorum": quorum}
 
 
+def _v_set_map_policy(args: dict[str, Any]) -> dict[str, Any]:
+    """Who besides an entry's writer may read a private map, and who may write it (None: anyone)."""
+    _fields(args, ("map",), ("readers", "writers"))
+    name = args["map"]
+    if not isinstance(name, str) or not name or name.startswith(("public:gov.", "public:sys.", "gov.", "sys.")):
+        raise GovernanceError("map must be the name of an application map")
+    out: dict[str, Any] = {"map": name, "readers": [], "writers": None}
+    for field_name in ("readers", "writers"):
+        value = args.get(field_name, out[field_name])
+        if value is None and field_name == "writers":
+            continue
+        if not isinstance(value, list):
+            raise GovernanceError(f"{field_name} must be a list of key ids")
+        out[field_name] = sorted({_key_id(v, field_name) for v in value})
+    return out
+
+
 _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_member": _v_set_member,
     "remove_member": lambda a: _one_of(a, "member_id"),
@@ -200,6 +218,7 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "rotate_ledger_secret": _v_none,
     "open_service": _v_none,
     "set_commit_quorum": _v_set_commit_quorum,
+    "set_map_policy": _v_set_map_policy,
 }
 assert tuple(_VALIDATORS) == ACTION_NAMES
 
@@ -400,6 +419,11 @@ def _a_set_commit_quorum(tables: Tables, args: dict[str, Any], ctx: Context) -> 
     return [{"type": "set_commit_quorum", "quorum": quorum}]
 
 
+def _a_set_map_policy(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    tables.put(MAP_POLICIES, args["map"], {"readers": args["readers"], "writers": args["writers"]})
+    return []
+
+
 _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] = {
     "set_member": _a_set_member,
     "remove_member": _a_remove_member,
@@ -413,6 +437,7 @@ _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] 
     "rotate_ledger_secret": _a_rotate_ledger_secret,
     "open_service": _a_open_service,
     "set_commit_quorum": _a_set_commit_quorum,
+    "set_map_policy": _a_set_map_policy,
 }
 assert tuple(_APPLIERS) == ACTION_NAMES
 

@@ -19,8 +19,9 @@ MEASUREMENTS = "public:gov.measurements"
 CONSTITUTION = "public:gov.constitution"
 PROPOSALS = "public:gov.proposals"
 SERVICE = "public:gov.service"
+MAP_POLICIES = "public:gov.map_policies"
 
-GOV_MAPS: tuple[str, ...] = (MEMBERS, USERS, NODES, MEASUREMENTS, CONSTITUTION, PROPOSALS, SERVICE)
+GOV_MAPS: tuple[str, ...] = (MEMBERS, USERS, NODES, MEASUREMENTS, CONSTITUTION, PROPOSALS, SERVICE, MAP_POLICIES)
 
 CONSTITUTION_KEY = "current"
 SERVICE_STATE_KEY = "state"
@@ -217,4 +218,5 @@ ACTION_NAMES: tuple[str, ...] = (
     "rotate_ledger_secret",
     "open_service",
     "set_commit_quorum",
+    "set_map_policy",
 )

@@ -1,9 +1,9 @@
 """The client SDK: sign transactions and queries, submit them, follow them to a receipt.
 
-    async with Client(gateway_url, key) as c:
-        h = await c.put("public:greetings", "hello", "world")
-        await c.wait(h)
-        receipt = await c.receipt(h)
+async with Client(gateway_url, key) as c:
+    h = await c.put("public:greetings", "hello", "world")
+    await c.wait(h)
+    receipt = await c.receipt(h)
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import aiohttp
 from conclavium import query
 from conclavium.crypto.keys import PrivateKey
 from conclavium.governance import documents
+from conclavium.identity import CertificateError, verify_tx_key
 from conclavium.tx import SignedTx, make_body, sign
+
+TX_KEY_TTL_S = 5.0
 
 
 class ClientError(Exception):
@@ -34,11 +37,21 @@ def _now_ms() -> int:
 
 
 class Client:
-    def __init__(self, gateway_url: str, key: PrivateKey | None = None, ledger: str | None = None) -> None:
+    def __init__(
+        self,
+        gateway_url: str,
+        key: PrivateKey | None = None,
+        ledger: str | None = None,
+        service_cert: str | None = None,
+    ) -> None:
+        """`service_cert` (PEM) pins the service: the transaction key is used only if that
+        certificate's key signed it. Without it the key is taken from the gateway on trust."""
         self.url = gateway_url.rstrip("/")
         self.key = key
         self.ledger = ledger
+        self.service_cert = service_cert
         self._session: aiohttp.ClientSession | None = None
+        self._tx_key: tuple[float, tuple[str, bytes]] | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -79,9 +92,31 @@ class Client:
             raise ValueError("this operation needs a signing key")
         return self.key
 
+    async def tx_key(self) -> tuple[str, bytes]:
+        """The ledger's current transaction key (id, X25519 public key), refreshed every few
+        seconds so a rotation is picked up; checked against the pinned service certificate."""
+        now = time.monotonic()
+        if self._tx_key is not None and now - self._tx_key[0] < TX_KEY_TTL_S:
+            return self._tx_key[1]
+        info = await self.service()
+        doc = info.get("tx_key")
+        if not doc:
+            raise ClientError(503, "no_tx_key", "the ledger has no transaction key yet")
+        if self.service_cert is not None:
+            try:
+                public = verify_tx_key(doc, info["ledger"], self.service_cert)
+            except CertificateError as e:
+                raise ClientError(502, "untrusted_tx_key", str(e)) from None
+        else:
+            public = bytes.fromhex(doc["public"])
+        self._tx_key = (now, (doc["id"], public))
+        return self._tx_key[1]
+
     async def build(self, ops: list[dict[str, Any]]) -> SignedTx:
+        """Sign `ops`; operations on private maps are sealed to the transaction key."""
         key = self._key()
-        return sign(key, make_body(await self.ledger_id(), key.key_id, ops, _now_ms()))
+        sealed_to = await self.tx_key() if any(not op["map"].startswith("public:") for op in ops) else None
+        return sign(key, make_body(await self.ledger_id(), key.key_id, ops, _now_ms(), tx_key=sealed_to))
 
     # --- writes -----------------------------------------------------------------------------------
 
@@ -129,10 +164,12 @@ class Client:
         """Read an entry: public maps directly, private maps with a signed query."""
         if map_name.startswith("public:"):
             _, data = await self._request("GET", f"/v1/state/{quote(map_name, safe=':')}/{quote(key, safe='')}")
-        else:
-            q = query.make(self._key(), await self.ledger_id(), map_name, key, _now_ms())
-            _, data = await self._request("POST", "/v1/queries", q)
-        return data["value"]
+            return data["value"]
+        q, reply_key, body = query.make(
+            self._key(), await self.ledger_id(), map_name, key, _now_ms(), await self.tx_key()
+        )
+        _, data = await self._request("POST", "/v1/queries", q)
+        return query.open_reply(data, reply_key, body)["value"]
 
     async def service(self) -> dict[str, Any]:
         return dict((await self._request("GET", "/v1/service"))[1])
@@ -140,9 +177,7 @@ class Client:
     # --- governance -------------------------------------------------------------------------------
 
     async def _post_document(self, path: str, document: bytes) -> dict[str, Any]:
-        async with self.session.post(
-            self.url + path, data=document, headers={"Content-Type": "application/cose"}
-        ) as r:
+        async with self.session.post(self.url + path, data=document, headers={"Content-Type": "application/cose"}) as r:
             data = await r.json(content_type=None)
             if r.status >= 400:
                 err = data.get("error", {}) if isinstance(data, dict) else {}

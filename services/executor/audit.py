@@ -23,7 +23,6 @@ from conclavium.ledger_files import (
     read_chunk,
     read_snapshot,
     read_snapshot_header,
-    secret_key_id,
     snapshot_files,
 )
 
@@ -80,7 +79,7 @@ async def audit(data_dir: Path) -> dict[str, Any]:
 
 def _check_snapshots(data_dir: Path, machine: LedgerMachine) -> int:
     secrets = LedgerSecrets.load(data_dir)
-    keys = {secret_key_id(secrets.ledger_secret): secrets.ledger_secret} if secrets else {}
+    keys = secrets.secret_map() if secrets else {}
     checked = 0
     for path in snapshot_files(data_dir / "snapshots"):
         try:

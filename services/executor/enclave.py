@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.identity import service_certificate
+from conclavium.ledger_files import secret_key_id
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -57,24 +58,73 @@ class NodeKeys:
 
 
 @dataclass
+class Generation:
+    """One generation of the ledger's symmetric secret and its transaction (X25519) key; rotation
+    adds a generation, and old ones stay so history remains readable."""
+
+    ledger_secret: bytes
+    tx_key: x25519.X25519PrivateKey
+
+    @property
+    def id(self) -> str:
+        return secret_key_id(self.ledger_secret)
+
+    @property
+    def tx_public(self) -> bytes:
+        return sealing.public_bytes(self.tx_key)
+
+    @classmethod
+    def create(cls) -> Generation:
+        return cls(os.urandom(32), sealing.generate_key())
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "ledger_secret": base64.b64encode(self.ledger_secret).decode(),
+            "tx_key": base64.b64encode(sealing.private_bytes(self.tx_key)).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, str]) -> Generation:
+        return cls(base64.b64decode(d["ledger_secret"]), sealing.load_private(base64.b64decode(d["tx_key"])))
+
+
+@dataclass
 class LedgerSecrets:
-    """The service identity key and certificate, and the symmetric ledger secret."""
+    """The service identity key and certificate, and every generation of the ledger secrets."""
 
     service_key: PrivateKey
     service_cert: str
-    ledger_secret: bytes
+    generations: list[Generation]
 
     @classmethod
     def create(cls, ledger: str, now: dt.datetime) -> LedgerSecrets:
         key = PrivateKey.generate("Ed25519")
-        return cls(key, service_certificate(key, ledger, now), os.urandom(32))
+        return cls(key, service_certificate(key, ledger, now), [Generation.create()])
+
+    @property
+    def current(self) -> Generation:
+        return self.generations[-1]
+
+    @property
+    def ledger_secret(self) -> bytes:
+        return self.current.ledger_secret
+
+    def by_id(self, gen_id: str) -> Generation | None:
+        return next((g for g in self.generations if g.id == gen_id), None)
+
+    def add(self, gen: Generation) -> None:
+        if self.by_id(gen.id) is None:
+            self.generations.append(gen)
+
+    def secret_map(self) -> dict[str, bytes]:
+        return {g.id: g.ledger_secret for g in self.generations}
 
     def to_bytes(self) -> bytes:
         return json.dumps(
             {
                 "service_key": self.service_key.pem.decode(),
                 "service_cert": self.service_cert,
-                "ledger_secret": base64.b64encode(self.ledger_secret).decode(),
+                "generations": [g.to_json() for g in self.generations],
             }
         ).encode()
 
@@ -82,7 +132,9 @@ class LedgerSecrets:
     def from_bytes(cls, data: bytes) -> LedgerSecrets:
         d = json.loads(data)
         return cls(
-            PrivateKey.load(d["service_key"]), d["service_cert"], base64.b64decode(d["ledger_secret"])
+            PrivateKey.load(d["service_key"]),
+            d["service_cert"],
+            [Generation.from_json(g) for g in d["generations"]],
         )
 
     def save(self, data_dir: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,18 +21,18 @@ from aiohttp import web
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from conclavium import node_messages, streams
-from conclavium.block import CommitSig, Entry, IntakeBatch, encode, entry_id, statement
+from conclavium.block import CommitSig, Entry, IntakeBatch, Kind, decode_block, encode, entry_id, statement
 from conclavium.chain import ChainError
+from conclavium.crypto import sealing
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, b64e, loads, pack
-from conclavium.identity import node_certificate
-from conclavium.ledger_files import secret_key_id
+from conclavium.identity import node_certificate, sign_tx_key
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
 from . import metrics as m
 from .attest import local_evidence
-from .enclave import LedgerSecrets, NodeKeys
-from .ledger_machine import NODES, BlockOutcome, LedgerMachine
+from .enclave import Generation, LedgerSecrets, NodeKeys
+from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets
 from .persistence import LedgerStore
 from .queries import QueryHandler
 from .receipt_index import ReceiptIndex
@@ -64,10 +65,17 @@ class Executor:
     def __init__(self, cfg: ExecutorConfig) -> None:
         self.cfg = cfg
         self.keys = NodeKeys.load_or_create(cfg.data_dir)
-        self.secrets = LedgerSecrets.load(cfg.data_dir)
         self.verifier = BatchVerifier(cfg.verify_threads)
         self.store = LedgerStore(cfg.data_dir, cfg.blocks_per_chunk)
-        self.machine = LedgerMachine(cfg.ledger, self.verifier, ReceiptIndex(cfg.data_dir / "receipts.sqlite"))
+        self.machine = LedgerMachine(
+            cfg.ledger,
+            self.verifier,
+            ReceiptIndex(cfg.data_dir / "receipts.sqlite"),
+            secrets=LedgerSecrets.load(cfg.data_dir),
+            node_keys=self.keys,
+        )
+        self.awaiting_secrets: str | None = None
+        self.last_rekey = 0.0
         self.stopping = asyncio.Event()
         self.pending_digests: list[tuple[int, str]] = []
         self.signed: set[int] = set()
@@ -83,6 +91,11 @@ class Executor:
     def node_id(self) -> str:
         return self.keys.id
 
+    @property
+    def secrets(self) -> LedgerSecrets | None:
+        """The ledger secrets live in the ledger machine, which receives and rotates them."""
+        return self.machine.secrets
+
     def caught_up(self) -> bool:
         return self.stream_checked and self.pending_in_stream == 0
 
@@ -91,6 +104,8 @@ class Executor:
             return False, f"fork_detected: {self.machine.fork_reason}"
         if not self.machine.genesis_done:
             return False, "waiting for genesis"
+        if self.awaiting_secrets:
+            return False, "waiting for the ledger secrets (join pending or not yet endorsed)"
         if not self.is_signer():
             return False, "not yet a trusted, endorsed node"
         if not self.caught_up():
@@ -146,7 +161,7 @@ class Executor:
     def _secret_map(self) -> dict[str, bytes]:
         if self.secrets is None:
             return {}
-        return {secret_key_id(self.secrets.ledger_secret): self.secrets.ledger_secret}
+        return self.secrets.secret_map()
 
     async def _ticker(self) -> None:
         """Level-triggered bootstrap duties, so a lost message or a restart is never final."""
@@ -184,17 +199,22 @@ class Executor:
                         continue
                     while len(batch) < self.cfg.max_batch and sub.pending_msgs > 0:
                         batch.append(await sub.next_msg(timeout=1))
-                    await self._process(batch)
+                    if not await self._process(batch):
+                        break
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+                if self.awaiting_secrets and not self.stopping.is_set():
+                    await self._wait_for_secrets()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.exception("ledger consumer failed, resubscribing: %s", e)
                 await asyncio.sleep(0.5)
 
-    async def _process(self, msgs: list[Any]) -> None:
+    async def _process(self, msgs: list[Any]) -> bool:
+        """Apply a batch of stream messages; False when it had to stop for missing secrets."""
         outcomes: list[BlockOutcome] = []
+        paused = False
         for msg in msgs:
             seq = msg.metadata.sequence.stream
             self.pending_in_stream = msg.metadata.num_pending
@@ -204,6 +224,11 @@ class Executor:
             t0 = time.perf_counter()
             try:
                 _, out = await self.machine.apply(msg.data, seq)
+            except NeedSecrets as e:
+                self.awaiting_secrets = str(e)
+                log.info("block at stream sequence %d needs ledger secrets this node does not hold yet", seq)
+                paused = True
+                break
             except ChainError as e:
                 m.REJECTED_BLOCKS.labels(e.reason).inc()
                 self.machine.tip.seq = seq
@@ -216,10 +241,52 @@ class Executor:
             self._maybe_snapshot()
         self.store.flush()
         self.machine.index.flush()
+        if self.machine.secrets_changed and self.secrets is not None:
+            self.secrets.save(self.cfg.data_dir)
+            self.machine.secrets_changed = False
         if outcomes:
             await self._after_blocks(outcomes)
         if self.pending_digests and self.is_signer():
             await self._publish_digests()
+        return not paused
+
+    async def _wait_for_secrets(self) -> None:
+        """A joining node cannot execute sealed transactions before its endorsement, which comes
+        later in the ledger: scan ahead (decoding only) for the endorsement and rekeys addressed to
+        this node, take the secrets, then resume executing where it stopped."""
+        await self._bootstrap(force_join=True)
+        start = self.machine.tip.seq + 1
+        found: LedgerSecrets | None = None
+        generations: list[Any] = []
+        sub = await self.js.subscribe(
+            streams.ledger_subject(self.cfg.ledger),
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+            idle_heartbeat=2.0,
+        )
+        try:
+            while found is None and not self.stopping.is_set():
+                try:
+                    msg = await sub.next_msg(timeout=1.0)
+                except nats.errors.TimeoutError:
+                    await self._bootstrap(force_join=True)
+                    continue
+                for secrets, gen in scan_block_for_secrets(msg.data, self.cfg.ledger, self.keys):
+                    if secrets is not None and secrets.service_cert == self.machine.service_certificate():
+                        found = secrets
+                    if gen is not None:
+                        generations.append(gen)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if found is None:
+            return
+        for gen in generations:
+            found.add(gen)
+        self.machine.secrets = found
+        found.save(self.cfg.data_dir)
+        self.awaiting_secrets = None
+        log.info("received the ledger secrets; resuming execution at stream sequence %d", start)
 
     def _maybe_snapshot(self) -> None:
         """Snapshot when the executed-entry count crosses a multiple of `snapshot_every`: every
@@ -267,10 +334,8 @@ class Executor:
                 m.TX_COMMITTED.inc(len(rec.leaves))
                 m.LAST_SIGNERS.set(len(rec.signatures))
                 m.COMMIT_DELAY.observe(max(0, now - rec.ts_ms) / 1000)
-            for node, wrapped in out.endorsed:
+            if out.endorsed:
                 self.signed.clear()
-                if node == self.node_id and self.secrets is None:
-                    self._receive_secrets(wrapped)
             for g in out.governance:
                 if g.msg_type == "ballot":
                     m.GOV_BALLOTS.inc()
@@ -299,16 +364,6 @@ class Executor:
             counts[p["state"]] = counts.get(p["state"], 0) + 1
         for state, n in counts.items():
             m.GOV_PROPOSALS.labels(state).set(n)
-
-    def _receive_secrets(self, wrapped: str) -> None:
-        ctx = node_messages.secrets_context(self.cfg.ledger, self.node_id)
-        try:
-            self.secrets = LedgerSecrets.unwrap(b64d(wrapped), self.keys.encryption, ctx)
-        except ValueError as e:
-            log.error("could not open the ledger secrets sent to this node: %s", e)
-            return
-        self.secrets.save(self.cfg.data_dir)
-        log.info("received the ledger secrets; node %s now signs", self.node_id[:16])
 
     async def _sign_uncommitted(self) -> None:
         if self.machine.fork_reason or not self.is_signer():
@@ -352,8 +407,8 @@ class Executor:
             name=self.cfg.name,
         )
 
-    async def _bootstrap(self) -> None:
-        if not self.caught_up():
+    async def _bootstrap(self, force_join: bool = False) -> None:
+        if not self.caught_up() and not force_join:
             return
         machine = self.machine
         genesis_file = self.cfg.data_dir / "genesis_entry.bin"
@@ -380,6 +435,7 @@ class Executor:
             return
         if self.is_signer():
             await self._endorse_waiting_nodes()
+            await self._rekey_if_requested()
 
     def _create_genesis(self, path: Path) -> None:
         assert self.cfg.genesis is not None
@@ -397,11 +453,12 @@ class Executor:
             service_cert=secrets.service_cert,
             node_cert=node_cert,
             config=config,
+            tx_key=sign_tx_key(secrets.service_key, self.cfg.ledger, secrets.current.id, secrets.current.tx_public),
         )
         entry = node_messages.make_entry(msg, self.keys.signing)
         secrets.save(self.cfg.data_dir)
         path.write_bytes(entry.signature + entry.data)
-        self.secrets = secrets
+        self.machine.secrets = secrets
         log.info("created the service identity and the genesis entry")
 
     async def _endorse_waiting_nodes(self) -> None:
@@ -441,3 +498,65 @@ class Executor:
             self.trusted_seen[nid] = now + 10.0  # do not resend for a while
             log.info("endorsed node %s", nid[:16])
 
+
+    async def _rekey_if_requested(self) -> None:
+        """After an accepted rotate_ledger_secret: the lowest-id signer (others after a grace
+        period) creates the next generation inside this TEE and seals a share to every trusted node."""
+        pending = self.machine.state.get(REKEY, "pending")
+        if pending is None or self.secrets is None:
+            return
+        signers = sorted(self.machine.trusted_node_keys())
+        now = time.monotonic()
+        if now - self.last_rekey < ENDORSE_GRACE_S * (1 if signers[0] == self.node_id else 2):
+            return
+        if self.last_rekey == 0.0 and signers[0] != self.node_id:
+            self.last_rekey = now
+            return
+        self.last_rekey = now
+        gen = Generation.create()
+        payload = json.dumps(gen.to_json()).encode()
+        shares = {}
+        for nid in signers:
+            row = self.machine.state.get(NODES, nid)
+            ctx = node_messages.rekey_context(self.cfg.ledger, nid, gen.id)
+            shares[nid] = b64e(sealing.seal(payload, bytes.fromhex(row["encryption_key"]), ctx))
+        msg = node_messages.Rekey(
+            v=node_messages.NODE_MSG_VERSION,
+            ledger=self.cfg.ledger,
+            ts=now_ms(),
+            sender=self.node_id,
+            generation=gen.id,
+            tx_key=sign_tx_key(self.secrets.service_key, self.cfg.ledger, gen.id, gen.tx_public),
+            shares=shares,
+        )
+        entry = node_messages.make_entry(msg, self.keys.signing)
+        await self._publish_intake(IntakeBatch(entries=[entry]), f"rekey:{gen.id}")
+        log.info("proposed ledger secret generation %s", gen.id)
+
+
+def scan_block_for_secrets(raw: bytes, ledger: str, keys: NodeKeys) -> list[tuple[LedgerSecrets | None, Any]]:
+    """Secrets addressed to this node in a block, found without executing it: endorsements carry
+    the whole ring, rekeys one new generation. Only a box sealed to this node's key opens."""
+    found: list[tuple[LedgerSecrets | None, Any]] = []
+    try:
+        block = decode_block(raw)
+    except Exception:
+        return found
+    for e in block.entries:
+        if e.kind != Kind.NODE:
+            continue
+        try:
+            msg = node_messages.decode(e.data)
+        except Exception:
+            continue
+        try:
+            if isinstance(msg, node_messages.Endorse) and msg.node == keys.id:
+                ctx = node_messages.secrets_context(ledger, keys.id)
+                found.append((LedgerSecrets.unwrap(b64d(msg.wrapped_secrets), keys.encryption, ctx), None))
+            elif isinstance(msg, node_messages.Rekey) and keys.id in msg.shares:
+                ctx = node_messages.rekey_context(ledger, keys.id, msg.generation)
+                box = b64d(msg.shares[keys.id])
+                found.append((None, Generation.from_json(json.loads(sealing.open_sealed(box, keys.encryption, ctx)))))
+        except (ValueError, KeyError):
+            continue
+    return found

@@ -7,6 +7,8 @@ commit decisions. I/O (NATS, signing, publishing) lives in `executor.py`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,13 +19,16 @@ import msgspec
 from conclavium import governance, merkle, node_messages
 from conclavium.block import Block, CommitSig, Entry, Kind, entry_id, leaf_data, sig_statement
 from conclavium.chain import Tip, next_block
+from conclavium.crypto import sealing
 from conclavium.crypto.keys import KeyError_, PublicKey
+from conclavium.encoding import b64d, canonical_json, loads
 from conclavium.governance import queries as gov_queries
 from conclavium.governance.actions import apply_actions, validate_action
-from conclavium.identity import CertificateError, load_cert, verify_node_certificate
-from conclavium.tx import TxError, parse_body
+from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
+from conclavium.tx import TxError, is_public_map, open_ops, parse_body
 
 from .attest import EvidenceRefused, policy_document, verify_join_evidence
+from .enclave import Generation, LedgerSecrets, NodeKeys
 from .receipt_index import CommittedBlock, ReceiptIndex
 from .state import State, write_digest
 from .verifier import BatchVerifier
@@ -36,10 +41,18 @@ NODES = "public:gov.nodes"
 SERVICE = "public:gov.service"
 MEASUREMENTS = "public:gov.measurements"
 SNAPSHOT_DIGESTS = "public:sys.snapshots"
+REKEY = "public:sys.rekey"
+MAP_POLICIES = governance.model.MAP_POLICIES
+TX_KEYS = "tx_keys"
+SECRET_GENERATION = "secret_generation"
 CONFIG = "config"
 CERTIFICATE = "certificate"
 DEFAULT_TX_VALIDITY_MS = 120_000
 MAX_RECENT_INVALID = 200_000
+
+
+class NeedSecrets(Exception):
+    """The block needs a generation of ledger secrets this node does not hold yet."""
 
 
 @dataclass
@@ -71,9 +84,19 @@ class LedgerMachine:
     index, and only entries inside the replay window are remembered for de-duplication (an older
     transaction is refused by its timestamp anyway)."""
 
-    def __init__(self, ledger: str, verifier: BatchVerifier, index: ReceiptIndex | None = None) -> None:
+    def __init__(
+        self,
+        ledger: str,
+        verifier: BatchVerifier,
+        index: ReceiptIndex | None = None,
+        secrets: LedgerSecrets | None = None,
+        node_keys: NodeKeys | None = None,
+    ) -> None:
         self.ledger = ledger
         self.verifier = verifier
+        self.secrets = secrets
+        self.node_keys = node_keys
+        self.secrets_changed = False
         self.index = index or ReceiptIndex(None)
         self.state = State()
         self.tip = Tip()
@@ -92,6 +115,9 @@ class LedgerMachine:
     @property
     def genesis_done(self) -> bool:
         return self.state.get(SERVICE, CERTIFICATE) is not None
+
+    def service_certificate(self) -> str | None:
+        return self.state.get(SERVICE, CERTIFICATE)
 
     def config(self, name: str, default: Any = None) -> Any:
         cfg = self.state.get(SERVICE, CONFIG) or {}
@@ -120,6 +146,21 @@ class LedgerMachine:
             self.state.changed_maps.discard(NODES)
         return self._node_keys
 
+    def may_read(self, caller: str, map_name: str, row: dict[str, Any]) -> bool:
+        """Public maps: anyone known; private entries: their writer, and whoever the map's policy
+        (set by governance) lists as a reader."""
+        if is_public_map(map_name) or row.get("writer") == caller:
+            return True
+        policy = self.state.get(MAP_POLICIES, map_name) or {}
+        return caller in policy.get("readers", [])
+
+    def may_write(self, caller: str, map_name: str) -> bool:
+        """Without a policy anyone known may write a map; a policy's `writers` list restricts it."""
+        policy = self.state.get(MAP_POLICIES, map_name)
+        if policy is None or policy.get("writers") is None:
+            return True
+        return caller in policy["writers"]
+
     def quorum(self) -> int:
         n = len(self.trusted_node_keys())
         configured = self.state.get(SERVICE, governance.model.COMMIT_QUORUM_KEY)
@@ -133,6 +174,7 @@ class LedgerMachine:
         """Apply one block from the stream; raises ChainError (and changes nothing) if it does
         not extend the chain."""
         block, bhash = next_block(self.tip, raw, self.ledger)
+        self._check_keys(block)
         out = BlockOutcome(block.height)
         self._forget_old(block.ts_ms)
         if self.genesis_done:
@@ -167,6 +209,53 @@ class LedgerMachine:
             if ts >= horizon or height in self.uncommitted:
                 break
             self.recent.popitem(last=False)
+
+    def _check_keys(self, block: Block) -> None:
+        """Raise NeedSecrets, before changing anything, when the block holds operations sealed to a
+        ledger key this node does not hold yet (a joining node before its secrets arrive)."""
+        known = {k["id"] for k in self.state.get(SERVICE, TX_KEYS) or []}
+        for e in block.entries:
+            if e.kind != Kind.TX or b'"sealed":{' not in e.data:
+                continue
+            try:
+                tx = parse_body(e.data, ledger=self.ledger)
+            except TxError:
+                continue
+            if tx.sealed is not None and tx.sealed.key in known:
+                if self.secrets is None or self.secrets.by_id(tx.sealed.key) is None:
+                    raise NeedSecrets(tx.sealed.key)
+
+    def _open(self, key_id: str, box: bytes, info: bytes) -> bytes:
+        gen = self.secrets.by_id(key_id) if self.secrets else None
+        if gen is None:
+            raise TxError("unknown_tx_key", "sealed to a key this ledger does not hold")
+        try:
+            return sealing.open_sealed(box, gen.tx_key, info)
+        except sealing.SealError:
+            raise TxError(
+                "undecryptable", "the sealed payload does not open (tampered, or sealed to another key or message)"
+            ) from None
+
+    def _check_tx_key_current(self, key_id: str, block_ts: int) -> None:
+        """Clients may seal to the current key, or to the one before it for one validity window."""
+        keys = self.state.get(SERVICE, TX_KEYS) or []
+        ids = [k["id"] for k in keys]
+        if key_id not in ids:
+            raise TxError("unknown_tx_key", "sealed to a key this ledger does not have; fetch /v1/service")
+        i = ids.index(key_id)
+        window = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
+        if i < len(keys) - 1 and keys[i + 1]["from_ts"] < block_ts - window:
+            raise TxError("stale_tx_key", "sealed to a retired transaction key; fetch the current one from /v1/service")
+
+    def _private_digest(self, writes: list[tuple[str, str, Any]]) -> bytes:
+        """Write digest of a transaction with private writes: keyed with the current ledger secret,
+        so a receipt's digest reveals nothing about low-entropy private values."""
+        gen_id = self.state.get(SERVICE, SECRET_GENERATION)
+        gen = self.secrets.by_id(gen_id) if self.secrets and gen_id else None
+        if gen is None:
+            raise NeedSecrets(str(gen_id))
+        key = hmac.new(gen.ledger_secret, b"conclavium.write-digest.v1", hashlib.sha256).digest()
+        return hmac.new(key, canonical_json([[m, k, v] for m, k, v in writes]), hashlib.sha256).digest()
 
     def _invalid(self, eid: bytes, code: str, message: str, out: BlockOutcome) -> None:
         out.invalid.append((eid, code, message))
@@ -226,13 +315,31 @@ class LedgerMachine:
             raise TxError("bad_signature", "the signature does not verify with the sender's key")
         if not gov_queries.is_service_open(self.state):
             raise TxError("service_not_open", "the service accepts only governance until members open it")
+        if tx.sealed is not None:
+            self._check_tx_key_current(tx.sealed.key, block.ts_ms)
+            ops = open_ops(tx, self._open)
+        else:
+            ops = tx.ops or []
+            if any(not is_public_map(op.map) for op in ops):
+                raise TxError("must_seal", "operations on private maps must be sealed to the transaction key")
+        for op in ops:
+            if not self.may_write(tx.sender, op.map):
+                raise TxError("write_forbidden", "the map's policy does not let this sender write it")
         self.state.begin()
-        for op in tx.ops:
+        for op in ops:
             if op.op == "put":
                 self.state.put(op.map, op.key, {"value": op.value, "writer": tx.sender})
             else:
                 self.state.delete(op.map, op.key)
-        return write_digest(self.state.commit())
+        if tx.sealed is None:
+            return write_digest(self.state.commit())
+        try:
+            digest = self._private_digest(list(self.state.pending_writes()))
+        except NeedSecrets:
+            self.state.rollback()
+            raise
+        self.state.commit()
+        return digest
 
     # --- governance ------------------------------------------------------------------------------
 
@@ -245,6 +352,9 @@ class LedgerMachine:
             self.state.rollback()
             raise TxError("governance_refused", outcome.reason or "refused")
         out.governance.append(outcome)
+        for effect in outcome.effects:
+            if effect.get("type") == "rotate_ledger_secret":
+                self.state.put(REKEY, "pending", {"proposal_id": effect.get("proposal_id"), "height": block.height})
         return write_digest(self.state.commit())
 
     # --- node messages: genesis, join, endorse --------------------------------------------------
@@ -260,6 +370,8 @@ class LedgerMachine:
             return self._endorse(msg, entry, out)
         if isinstance(msg, node_messages.SnapshotDigest):
             return self._snapshot_digest(msg, entry)
+        if isinstance(msg, node_messages.Rekey):
+            return self._rekey(msg, entry)
         try:
             key = PublicKey.load(msg.node.signing_key)
             enc = bytes.fromhex(msg.node.encryption_key)
@@ -337,8 +449,15 @@ class LedgerMachine:
         self.state.delete(SERVICE, governance.model.COMMIT_QUORUM_KEY)
         row = self.state.get(NODES, msg.node.id)
         self.state.put(NODES, msg.node.id, {**row, **self._node_fields(msg.node, claims, msg.node_cert)})
+        try:
+            verify_tx_key(msg.tx_key, self.ledger, msg.service_cert)
+        except CertificateError as e:
+            self.state.rollback()
+            raise TxError("bad_tx_key", str(e)) from None
         self.state.put(SERVICE, CERTIFICATE, msg.service_cert)
         self.state.put(SERVICE, CONFIG, _service_config(cfg))
+        self.state.put(SERVICE, TX_KEYS, [{**msg.tx_key, "from_height": block.height, "from_ts": block.ts_ms}])
+        self.state.put(SERVICE, SECRET_GENERATION, msg.tx_key["id"])
         return write_digest(self.state.commit())
 
     def _join(self, msg: node_messages.Join, bound: list[bytes], block: Block) -> bytes:
@@ -378,6 +497,52 @@ class LedgerMachine:
         self.state.begin()
         self.state.put(NODES, msg.node, {**row, "cert": msg.cert})
         out.endorsed.append((msg.node, msg.wrapped_secrets))
+        if self.node_keys is not None and msg.node == self.node_keys.id and self.secrets is None:
+            self._take_secrets(msg.wrapped_secrets)
+        return write_digest(self.state.commit())
+
+    def _take_secrets(self, wrapped: str) -> None:
+        """This node's own ledger secrets, sealed to its encryption key in an endorsement."""
+        assert self.node_keys is not None
+        ctx = node_messages.secrets_context(self.ledger, self.node_keys.id)
+        try:
+            self.secrets = LedgerSecrets.unwrap(b64d(wrapped), self.node_keys.encryption, ctx)
+            self.secrets_changed = True
+        except ValueError as e:
+            log.error("could not open the ledger secrets sent to this node: %s", e)
+
+    def _rekey(self, msg: node_messages.Rekey, entry: Entry) -> bytes:
+        sender = self.trusted_node_keys().get(msg.sender)
+        if sender is None or not sender.verify(entry.signature, entry.data):
+            raise TxError("bad_signature", "rekey is not signed by a trusted node")
+        if self.state.get(REKEY, "pending") is None:
+            raise TxError("no_pending_rekey", "no accepted rotate_ledger_secret proposal is waiting")
+        try:
+            verify_tx_key(msg.tx_key, self.ledger, self.state.get(SERVICE, CERTIFICATE))
+        except CertificateError as e:
+            raise TxError("bad_tx_key", str(e)) from None
+        if msg.tx_key["id"] != msg.generation:
+            raise TxError("invalid_node_message", "the transaction key must belong to the new generation")
+        missing = sorted(set(self.trusted_node_keys()) - set(msg.shares))
+        if missing:
+            raise TxError("incomplete_rekey", f"no share for trusted node(s) {', '.join(m[:16] for m in missing)}")
+        if self.node_keys is not None and self.secrets is not None and self.node_keys.id in msg.shares:
+            ctx = node_messages.rekey_context(self.ledger, self.node_keys.id, msg.generation)
+            try:
+                gen = Generation.from_json(
+                    loads(sealing.open_sealed(b64d(msg.shares[self.node_keys.id]), self.node_keys.encryption, ctx))
+                )
+            except (ValueError, KeyError) as e:
+                raise TxError("bad_share", f"this node's share does not open: {type(e).__name__}") from None
+            if gen.id != msg.generation:
+                raise TxError("bad_share", "the share holds another generation")
+            self.secrets.add(gen)
+            self.secrets_changed = True
+        self.state.begin()
+        keys = self.state.get(SERVICE, TX_KEYS) or []
+        self.state.put(SERVICE, TX_KEYS, [*keys, {**msg.tx_key, "from_height": self.tip.height + 1, "from_ts": msg.ts}])
+        self.state.put(SERVICE, SECRET_GENERATION, msg.generation)
+        self.state.delete(REKEY, "pending")
         return write_digest(self.state.commit())
 
     def _snapshot_digest(self, msg: node_messages.SnapshotDigest, entry: Entry) -> bytes:

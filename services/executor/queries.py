@@ -125,14 +125,11 @@ class QueryHandler:
             raise QueryError("unknown_sender", "the caller is not a user or member of this ledger")
         if not key.verify(sig, body):
             raise QueryError("bad_signature", "the query signature does not verify")
-        row = machine.state.get(q.map, q.key)
-        readable = row is not None and (
-            is_public_map(q.map) or row.get("writer") == q.sender
-        )
-        if not readable:
+        request = query.open_request(q, machine._open)
+        row = machine.state.get(request.map, request.key)
+        if row is None or not machine.may_read(q.sender, request.map, row):
             raise QueryError("not_found", "no entry readable by this caller")
-        assert row is not None
-        return {"map": q.map, "key": q.key, "value": row["value"]}
+        return query.seal_reply(q, body, {"map": request.map, "key": request.key, "value": row["value"]})
 
     def q_service(self, _: dict[str, Any]) -> dict[str, Any]:
         machine = self.ex.machine
@@ -161,6 +158,7 @@ class QueryHandler:
             "ledger": machine.ledger,
             "service_cert": st.get(SERVICE, "certificate"),
             "status": gov_queries.service_status(st),
+            "tx_key": (st.get(SERVICE, "tx_keys") or [None])[-1],
             "constitution": gov_queries.constitution(st),
             "members": people(MEMBERS),
             "users": people(USERS),

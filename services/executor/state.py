@@ -38,6 +38,10 @@ class State:
             self.changed_maps.add(m)
         return writes
 
+    def pending_writes(self) -> list[tuple[str, str, Any]]:
+        """The transaction's writes so far, in order, without applying them."""
+        return [(m, k, None if v is _DELETED else v) for (m, k), v in (self._pending or {}).items()]
+
     def rollback(self) -> None:
         self._pending = None
 

@@ -16,9 +16,10 @@ from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64e
 from conclavium.governance.constitution import default_constitution
-from conclavium.identity import node_certificate, service_certificate
+from conclavium.identity import node_certificate, sign_tx_key
 from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
 from conclavium.tx import make_body, sign
+from services.executor.enclave import LedgerSecrets
 from services.executor.ledger_machine import LedgerMachine
 from services.executor.verifier import BatchVerifier
 
@@ -52,9 +53,10 @@ class Chain:
 
     def __init__(self, nodes: int = 3) -> None:
         self.nodes = [Node() for _ in range(nodes)]
-        self.service_key = PrivateKey.generate()
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        self.service_cert = service_certificate(self.service_key, LEDGER, now)
+        self.secrets = LedgerSecrets.create(LEDGER, now)
+        self.service_key = self.secrets.service_key
+        self.service_cert = self.secrets.service_cert
         self.member = PrivateKey.generate()
         self.user = PrivateKey.generate()
         self.height = 0
@@ -88,7 +90,8 @@ class Chain:
             node=n0.info("n0"),
             service_cert=self.service_cert,
             node_cert=cert,
-            config={**config, "service_status": "Open"},
+            config=config,
+            tx_key=sign_tx_key(self.service_key, LEDGER, self.secrets.current.id, self.secrets.current.tx_public),
         )
         return node_messages.make_entry(msg, n0.key)
 
@@ -140,5 +143,6 @@ async def bootstrap(chain: Chain, machine: LedgerMachine) -> None:
     assert not machine.uncommitted
 
 
-def new_machine() -> LedgerMachine:
-    return LedgerMachine(LEDGER, BatchVerifier(1))
+def new_machine(chain: Chain | None = None) -> LedgerMachine:
+    """A machine holding the chain's ledger secrets, as a trusted executor would."""
+    return LedgerMachine(LEDGER, BatchVerifier(1), secrets=chain.secrets if chain else None)

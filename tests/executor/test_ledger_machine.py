@@ -21,7 +21,8 @@ async def _executed(chain: Chain, machines: list, entries: list) -> tuple:
 
 
 async def test_commit_needs_a_quorum_of_trusted_signatures() -> None:
-    chain, m = Chain(), new_machine()
+    chain = Chain()
+    m = new_machine(chain)
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1), chain.tx("b", 2)])
     assert rec.quorum == 2
@@ -38,7 +39,8 @@ async def test_commit_needs_a_quorum_of_trusted_signatures() -> None:
 
 
 async def test_divergent_root_signed_by_a_quorum_is_a_fork() -> None:
-    chain, m = Chain(), new_machine()
+    chain = Chain()
+    m = new_machine(chain)
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1)])
     other_root = bytes(32)
@@ -49,7 +51,8 @@ async def test_divergent_root_signed_by_a_quorum_is_a_fork() -> None:
 
 
 async def test_one_divergent_signer_is_not_a_fork() -> None:
-    chain, m = Chain(), new_machine()
+    chain = Chain()
+    m = new_machine(chain)
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1)])
     _, out = await m.apply(*chain.block([], [chain.sig(1, rec.height, rec.hash, bytes(32), rec.quorum)]))
@@ -57,7 +60,8 @@ async def test_one_divergent_signer_is_not_a_fork() -> None:
 
 
 async def test_chain_rule_refuses_without_changing_anything() -> None:
-    chain, m = Chain(), new_machine()
+    chain = Chain()
+    m = new_machine(chain)
     await bootstrap(chain, m)
     tip = m.tip
     chain.prev = bytes(32)
@@ -74,7 +78,8 @@ async def test_chain_rule_refuses_without_changing_anything() -> None:
 
 
 async def test_two_machines_reach_the_same_roots_and_snapshots() -> None:
-    chain, a, b = Chain(), new_machine(), new_machine()
+    chain = Chain()
+    a, b = new_machine(chain), new_machine(chain)
     blocks = []
     orig_apply = a.apply
 
@@ -90,14 +95,15 @@ async def test_two_machines_reach_the_same_roots_and_snapshots() -> None:
         await _executed(chain, [a, b], [chain.tx(f"k{i}", i), chain.tx(f"j{i}", {"v": i})])
     assert [r.root for r in a.uncommitted.values()] == [r.root for r in b.uncommitted.values()]
     assert a.snapshot() == b.snapshot()
-    c = new_machine()
+    c = new_machine(chain)
     c.restore(a.snapshot())
     rec = await _executed(chain, [a, c], [chain.tx("after", 1)])
     assert c.uncommitted[rec.height].root == rec.root and c.snapshot() == a.snapshot()
 
 
 async def test_replay_within_and_beyond_the_window() -> None:
-    chain, m = Chain(), new_machine()
+    chain = Chain()
+    m = new_machine(chain)
     await bootstrap(chain, m)
     entry = chain.tx("once", 1)
     rec = await _executed(chain, [m], [entry, entry])

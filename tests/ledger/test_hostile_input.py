@@ -139,11 +139,12 @@ async def test_read_side_errors(network: LocalNetwork) -> None:
     key = user_keys(network)[0]
     from conclavium import query
 
-    q = query.make(key, "local", "medical", "x", int(time.time() * 1000))
+    tx_key = await Client(network.gateway_url).tx_key()
+    q, _, _ = query.make(key, "local", "medical", "x", int(time.time() * 1000), tx_key)
     q["signature"] = _b64(b"\x00" * 64)
     status, payload = await raw_post(f"{url}/v1/queries", json.dumps(q))
     assert (status, payload["error"]["code"]) == (401, "bad_signature")
-    stale = query.make(key, "local", "medical", "x", int(time.time() * 1000) - 600_000)
+    stale, _, _ = query.make(key, "local", "medical", "x", int(time.time() * 1000) - 600_000, tx_key)
     status, payload = await raw_post(f"{url}/v1/queries", json.dumps(stale))
     assert (status, payload["error"]["code"]) == (401, "stale_query")
 
