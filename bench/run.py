@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,12 @@ class Batch:
     single: bool
 
 
-def _sign_chunk(args: tuple[list[str], str, int, int, float, int, int]) -> list[tuple[bytes, list[bytes]]]:
-    """Worker: sign `n` transactions and pack them into request bodies of `batch` each."""
-    key_files, ledger, n, batch, private_ratio, seed, ts_ms = args
+def _sign_chunk(
+    args: tuple[list[str], str, int, int, float, int, int, tuple[str, bytes]],
+) -> list[tuple[bytes, list[bytes]]]:
+    """Worker: sign `n` transactions (private ones sealed to the ledger's transaction key, as the
+    SDK does) and pack them into request bodies of `batch` each."""
+    key_files, ledger, n, batch, private_ratio, seed, ts_ms, tx_key = args
     rng = random.Random(seed)
     keys = [PrivateKey.from_file(f) for f in key_files]
     ids = [k.key_id for k in keys]
@@ -80,7 +84,7 @@ def _sign_chunk(args: tuple[list[str], str, int, int, float, int, int]) -> list[
         m = "bench" if rng.random() < private_ratio else "public:bench"
         value = rng.randbytes(VALUE_BYTES // 2).hex()
         ops = [{"op": "put", "map": m, "key": rng.randbytes(8).hex(), "value": value}]
-        body = make_body(ledger, ids[k], ops, ts_ms, nonce=rng.randbytes(12).hex())
+        body = make_body(ledger, ids[k], ops, ts_ms, nonce=rng.randbytes(12).hex(), tx_key=tx_key)
         sig = keys[k].sign(body)
         items.append({"body": _b64(body), "signature": _b64(sig)})
         hashes.append(hashlib.sha256(body).digest())
@@ -97,7 +101,16 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-def presign(key_files: list[str], ledger: str, total: int, batch: int, private_ratio: float) -> list[Batch]:
+def ledger_tx_key(gateway: str) -> tuple[str, bytes]:
+    """The ledger's current transaction key, from the gateway's service document."""
+    with urllib.request.urlopen(f"{gateway}/v1/service", timeout=10) as r:
+        doc = orjson.loads(r.read())["tx_key"]
+    return doc["id"], bytes.fromhex(doc["public"])
+
+
+def presign(
+    key_files: list[str], ledger: str, total: int, batch: int, private_ratio: float, tx_key: tuple[str, bytes]
+) -> list[Batch]:
     """Sign `total` transactions on every core (this happens before any timing starts)."""
     workers = max(1, os.cpu_count() or 1)
     per = max(batch, math.ceil(total / workers / batch) * batch)
@@ -105,7 +118,7 @@ def presign(key_files: list[str], ledger: str, total: int, batch: int, private_r
     jobs, left, seed = [], total, random.randrange(1 << 30)
     while left > 0:
         n = min(per, left)
-        jobs.append((key_files, ledger, n, batch, private_ratio, seed + len(jobs), ts_ms))
+        jobs.append((key_files, ledger, n, batch, private_ratio, seed + len(jobs), ts_ms, tx_key))
         left -= n
     ctx = mp.get_context("fork")
     with ctx.Pool(workers) as pool:
@@ -559,7 +572,7 @@ def run_once(t: Target, args: argparse.Namespace, rate: float | None, duration: 
         total = int(expect * (duration + args.warmup) * 1.05) + args.batch
     total = max(args.batch, total)
     ts = time.perf_counter()
-    batches = presign(t.key_files, t.ledger, total, args.batch, args.private_ratio)
+    batches = presign(t.key_files, t.ledger, total, args.batch, args.private_ratio, ledger_tx_key(t.gateway))
     sign_s = time.perf_counter() - ts
     if sign_s + args.warmup + (duration or 0) > VALIDITY_BUDGET_S:
         print(f"warning: signing took {sign_s:.0f}s; late transactions may expire", file=sys.stderr)
