@@ -4,11 +4,10 @@ real service processes, started with the same code as `conclavium local up`."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conclavium.local.network import LocalNetwork, NetworkOptions
+from conclavium.local.network import LocalNetwork, start_network
 from conclavium.local.processes import Process, find_binary, nats_process, redis_process
 
 
@@ -38,16 +37,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     p.wait_ready()
     yield f"redis://127.0.0.1:{p.port}/0"
     p.stop()
-
-
-def start_network(directory: Path, **options: object) -> LocalNetwork:
-    net = LocalNetwork(directory, NetworkOptions(**options))  # type: ignore[arg-type]
-    try:
-        net.start(timeout=90)
-    except BaseException:
-        net.stop()
-        raise
-    return net
 
 
 @pytest.fixture(scope="module")

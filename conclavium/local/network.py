@@ -253,3 +253,14 @@ class LocalNetwork:
         for name in order:
             if name in self.procs:
                 self.procs[name].stop()
+
+
+def start_network(directory: Path, **options: Any) -> LocalNetwork:
+    """Start a local network with `NetworkOptions(**options)`; stops what started if it fails."""
+    net = LocalNetwork(directory, NetworkOptions(**options))
+    try:
+        net.start(timeout=90)
+    except BaseException:
+        net.stop()
+        raise
+    return net

@@ -18,7 +18,7 @@ from typing import Any
 
 import nats.errors
 from aiohttp import web
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conclavium import node_messages, streams
 from conclavium.block import CommitSig, Entry, IntakeBatch, Kind, decode_block, encode, entry_id, statement
@@ -181,24 +181,25 @@ class Executor:
         subject = streams.ledger_subject(self.cfg.ledger)
         while not self.stopping.is_set():
             try:
-                sub = await self.js.subscribe(
+                # An ephemeral pull consumer without acks, started after the restored tip: pulling
+                # in batches avoids the flow-control stalls of push delivery, and on any error it
+                # is simply created again from the new tip.
+                sub = await self.js.pull_subscribe(
                     subject,
-                    ordered_consumer=True,
+                    stream=streams.ledger_stream(self.cfg.ledger),
                     config=ConsumerConfig(
                         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                         opt_start_seq=self.machine.tip.seq + 1,
+                        ack_policy=AckPolicy.NONE,
+                        inactive_threshold=30.0,
+                        mem_storage=True,
                     ),
-                    idle_heartbeat=2.0,
-                    pending_msgs_limit=4096,
-                    pending_bytes_limit=256 * 1024 * 1024,
                 )
                 while not self.stopping.is_set():
                     try:
-                        batch = [await sub.next_msg(timeout=0.5)]
+                        batch = await sub.fetch(self.cfg.max_batch, timeout=0.5)
                     except nats.errors.TimeoutError:
                         continue
-                    while len(batch) < self.cfg.max_batch and sub.pending_msgs > 0:
-                        batch.append(await sub.next_msg(timeout=1))
                     if not await self._process(batch):
                         break
                 with contextlib.suppress(Exception):
@@ -355,8 +356,7 @@ class Executor:
                 streams.status_subject(self.cfg.ledger),
                 pack({"c": committed, "i": invalid, "n": self.cfg.name}),
             )
-        if self.pending_in_stream == 0:
-            await self._sign_uncommitted()
+        await self._sign_uncommitted()
 
     def _governance_gauges(self) -> None:
         counts = dict.fromkeys(("Open", "Accepted", "Rejected", "Withdrawn", "Expired", "Failed"), 0)

@@ -27,7 +27,7 @@ class BatchVerifier:
     async def verify(self, jobs: list[Job]) -> list[bool]:
         if len(jobs) < 32 or self._threads == 1:
             return _verify_chunk(jobs)
-        size = max(self._chunk, -(-len(jobs) // (self._threads * 2)))
+        size = max(32, min(self._chunk, -(-len(jobs) // self._threads)))
         loop = asyncio.get_running_loop()
         parts = await asyncio.gather(
             *(

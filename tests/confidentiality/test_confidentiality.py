@@ -25,7 +25,7 @@ from conclavium.tx import make_body, sign
 
 @pytest.fixture(scope="module")
 def conf_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    from conftest import start_network
+    from conclavium.local.network import start_network
 
     net = start_network(tmp_path_factory.mktemp("conf"), redis=True, snapshot_every=50)
     yield net

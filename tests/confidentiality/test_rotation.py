@@ -8,12 +8,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from conftest import start_network
-
 from conclavium import query, streams
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import dumps, loads
-from conclavium.local.network import LocalNetwork
+from conclavium.local.network import LocalNetwork, start_network
 from conclavium.runtime import connect_nats
 from conclavium.sdk.client import Client
 

@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import start_network
 from fault_support import Load, verify_exactly_once
 
 from conclavium.cli.local import _node_status
 from conclavium.ledger_files import chunk_files, snapshot_files
-from conclavium.local.network import LocalNetwork
+from conclavium.local.network import LocalNetwork, start_network
 
 SNAPSHOT_EVERY = 300
 AUDIT = [str(Path(sys.executable).parent / "conclavium"), "ledger", "audit"]

@@ -22,7 +22,7 @@ from conclavium.sdk.client import Client, ClientError
 
 @pytest.fixture(scope="module")
 def gov_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    from conftest import start_network
+    from conclavium.local.network import start_network
 
     net = start_network(tmp_path_factory.mktemp("gov"), redis=False)
     yield net

@@ -35,7 +35,7 @@ VECTORS = Path(__file__).resolve().parents[3] / "shared" / "attestation" / "vect
 
 @pytest.fixture(scope="module")
 def join_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
-    from conftest import start_network
+    from conclavium.local.network import start_network
 
     net = start_network(tmp_path_factory.mktemp("join"), redis=False)
     yield net

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import importlib.util
 import itertools
 import threading
 import time
@@ -40,7 +39,7 @@ import yaml
 from conclavium_operator.config import OperatorConfig
 from conclavium_operator.handlers import register
 
-from conclavium.local.network import LocalNetwork
+from conclavium.local.network import LocalNetwork, start_network
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "helm" / "conclavium" / "crds"
@@ -143,12 +142,7 @@ def load_resources(k8s: kmock.KubernetesEmulator) -> None:
 
 
 def start_local_network(directory: Path) -> LocalNetwork:
-    """tests/conftest.py's start_network, imported by path: several conftest.py files share that module name."""
-    spec = importlib.util.spec_from_file_location("conclavium_tests_root_conftest", ROOT / "tests" / "conftest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.start_network(directory, redis=False)  # type: ignore[no-any-return]
+    return start_network(directory, redis=False)
 
 
 class OperatorThread:
