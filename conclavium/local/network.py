@@ -139,6 +139,14 @@ class LocalNetwork:
             argv += ["--lease-ttl", str(self.opt.sequencer_lease_ttl_s)]
             self.procs[name] = Process(name, argv, logs / f"{name}.log", port=port)
         port = free_port()
+        argv = service_command("conclavium-attestation", "services.attestation.main")
+        argv += ["--http-host", "127.0.0.1", "--http-port", str(port), "--nats-url", self.nats_url]
+        argv += ["--key", str(nodes / "attestation" / "signing.pem")]
+        if self.redis_url:
+            argv += ["--redis-url", self.redis_url]
+        (nodes / "attestation").mkdir(parents=True, exist_ok=True)
+        self.procs["attestation"] = Process("attestation", argv, logs / "attestation.log", port=port)
+        port = free_port()
         argv = service_command("conclavium-gateway", "services.gateway.main") + common + ["--port", str(port)]
         if self.redis_url:
             argv += ["--redis-url", self.redis_url]
@@ -248,7 +256,7 @@ class LocalNetwork:
         return restarted
 
     def stop(self) -> None:
-        order = ["gateway"] + [n for n in self.procs if n.startswith("sequencer-")]
+        order = ["gateway", "attestation"] + [n for n in self.procs if n.startswith("sequencer-")]
         order += [n for n in self.procs if n.startswith("executor-")] + ["redis", "nats"]
         for name in order:
             if name in self.procs:
