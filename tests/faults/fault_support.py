@@ -8,7 +8,7 @@ Typical use:
     task = asyncio.create_task(load.run())
     await load.wait_acked(800)
     ...inject the fault...
-    await task
+    await task            # or: load.stop(); await task, to end a load with a large total early
     report = await verify_exactly_once(net, load.acked)
 """
 
@@ -65,6 +65,7 @@ class Load:
         self.started = 0.0
         self.finished = 0.0
         self._next = 0
+        self._stopping = False
         self._progress = asyncio.Event()
 
     def _clients(self) -> list[Client]:
@@ -81,8 +82,12 @@ class Load:
             for c in clients:
                 await c.close()
 
+    def stop(self) -> None:
+        """Submit no new transactions; those already submitted are still retried until acknowledged."""
+        self._stopping = True
+
     async def _worker(self, client: Client) -> None:
-        while self._next < self.total:
+        while self._next < self.total and not self._stopping:
             n = self._next
             self._next += 1
             tx = await client.build([{"op": "put", "map": self.map_name, "key": f"{self.tag}-{n}", "value": n}])

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import start_network
 from fault_support import Load, verify_exactly_once, wait_single_active
 
 from conclavium.crypto.keys import PrivateKey
+from conclavium.local.network import start_network
 from conclavium.sdk.client import Client, ClientError
 from conclavium.tx import SignedTx
 
@@ -54,7 +54,7 @@ async def test_nats_restart_mid_stream(tmp_path: Path, how: str) -> None:
     probe = Client(net.gateway_url, key, ledger=net.opt.ledger)
     try:
         await wait_single_active(net)
-        load = Load(net, total=3000, workers=16)
+        load = Load(net, total=20_000, workers=16)
         task = asyncio.create_task(load.run())
         await load.wait_acked(800)
 
@@ -72,10 +72,12 @@ async def test_nats_restart_mid_stream(tmp_path: Path, how: str) -> None:
         await asyncio.to_thread(nats.start)
         await asyncio.to_thread(nats.wait_ready)
         up_at = time.monotonic()
-        accept_s, commit_s = await _commit_after_restart(probe, load.acked)
+        probe_task = asyncio.create_task(_commit_after_restart(probe, load.acked))
         await load.wait_acked(acked_before + 1, timeout=30)
         first_ack_s = time.monotonic() - up_at
-
+        await load.wait_acked(acked_before + 1000)
+        load.stop()
+        accept_s, commit_s = await probe_task
         assert await probe.submit(tx) == tx.hash.hex()
         load.acked[tx.hash.hex()] = time.monotonic()
         await task
@@ -84,7 +86,7 @@ async def test_nats_restart_mid_stream(tmp_path: Path, how: str) -> None:
         print(
             f"\nNATS {how}, down {up_at - down_at:.1f}s: gateway answered 503 in {took:.2f}s while down; after the "
             f"restart a new transaction was accepted in {accept_s:.2f}s and committed in {commit_s:.2f}s, "
-            f"the load's first 202 came after {first_ack_s:.2f}s; {load.retries} client retries "
+            f"the load's first 202 came {first_ack_s:.2f}s after it; {load.retries} client retries "
             f"{dict(load.errors)}\n{report.summary()}"
         )
     finally:

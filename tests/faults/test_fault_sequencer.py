@@ -7,9 +7,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from conftest import start_network
 from fault_support import Load, ledger_last_seq, sequencer_roles, verify_exactly_once, wait_single_active
 
+from conclavium.local.network import start_network
 from conclavium.runtime import connect_nats
 
 LEASE_TTL_S = 2.0
@@ -21,7 +21,7 @@ async def test_kill_active_sequencer_standby_takes_over(tmp_path: Path) -> None:
     try:
         active = await wait_single_active(net)
         standby = next(n for n in net.procs if n.startswith("sequencer-") and n != active)
-        load = Load(net, total=3000, workers=16)
+        load = Load(net, total=20_000, workers=16)
         task = asyncio.create_task(load.run())
         await load.wait_acked(800)
 
@@ -38,7 +38,8 @@ async def test_kill_active_sequencer_standby_takes_over(tmp_path: Path) -> None:
                 first_block_s = now
             await asyncio.sleep(0.02)
         await asyncio.to_thread(net.procs[active].start)
-
+        await load.wait_acked(len(load.acked) + 1000)
+        load.stop()
         await task
         report = await verify_exactly_once(net, load.acked)
         assert await wait_single_active(net) == standby
