@@ -167,14 +167,17 @@ def snapshot_cpu(pids: dict[str, int]) -> dict[str, float]:
 # --- the ceiling: unavoidable cryptography, measured now ------------------------------------------
 
 
-def measure_ceiling(executors: int, seconds: float = 0.6) -> dict[str, Any]:
+def measure_ceiling(executors: int, seconds: float = 0.6, private_ratio: float = 0.0) -> dict[str, Any]:
     """Cost on this machine, in this run, of the cryptography every transaction needs.
 
     Per transaction: each executor verifies the client's Ed25519 signature (PyNaCl, the library
     all executors must share) and hashes it (entry id, write digest, Merkle leaf and ~1 interior
-    node); the gateway and the sequencer hash nothing per transaction they could not skip. The
-    client signs once (done before timing in this benchmark, shown separately)."""
+    node), and for the `private_ratio` share of sealed transactions opens the HPKE box; the gateway
+    and the sequencer hash nothing per transaction they could not skip. The client signs (and seals)
+    once (done before timing in this benchmark, shown separately)."""
     import nacl.signing
+
+    from conclavium.crypto import sealing
 
     sk = nacl.signing.SigningKey.generate()
     vk = sk.verify_key
@@ -189,21 +192,28 @@ def measure_ceiling(executors: int, seconds: float = 0.6) -> dict[str, Any]:
             n += 200
         return (time.thread_time() - t0) / n
 
+    tx_key = sealing.generate_key()
+    box = sealing.seal(body[:150], sealing.public_bytes(tx_key), b"info")
     verify = rate(lambda: vk.verify(body, sig))
     sha = rate(lambda: hashlib.sha256(body).digest())
     sign = rate(lambda: sk.sign(body))
-    per_exec = verify + 4 * sha
+    seal = rate(lambda: sealing.seal(body[:150], sealing.public_bytes(tx_key), b"info"))
+    open_ = rate(lambda: sealing.open_sealed(box, tx_key, b"info"))
+    per_exec = verify + 4 * sha + private_ratio * open_
     crypto = executors * per_exec
     cores = os.cpu_count() or 1
     return {
         "ed25519_verify_us": round(verify * 1e6, 2),
         "sha256_330B_us": round(sha * 1e6, 3),
         "ed25519_sign_us": round(sign * 1e6, 2),
+        "hpke_seal_us": round(seal * 1e6, 2),
+        "hpke_open_us": round(open_ * 1e6, 2),
+        "private_ratio": private_ratio,
         "crypto_us_per_tx": round(crypto * 1e6, 2),
-        "crypto_us_per_tx_with_client_signing": round((crypto + sign) * 1e6, 2),
+        "crypto_us_per_tx_with_client_signing": round((crypto + sign + private_ratio * seal) * 1e6, 2),
         "cores": cores,
         "ceiling_tps": round(cores / crypto),
-        "note": "ceiling = cores / (executors x (verify + 4 SHA-256)); all other work is overhead",
+        "note": "ceiling = cores / (executors x (verify + 4 SHA-256 + private share x HPKE open))",
     }
 
 
@@ -734,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
         info = machine_info()
         t = attach_network(args.net) if args.net else start_network(args)
         try:
-            ceiling = measure_ceiling(t.executors)
+            ceiling = measure_ceiling(t.executors, private_ratio=args.private_ratio)
             if args.sweep:
                 result = sweep(t, args)
                 result["ceiling"] = ceiling
