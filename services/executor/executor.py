@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -75,6 +76,7 @@ class Executor:
             node_keys=self.keys,
         )
         self.awaiting_secrets: str | None = None
+        self._sig_tasks: set[asyncio.Task[None]] = set()
         self.last_rekey = 0.0
         self.stopping = asyncio.Event()
         self.pending_digests: list[tuple[int, str]] = []
@@ -153,8 +155,9 @@ class Executor:
         self.store.close()
         self.machine.index.close()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
-        await runner.cleanup()
+            await asyncio.wait_for(self.nc.drain(), 3.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(runner.cleanup(), 3.0)
         self.verifier.close()
         log.info("executor %s stopped at height %d, ledger flushed", self.cfg.name, self.machine.tip.height)
 
@@ -198,8 +201,11 @@ class Executor:
                 while not self.stopping.is_set():
                     try:
                         batch = await sub.fetch(self.cfg.max_batch, timeout=0.5)
-                    except nats.errors.TimeoutError:
+                    except (TimeoutError, nats.errors.TimeoutError):
                         continue
+                    except (nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionClosedError):
+                        log.warning("ledger consumer lost (NATS restarting?); recreating it after the tip")
+                        break
                     if not await self._process(batch):
                         break
                 with contextlib.suppress(Exception):
@@ -208,6 +214,9 @@ class Executor:
                     await self._wait_for_secrets()
             except asyncio.CancelledError:
                 raise
+            except (TimeoutError, nats.errors.Error) as e:
+                log.warning("ledger consumer unavailable (%s); retrying", type(e).__name__)
+                await asyncio.sleep(0.5)
             except Exception as e:
                 log.exception("ledger consumer failed, resubscribing: %s", e)
                 await asyncio.sleep(0.5)
@@ -378,18 +387,27 @@ class Executor:
             )
             self.signed.add(rec.height)
         if sigs:
-            try:
-                await self._publish_intake(IntakeBatch(sigs=sigs), f"sig:{self.node_id}:{sigs[-1].height}")
-            except (TimeoutError, nats.errors.Error) as e:
-                log.warning("could not publish commit signatures, will retry: %s", e)
-                for s in sigs:
-                    self.signed.discard(s.height)
+            task = asyncio.create_task(self._publish_sigs(sigs))
+            self._sig_tasks.add(task)
+            task.add_done_callback(self._sig_tasks.discard)
         if len(self.signed) > 100_000:
             self.signed = {h for h in self.signed if h in self.machine.uncommitted}
 
-    async def _publish_intake(self, batch: IntakeBatch, msg_id: str) -> None:
+    async def _publish_sigs(self, sigs: list[CommitSig]) -> None:
+        """Off the block path: a publish stuck in a NATS outage must not stall execution. A failed
+        one is forgotten, so the next batch signs those heights again."""
+        try:
+            await self._publish_intake(IntakeBatch(sigs=sigs), f"sig:{self.node_id}:{sigs[-1].height}", timeout=2.0)
+        except (TimeoutError, nats.errors.Error) as e:
+            log.warning("could not publish commit signatures, will sign again: %s", type(e).__name__)
+            for s in sigs:
+                self.signed.discard(s.height)
+
+    async def _publish_intake(self, batch: IntakeBatch, msg_id: str, timeout: float = 5.0) -> None:
+        if not self.nc.is_connected:
+            raise nats.errors.ConnectionClosedError
         await self.js.publish(
-            streams.intake_subject(self.cfg.ledger), encode(batch), headers={"Nats-Msg-Id": msg_id}
+            streams.intake_subject(self.cfg.ledger), encode(batch), headers={"Nats-Msg-Id": msg_id}, timeout=timeout
         )
 
     # --- bootstrap: genesis, join, endorse ------------------------------------------------------

@@ -9,12 +9,12 @@ import re
 from pathlib import Path
 
 import aiohttp
-from conftest import start_network
 from fault_support import Load, read_log, verify_exactly_once, wait_single_active
 from prometheus_client import REGISTRY
 
 from conclavium.block import Entry, IntakeBatch, Kind, decode_intake, encode, entry_id
 from conclavium.chain import Tip, next_block
+from conclavium.local.network import start_network
 from conclavium.local.processes import Process, free_port
 from services.sequencer.sequencer import Sequencer, SequencerConfig
 
