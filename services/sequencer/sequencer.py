@@ -39,6 +39,7 @@ log = logging.getLogger("conclavium.sequencer")
 
 WRONG_LAST_SEQUENCE = 10071
 TIP_KEY = "tip"
+TIP_SAVE_INTERVAL_S = 1.0
 CONSUMER = "sequencer"
 
 
@@ -66,6 +67,7 @@ class Sequencer:
     def __init__(self, cfg: SequencerConfig) -> None:
         self.cfg = cfg
         self.tip = Tip()
+        self._tip_saved_at = 0.0
         self.active = False
         self.nc: Any = None
         self.js: Any = None
@@ -293,7 +295,11 @@ class Sequencer:
             self.tip = Tip(block.height, bhash, ack.seq, block.ts_ms)
             for msg in taken:
                 await msg.ack()
-            await self.kv.put(TIP_KEY, pack([self.tip.height, self.tip.hash, self.tip.seq, self.tip.ts_ms]))
+            if time.monotonic() - self._tip_saved_at > TIP_SAVE_INTERVAL_S:
+                # Only a starting point for re-reading the stream tail, so saving it about once a
+                # second keeps a KV round trip off most appends.
+                await self.kv.put(TIP_KEY, pack([self.tip.height, self.tip.hash, self.tip.seq, self.tip.ts_ms]))
+                self._tip_saved_at = time.monotonic()
             m.BLOCKS.inc()
             m.TX_SEQUENCED.inc(len(block.entries))
             m.SIGS_SEQUENCED.inc(len(block.sigs))
