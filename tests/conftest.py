@@ -3,7 +3,9 @@ real service processes, started with the same code as `conclavium local up`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +47,16 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
     net = start_network(tmp_path_factory.mktemp("net"), redis=True)
     yield net
     net.stop()
+
+
+@pytest.fixture(scope="session")
+def attestation_vectors() -> Path:
+    """The real evidence in shared/attestation/vectors, beside the checkout (CI) or in the workspace."""
+    for candidate in (
+        os.environ.get("CONCLAVIUM_VECTORS"),
+        Path(__file__).resolve().parents[2] / "shared" / "attestation" / "vectors",
+        Path("/work/shared/attestation/vectors"),
+    ):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    pytest.fail("shared/attestation/vectors not found beside the checkout; set CONCLAVIUM_VECTORS")

@@ -143,7 +143,12 @@ class Client:
         """Poll until Committed or Invalid; raises TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
-            st = await self.status(tx_hash)
+            try:
+                st = await self.status(tx_hash)
+            except (ClientError, aiohttp.ClientConnectionError) as e:
+                if isinstance(e, ClientError) and e.status != 503:
+                    raise
+                st = {"status": "Unavailable"}  # transient (NATS or executors restarting): keep polling
             if st["status"] in ("Committed", "Invalid"):
                 return st
             if time.monotonic() > deadline:

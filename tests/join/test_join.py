@@ -30,7 +30,6 @@ EXPECTED_CHECK = {
     "replayed evidence of another node": "report_data",
     "platform not allowed": "platform",
 }
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "attestation" / "vectors"
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +116,7 @@ def _fresh() -> tuple[PrivateKey, bytes, list[bytes]]:
 
 
 def _refused_cases(
-    net: LocalNetwork, peer_evidence: dict[str, Any]
+    net: LocalNetwork, peer_evidence: dict[str, Any], vectors: Path
 ) -> dict[str, tuple[PrivateKey, node_messages.NodeInfo]]:
     cases = {}
     key, enc, bound = _fresh()
@@ -137,20 +136,20 @@ def _refused_cases(
     key, enc, _ = _fresh()
     cases["replayed evidence of another node"] = (key, _node_info(key, enc, peer_evidence, "replayer"))
     key, enc, _ = _fresh()
-    quote = (VECTORS / "sgx" / "v3-dcapqvl" / "quote.bin").read_bytes()
+    quote = (vectors / "sgx" / "v3-dcapqvl" / "quote.bin").read_bytes()
     sgx = {"platform": "sgx", "evidence": base64.b64encode(quote).decode()}
     cases["platform not allowed"] = (key, _node_info(key, enc, sgx, "sgx-node"))
     return cases
 
 
-async def test_refused_nodes_never_join_or_receive_secrets(join_net: LocalNetwork) -> None:
+async def test_refused_nodes_never_join_or_receive_secrets(join_net: LocalNetwork, attestation_vectors: Path) -> None:
     user = Client(join_net.gateway_url)
     try:
         service = await user.service()
         peer = next(n for n in service["nodes"] if n["name"] == "executor-1")
         _, att = await user._request("GET", f"/v1/nodes/{peer['id']}/attestation")
         hashes = {}
-        for name, (key, info) in _refused_cases(join_net, att["evidence"]).items():
+        for name, (key, info) in _refused_cases(join_net, att["evidence"], attestation_vectors).items():
             hashes[name] = (key.key_id, await _submit_join(join_net, info, key))
         for name, (_, h) in hashes.items():
             st = await user.wait(h)
