@@ -3,10 +3,12 @@ and shutdown on SIGTERM/SIGINT. Services stay small by leaning on this."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -46,6 +48,20 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def service_arguments(prog: str, description: str | None, name: str | None = None) -> argparse.ArgumentParser:
+    """A parser with the flags every service shares (each also read from its environment variable,
+    as the chart sets them): ledger id, NATS URL, stream replicas, log level and, for node
+    processes, the node name."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--ledger", default=os.environ.get("CONCLAVIUM_LEDGER", "local"))
+    if name is not None:
+        p.add_argument("--name", default=os.environ.get("CONCLAVIUM_NODE_NAME", name))
+    p.add_argument("--nats-url", default=os.environ.get("CONCLAVIUM_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--stream-replicas", type=int, default=int(os.environ.get("CONCLAVIUM_STREAM_REPLICAS", "1")))
+    p.add_argument("--log-level", default=os.environ.get("CONCLAVIUM_LOG_LEVEL", "info"))
+    return p
+
+
 def install_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
@@ -54,7 +70,8 @@ def install_uvloop() -> None:
 
 
 async def connect_nats(url: str, name: str) -> nats.NATS:
-    """Connect and keep reconnecting for ever: a NATS restart must need no manual step."""
+    """Connect and keep reconnecting for ever: a NATS restart must need no manual step.
+    Credentials and a CA come from CONCLAVIUM_NATS_CREDS / CONCLAVIUM_NATS_CA (file paths)."""
 
     async def on_error(e: Exception) -> None:
         log.warning("nats error: %s", e)
@@ -65,7 +82,15 @@ async def connect_nats(url: str, name: str) -> nats.NATS:
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
+    options: dict[str, Any] = {}
+    if os.environ.get("CONCLAVIUM_NATS_CREDS"):
+        options["user_credentials"] = os.environ["CONCLAVIUM_NATS_CREDS"]
+    if os.environ.get("CONCLAVIUM_NATS_CA"):
+        import ssl
+
+        options["tls"] = ssl.create_default_context(cafile=os.environ["CONCLAVIUM_NATS_CA"])
     return await nats.connect(
+        **options,
         servers=url.split(","),
         name=name,
         max_reconnect_attempts=-1,

@@ -48,11 +48,15 @@ def load_or_create_key(path: str | None) -> PrivateKey:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="conclavium-attestation", description=__doc__)
-    p.add_argument("--http-host", default="0.0.0.0")
-    p.add_argument("--http-port", type=int, default=8090)
-    p.add_argument("--nats-url", help="serve request/reply on " + SUBJECT)
-    p.add_argument("--redis-url", help="cache collateral in Redis")
-    p.add_argument("--key", help="service signing key (PEM); generated if the file does not exist")
+    p.add_argument("--http-host", default=os.environ.get("CONCLAVIUM_HTTP_HOST", "0.0.0.0"))
+    p.add_argument("--http-port", type=int, default=int(os.environ.get("CONCLAVIUM_HTTP_PORT", "8090")))
+    p.add_argument("--nats-url", default=os.environ.get("CONCLAVIUM_NATS_URL"), help=f"request/reply on {SUBJECT}")
+    p.add_argument("--redis-url", default=os.environ.get("CONCLAVIUM_REDIS_URL"), help="cache collateral in Redis")
+    p.add_argument(
+        "--key",
+        default=os.environ.get("CONCLAVIUM_ATTESTATION_SIGNING_KEY"),
+        help="service signing key (PEM); generated if the file does not exist",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from conclavium.runtime import run_service, setup_logging
+from conclavium.runtime import run_service, service_arguments, setup_logging
 
 from .executor import Executor, ExecutorConfig
 
 
 def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
-    p = argparse.ArgumentParser(prog="conclavium-executor", description=__doc__)
-    p.add_argument("--ledger", default=os.environ.get("CONCLAVIUM_LEDGER", "local"))
-    p.add_argument("--name", default=os.environ.get("CONCLAVIUM_NODE_NAME", "executor-0"))
+    p = service_arguments("conclavium-executor", __doc__, name="executor-0")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CONCLAVIUM_DATA_DIR", "data")))
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVIUM_NATS_URL", "nats://127.0.0.1:4222"))
     p.add_argument("--genesis", type=Path, help="genesis configuration: start a new service with it")
     p.add_argument("--http-host", default="127.0.0.1")
     p.add_argument("--http-port", type=int, default=9100)
     p.add_argument("--verify-threads", type=int, default=2)
-    p.add_argument("--stream-replicas", type=int, default=1)
     p.add_argument(
         "--tee",
         default=os.environ.get("CONCLAVIUM_TEE", "virtual"),
@@ -31,7 +26,6 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
     )
     p.add_argument("--snapshot-every", type=int, default=100_000, help="snapshot after this many entries")
     p.add_argument("--blocks-per-chunk", type=int, default=10_000)
-    p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return ExecutorConfig(

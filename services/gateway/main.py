@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from aiohttp import web
 
-from conclavium.runtime import install_uvloop, setup_logging
+from conclavium.runtime import install_uvloop, service_arguments, setup_logging
 
 from .app import Gateway, GatewayConfig
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
-    p = argparse.ArgumentParser(prog="conclavium-gateway", description=__doc__)
-    p.add_argument("--ledger", default=os.environ.get("CONCLAVIUM_LEDGER", "local"))
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVIUM_NATS_URL", "nats://127.0.0.1:4222"))
+    p = service_arguments("conclavium-gateway", __doc__)
     p.add_argument("--redis-url", default=os.environ.get("CONCLAVIUM_REDIS_URL") or None)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default=os.environ.get("CONCLAVIUM_HTTP_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("CONCLAVIUM_HTTP_PORT", "8000")))
     p.add_argument(
         "--verify-signatures",
         action="store_true",
         help="refuse badly signed transactions early (executors verify anyway)",
     )
     p.add_argument("--status-ttl", type=int, default=24 * 3600, help="seconds a status stays in the cache")
-    p.add_argument("--stream-replicas", type=int, default=1)
-    p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return GatewayConfig(

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
-from conclavium.runtime import run_service, setup_logging
+from conclavium.runtime import run_service, service_arguments, setup_logging
 
 from .sequencer import Sequencer, SequencerConfig
 
 
 def parse_args(argv: list[str] | None = None) -> SequencerConfig:
-    p = argparse.ArgumentParser(prog="conclavium-sequencer", description=__doc__)
-    p.add_argument("--ledger", default=os.environ.get("CONCLAVIUM_LEDGER", "local"))
-    p.add_argument("--name", default=os.environ.get("CONCLAVIUM_NODE_NAME", "sequencer-0"))
-    p.add_argument("--nats-url", default=os.environ.get("CONCLAVIUM_NATS_URL", "nats://127.0.0.1:4222"))
+    p = service_arguments("conclavium-sequencer", __doc__, name="sequencer-0")
     p.add_argument("--http-host", default="127.0.0.1")
     p.add_argument("--http-port", type=int, default=9200)
     p.add_argument("--block-interval-ms", type=float, default=5.0)
     p.add_argument("--max-block-entries", type=int, default=4000)
-    p.add_argument("--stream-replicas", type=int, default=1)
     p.add_argument(
         "--lease-ttl",
         type=float,
@@ -31,7 +26,6 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
         action="store_true",
         help="testing only: append without holding the lease, to show the stream refuses a fork",
     )
-    p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return SequencerConfig(
