@@ -198,15 +198,18 @@ class Executor:
                         mem_storage=True,
                     ),
                 )
+                batch: list[Any] = []
                 while not self.stopping.is_set():
+                    # Pipeline: while this batch executes, the next one is fetched and its
+                    # signatures verified on the thread pool.
+                    ahead = asyncio.create_task(self._fetch_and_verify(sub))
+                    if batch and not await self._process(batch):
+                        ahead.cancel()
+                        break
                     try:
-                        batch = await sub.fetch(self.cfg.max_batch, timeout=0.5)
-                    except (TimeoutError, nats.errors.TimeoutError):
-                        continue
+                        batch = await ahead
                     except (nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionClosedError):
                         log.warning("ledger consumer lost (NATS restarting?); recreating it after the tip")
-                        break
-                    if not await self._process(batch):
                         break
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -220,6 +223,14 @@ class Executor:
             except Exception as e:
                 log.exception("ledger consumer failed, resubscribing: %s", e)
                 await asyncio.sleep(0.5)
+
+    async def _fetch_and_verify(self, sub: Any) -> list[Any]:
+        try:
+            msgs = await sub.fetch(self.cfg.max_batch, timeout=0.5)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        await self.machine.preverify_blocks([m.data for m in msgs])
+        return list(msgs)
 
     async def _process(self, msgs: list[Any]) -> bool:
         """Apply a batch of stream messages; False when it had to stop for missing secrets."""

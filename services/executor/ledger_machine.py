@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from conclavium import governance, merkle, node_messages
-from conclavium.block import Block, CommitSig, Entry, Kind, entry_id, leaf_data, sig_statement
+from conclavium.block import Block, CommitSig, Entry, Kind, decode_block, entry_id, leaf_data, sig_statement
 from conclavium.chain import Tip, next_block
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import KeyError_, PublicKey
@@ -107,6 +107,7 @@ class LedgerMachine:
         self.recent: OrderedDict[bytes, tuple[int, int, int]] = OrderedDict()  # id -> (height, index, block ts)
         self.recent_invalid: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self.fork_reason: str | None = None
+        self._verified: dict[bytes, tuple[str, bool]] = {}
         self._keys: dict[str, PublicKey] | None = None
         self._node_keys: dict[str, PublicKey] | None = None
 
@@ -263,6 +264,32 @@ class LedgerMachine:
         while len(self.recent_invalid) > MAX_RECENT_INVALID:
             self.recent_invalid.popitem(last=False)
 
+    async def preverify_blocks(self, raws: list[bytes]) -> None:
+        """Verify the client signatures of blocks not applied yet, so that verification (on the
+        thread pool) overlaps with executing earlier blocks. Results are hints kept by signature:
+        `_preverify` uses one only when the parsed sender matches, so keys that change meanwhile
+        cost a second verification, never a wrong verdict."""
+        keys = self.participant_keys()
+        jobs, meta = [], []
+        for raw in raws:
+            try:
+                entries = decode_block(raw).entries
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            for e in entries:
+                if e.kind != Kind.TX or len(e.data) < 80 or e.signature in self._verified:
+                    continue
+                sender = _sender_of(e.data)
+                key = keys.get(sender) if sender else None
+                if key is not None:
+                    jobs.append((key, e.signature, e.data))
+                    meta.append((e.signature, sender))
+        if len(self._verified) > 200_000:
+            self._verified.clear()
+        if jobs:
+            for (sig, sender), ok in zip(meta, await self.verifier.verify(jobs), strict=True):
+                self._verified[sig] = (sender, ok)
+
     async def _preverify(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
         """Verify client signatures of the block in one batch, with the keys known at its start.
         Each result is (sender assumed, verdict); None marks an entry checked later, in order."""
@@ -271,6 +298,10 @@ class LedgerMachine:
         result: list[tuple[str, bool] | None] = [None] * len(entries)
         for i, e in enumerate(entries):
             if e.kind != Kind.TX or len(e.data) < 80:
+                continue
+            known = self._verified.pop(e.signature, None)
+            if known is not None:
+                result[i] = known
                 continue
             sender = _sender_of(e.data)
             key = keys.get(sender) if sender else None

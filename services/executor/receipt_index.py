@@ -9,6 +9,8 @@ holds: a receipt served from it is still verified by whoever receives it.
 from __future__ import annotations
 
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,14 @@ class CommittedBlock:
 
 
 class ReceiptIndex:
+    """Writes go to SQLite on a background thread (SQLite releases the GIL), so inserting a block's
+    rows never holds up execution; lookups see rows still in flight."""
+
     def __init__(self, path: Path | None) -> None:
         self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receipts")
+        self._writing: list[CommittedBlock] = []
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(
@@ -45,10 +53,21 @@ class ReceiptIndex:
         self._pending.append(block)
 
     def flush(self) -> None:
-        """Write what was committed since the last flush, in one SQLite transaction."""
+        """Hand what was committed since the last flush to the writer thread (one transaction)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        with self._lock:
+            self._writing = self._writing + pending
+        self._writer.submit(self._write, pending)
+
+    def _write(self, pending: list[CommittedBlock]) -> None:
+        with self._lock:
+            self._insert(pending)
+            written = {id(b) for b in pending}
+            self._writing = [b for b in self._writing if id(b) not in written]
+
+    def _insert(self, pending: list[CommittedBlock]) -> None:
         self.db.execute("BEGIN")
         self.db.executemany(
             "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -64,20 +83,22 @@ class ReceiptIndex:
         self.db.execute("COMMIT")
 
     def locate(self, eid: bytes) -> tuple[int, int] | None:
-        for b in self._pending:
-            for i, (e, _) in enumerate(b.leaves):
-                if e == eid:
-                    return b.height, i
-        row = self.db.execute("SELECT height, idx FROM txs WHERE id = ?", (eid,)).fetchone()
+        with self._lock:
+            for b in self._pending + self._writing:
+                for i, (e, _) in enumerate(b.leaves):
+                    if e == eid:
+                        return b.height, i
+            row = self.db.execute("SELECT height, idx FROM txs WHERE id = ?", (eid,)).fetchone()
         return (row[0], row[1]) if row else None
 
     def block(self, height: int) -> CommittedBlock | None:
-        for b in self._pending:
-            if b.height == height:
-                return b
-        row = self.db.execute(
-            "SELECT height, hash, root, quorum, ts, leaves, sigs FROM blocks WHERE height = ?", (height,)
-        ).fetchone()
+        with self._lock:
+            for b in self._pending + self._writing:
+                if b.height == height:
+                    return b
+            row = self.db.execute(
+                "SELECT height, hash, root, quorum, ts, leaves, sigs FROM blocks WHERE height = ?", (height,)
+            ).fetchone()
         if row is None:
             return None
         leaves = [(bytes(e), bytes(d)) for e, d in _dec.decode(row[5])]
@@ -85,4 +106,5 @@ class ReceiptIndex:
 
     def close(self) -> None:
         self.flush()
+        self._writer.shutdown(wait=True)
         self.db.close()
