@@ -68,11 +68,11 @@ class Batch:
 
 
 def _sign_chunk(
-    args: tuple[list[str], str, int, int, float, int, int, tuple[str, bytes]],
+    args: tuple[list[str], str, int, int, float, int, int, tuple[str, bytes], int],
 ) -> list[tuple[bytes, list[bytes]]]:
     """Worker: sign `n` transactions (private ones sealed to the ledger's transaction key, as the
     SDK does) and pack them into request bodies of `batch` each."""
-    key_files, ledger, n, batch, private_ratio, seed, ts_ms, tx_key = args
+    key_files, ledger, n, batch, private_ratio, seed, ts_ms, tx_key, key_space = args
     rng = random.Random(seed)
     keys = [PrivateKey.from_file(f) for f in key_files]
     ids = [k.key_id for k in keys]
@@ -83,7 +83,8 @@ def _sign_chunk(
         k = i % len(keys)
         m = "bench" if rng.random() < private_ratio else "public:bench"
         value = rng.randbytes(VALUE_BYTES // 2).hex()
-        ops = [{"op": "put", "map": m, "key": rng.randbytes(8).hex(), "value": value}]
+        key = f"k{rng.randrange(key_space)}" if key_space else rng.randbytes(8).hex()
+        ops = [{"op": "put", "map": m, "key": key, "value": value}]
         body = make_body(ledger, ids[k], ops, ts_ms, nonce=rng.randbytes(12).hex(), tx_key=tx_key)
         sig = keys[k].sign(body)
         items.append({"body": _b64(body), "signature": _b64(sig)})
@@ -109,7 +110,13 @@ def ledger_tx_key(gateway: str) -> tuple[str, bytes]:
 
 
 def presign(
-    key_files: list[str], ledger: str, total: int, batch: int, private_ratio: float, tx_key: tuple[str, bytes]
+    key_files: list[str],
+    ledger: str,
+    total: int,
+    batch: int,
+    private_ratio: float,
+    tx_key: tuple[str, bytes],
+    key_space: int = 0,
 ) -> list[Batch]:
     """Sign `total` transactions on every core (this happens before any timing starts)."""
     workers = max(1, os.cpu_count() or 1)
@@ -118,7 +125,7 @@ def presign(
     jobs, left, seed = [], total, random.randrange(1 << 30)
     while left > 0:
         n = min(per, left)
-        jobs.append((key_files, ledger, n, batch, private_ratio, seed + len(jobs), ts_ms, tx_key))
+        jobs.append((key_files, ledger, n, batch, private_ratio, seed + len(jobs), ts_ms, tx_key, key_space))
         left -= n
     ctx = mp.get_context("fork")
     with ctx.Pool(workers) as pool:
@@ -280,7 +287,7 @@ class Tracker:
                 i = self.index.get(eid)
                 if i is not None:
                     self._finish(i, now)
-        for eid, reason in ev.get("i", ()):
+        for eid, reason, *_ in ev.get("i", ()):
             i = self.index.get(eid)
             if i is not None and not self.done[i]:
                 self.invalid[reason] = self.invalid.get(reason, 0) + 1
@@ -582,7 +589,9 @@ def run_once(t: Target, args: argparse.Namespace, rate: float | None, duration: 
         total = int(expect * (duration + args.warmup) * 1.05) + args.batch
     total = max(args.batch, total)
     ts = time.perf_counter()
-    batches = presign(t.key_files, t.ledger, total, args.batch, args.private_ratio, ledger_tx_key(t.gateway))
+    batches = presign(
+        t.key_files, t.ledger, total, args.batch, args.private_ratio, ledger_tx_key(t.gateway), args.keys
+    )
     sign_s = time.perf_counter() - ts
     if sign_s + args.warmup + (duration or 0) > VALIDITY_BUDGET_S:
         print(f"warning: signing took {sign_s:.0f}s; late transactions may expire", file=sys.stderr)
@@ -717,6 +726,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=100, help="transactions per request (1 = POST /v1/transactions)")
     p.add_argument("--window", type=int, default=2, help="closed loop: uncommitted batches per client")
     p.add_argument("--private-ratio", type=float, default=0.5, help="share of writes to private maps")
+    p.add_argument("--keys", type=int, default=0, help="write to this many distinct keys (default: a new key each)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the figures")
     p.add_argument("--rate", type=float, help="open-loop offered load, tx/s (default: closed loop)")
     p.add_argument("--max-rate", type=float, default=15000, help="duration mode: transactions signed per second")

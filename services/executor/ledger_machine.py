@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections import OrderedDict
+import sys
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,11 @@ class LedgerMachine:
         self.last_committed: BlockRecord | None = None
         self.committed_height = 0
         self.entries_executed = 0
-        self.recent: OrderedDict[bytes, tuple[int, int, int]] = OrderedDict()  # id -> (height, index, block ts)
+        # Replay window: ids of entries executed recently -> their height, and per block the time
+        # after which a copy of its entries is refused by its timestamp anyway (then forgotten).
+        self.recent: dict[bytes, int] = {}
+        self.recent_blocks: deque[tuple[int, int, list[bytes]]] = deque()  # (forget after ms, height, ids)
+        self._block_max_ts = 0
         self.recent_invalid: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self.fork_reason: str | None = None
         self._verified: dict[bytes, tuple[str, bool]] = {}
@@ -183,6 +188,7 @@ class LedgerMachine:
         self._apply_signatures(block.sigs, out)
         sig_ok = await self._preverify(block.entries)
         leaves: list[tuple[bytes, bytes]] = []
+        self._block_max_ts = block.ts_ms
         for i, entry in enumerate(block.entries):
             eid = entry_id(entry)
             if eid in self.recent:
@@ -192,8 +198,11 @@ class LedgerMachine:
             except TxError as e:
                 self._invalid(eid, e.code, e.message, out)
                 continue
-            self.recent[eid] = (block.height, len(leaves), block.ts_ms)
+            self.recent[eid] = block.height
             leaves.append((eid, digest))
+        if leaves:
+            validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
+            self.recent_blocks.append((self._block_max_ts + validity, block.height, [e for e, _ in leaves]))
         self.tip = Tip(block.height, bhash, seq, block.ts_ms)
         self.entries_executed += len(leaves)
         root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
@@ -204,12 +213,15 @@ class LedgerMachine:
         return block, out
 
     def _forget_old(self, now_ms: int) -> None:
-        horizon = now_ms - 2 * self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS) - 60_000
-        while self.recent:
-            height, _, ts = next(iter(self.recent.values()))
-            if ts >= horizon or height in self.uncommitted:
+        """Forget ids whose every copy would now be refused as expired (a transaction's timestamp
+        bounds when it can be replayed); blocks not yet committed are kept for their status."""
+        while self.recent_blocks:
+            forget_after, height, ids = self.recent_blocks[0]
+            if forget_after >= now_ms or height in self.uncommitted:
                 break
-            self.recent.popitem(last=False)
+            self.recent_blocks.popleft()
+            for eid in ids:
+                self.recent.pop(eid, None)
 
     def _check_keys(self, block: Block) -> None:
         """Raise NeedSecrets, before changing anything, when the block holds operations sealed to a
@@ -346,6 +358,8 @@ class LedgerMachine:
             raise TxError("bad_signature", "the signature does not verify with the sender's key")
         if not gov_queries.is_service_open(self.state):
             raise TxError("service_not_open", "the service accepts only governance until members open it")
+        self._block_max_ts = max(self._block_max_ts, tx.ts)
+        writer = sys.intern(tx.sender)
         if tx.sealed is not None:
             self._check_tx_key_current(tx.sealed.key, block.ts_ms)
             ops = open_ops(tx, self._open)
@@ -359,7 +373,7 @@ class LedgerMachine:
         self.state.begin()
         for op in ops:
             if op.op == "put":
-                self.state.put(op.map, op.key, {"value": op.value, "writer": tx.sender})
+                self.state.put(op.map, op.key, {"value": op.value, "writer": writer})
             else:
                 self.state.delete(op.map, op.key)
         if tx.sealed is None:
@@ -630,11 +644,17 @@ class LedgerMachine:
 
     # --- lookups for queries --------------------------------------------------------------------
 
+    def _pending_position(self, eid: bytes) -> tuple[int, int] | None:
+        height = self.recent.get(eid)
+        rec = self.uncommitted.get(height) if height is not None else None
+        if rec is None:
+            return None
+        return height, next(i for i, (e, _) in enumerate(rec.leaves) if e == eid)
+
     def tx_status(self, eid: bytes) -> dict[str, Any]:
-        where = self.recent.get(eid)
-        if where is not None:
-            status = "Pending" if where[0] in self.uncommitted else "Committed"
-            return {"status": status, "height": where[0], "index": where[1]}
+        pending = self._pending_position(eid)
+        if pending is not None:
+            return {"status": "Pending", "height": pending[0], "index": pending[1]}
         located = self.index.locate(eid)
         if located is not None:
             return {"status": "Committed", "height": located[0], "index": located[1]}
@@ -645,10 +665,9 @@ class LedgerMachine:
 
     def receipt_parts(self, eid: bytes) -> tuple[CommittedBlock, int] | None:
         """The committed block holding `eid` and its index; None while pending or unknown."""
-        where = self.recent.get(eid)
-        if where is not None and where[0] in self.uncommitted:
+        if self._pending_position(eid) is not None:
             return None
-        located = (where[0], where[1]) if where is not None else self.index.locate(eid)
+        located = self.index.locate(eid)
         if located is None:
             return None
         block = self.index.block(located[0])
@@ -669,7 +688,7 @@ class LedgerMachine:
                     [r.height, r.hash, r.root, r.quorum, r.ts_ms, r.leaves, r.signatures]
                     for r in self.uncommitted.values()
                 ],
-                "recent": [[e, *v] for e, v in self.recent.items()],
+                "recent": [[f, h, ids] for f, h, ids in self.recent_blocks],
                 "invalid": [[e, *v] for e, v in self.recent_invalid.items()],
                 "entries": self.entries_executed,
                 "committed_height": self.committed_height,
@@ -688,7 +707,8 @@ class LedgerMachine:
         for height, bhash, root, quorum, bts, leaves, sigs in snap["uncommitted"]:
             rec = BlockRecord(height, bhash, root, quorum, bts, [(e, d) for e, d in leaves], dict(sigs))
             self.uncommitted[height] = rec
-        self.recent = OrderedDict((e, (a, b, c)) for e, a, b, c in snap["recent"])
+        self.recent_blocks = deque((f, h, list(ids)) for f, h, ids in snap["recent"])
+        self.recent = {eid: h for _, h, ids in self.recent_blocks for eid in ids}
         self.recent_invalid = OrderedDict((e, (a, b)) for e, a, b in snap["invalid"])
         self.entries_executed = snap["entries"]
         self.committed_height = snap["committed_height"]
