@@ -12,19 +12,22 @@ from datetime import datetime
 
 from .claims import Claims, VerificationError, iso, require_aware
 
-FIELDS = ("platform", "measurement", "host_data", "report_data")
+FIELDS = ("platform", "measurement", "host_data", "report_data", "debug")
 
 
-def make_virtual_evidence(measurement: bytes, host_data: bytes, report_data: bytes) -> bytes:
-    """Serialize virtual evidence (canonical JSON, hex lower-case)."""
+def make_virtual_evidence(measurement: bytes, host_data: bytes, report_data: bytes, debug: bool = False) -> bytes:
+    """Serialize virtual evidence (canonical JSON, hex lower-case). `debug` emulates a debug build,
+    which policies refuse as they refuse a debug guest, TD or enclave."""
     if len(report_data) > 64:
         raise ValueError("report_data is at most 64 bytes")
-    doc = {
+    doc: dict[str, object] = {
         "platform": "virtual",
         "measurement": measurement.hex(),
         "host_data": host_data.hex(),
         "report_data": report_data.ljust(64, b"\0").hex(),
     }
+    if debug:
+        doc["debug"] = True
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -56,13 +59,16 @@ def parse_virtual(evidence: bytes, *, at: datetime) -> Claims:
     measurement = _hex(doc, "measurement", 64)
     host_data = _hex(doc, "host_data", 64)
     report_data = _hex(doc, "report_data", 64).ljust(64, b"\0")
+    debug = doc.get("debug", False)
+    if not isinstance(debug, bool):
+        raise VerificationError("virtual_format", "debug must be true or false")
     return Claims(
         platform="virtual",
         measurement=measurement.hex(),
         host_data=host_data.hex(),
         report_data=report_data.hex(),
         tcb={},
-        debug=False,
+        debug=debug,
         chip_id="",
         status="Insecure",
         reasons=["virtual evidence: unsigned, proves nothing about the node"],

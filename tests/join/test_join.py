@@ -29,6 +29,7 @@ EXPECTED_CHECK = {
     "evidence bound to another key": "report_data",
     "replayed evidence of another node": "report_data",
     "platform not allowed": "platform",
+    "debug build": "debug",
 }
 
 
@@ -91,11 +92,9 @@ def _node_info(key: PrivateKey, enc_raw: bytes, evidence: dict[str, Any], name: 
     )
 
 
-def _virtual(measurement: bytes, report_data: bytes) -> dict[str, Any]:
-    return {
-        "platform": "virtual",
-        "evidence": base64.b64encode(make_virtual_evidence(measurement, b"", report_data)).decode(),
-    }
+def _virtual(measurement: bytes, report_data: bytes, debug: bool = False) -> dict[str, Any]:
+    evidence = make_virtual_evidence(measurement, b"", report_data, debug=debug)
+    return {"platform": "virtual", "evidence": base64.b64encode(evidence).decode()}
 
 
 async def _submit_join(net: LocalNetwork, info: node_messages.NodeInfo, key: PrivateKey) -> str:
@@ -139,6 +138,9 @@ def _refused_cases(
     quote = (vectors / "sgx" / "v3-dcapqvl" / "quote.bin").read_bytes()
     sgx = {"platform": "sgx", "evidence": base64.b64encode(quote).decode()}
     cases["platform not allowed"] = (key, _node_info(key, enc, sgx, "sgx-node"))
+    key, enc, bound = _fresh()
+    debug = _virtual(good, expected_report_data(bound), debug=True)
+    cases["debug build"] = (key, _node_info(key, enc, debug, "debug-node"))
     return cases
 
 
