@@ -37,6 +37,7 @@ from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecre
 from .persistence import LedgerStore
 from .queries import QueryHandler
 from .receipt_index import ReceiptIndex
+from .sealed_openers import SealedOpenerPool
 from .verifier import BatchVerifier
 
 log = logging.getLogger("conclavium.executor")
@@ -59,6 +60,7 @@ class ExecutorConfig:
     stream_replicas: int = 1
     tee: str = "virtual"
     snapshot_every: int = 100_000
+    open_workers: int = 1
     blocks_per_chunk: int = 10_000
 
 
@@ -74,6 +76,7 @@ class Executor:
             ReceiptIndex(cfg.data_dir / "receipts.sqlite"),
             secrets=LedgerSecrets.load(cfg.data_dir),
             node_keys=self.keys,
+            openers=SealedOpenerPool(cfg.open_workers),
         )
         self.awaiting_secrets: str | None = None
         self._sig_tasks: set[asyncio.Task[None]] = set()
@@ -154,6 +157,8 @@ class Executor:
             log.warning("consumer did not stop in time")
         self.store.close()
         self.machine.index.close()
+        if self.machine.openers is not None:
+            self.machine.openers.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.drain(), 3.0)
         with contextlib.suppress(Exception):

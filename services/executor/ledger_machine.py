@@ -7,6 +7,7 @@ commit decisions. I/O (NATS, signing, publishing) lives in `executor.py`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -26,11 +27,12 @@ from conclavium.encoding import b64d, canonical_json, loads
 from conclavium.governance import queries as gov_queries
 from conclavium.governance.actions import apply_actions, validate_action
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
-from conclavium.tx import TxError, is_public_map, open_ops, parse_body
+from conclavium.tx import TxError, is_public_map, open_ops, parse_body, seal_context
 
 from .attest import EvidenceRefused, policy_document, verify_join_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
 from .receipt_index import CommittedBlock, ReceiptIndex
+from .sealed_openers import SealedOpenerPool
 from .state import State, write_digest
 from .verifier import BatchVerifier
 
@@ -92,12 +94,15 @@ class LedgerMachine:
         index: ReceiptIndex | None = None,
         secrets: LedgerSecrets | None = None,
         node_keys: NodeKeys | None = None,
+        openers: SealedOpenerPool | None = None,
     ) -> None:
         self.ledger = ledger
         self.verifier = verifier
         self.secrets = secrets
         self.node_keys = node_keys
         self.secrets_changed = False
+        self.openers = openers
+        self._opened: dict[tuple[str, bytes, bytes], bytes] = {}  # (key id, box, info) -> plaintext
         self.index = index or ReceiptIndex(None)
         self.state = State()
         self.tip = Tip()
@@ -239,6 +244,9 @@ class LedgerMachine:
                     raise NeedSecrets(tx.sealed.key)
 
     def _open(self, key_id: str, box: bytes, info: bytes) -> bytes:
+        opened = self._opened.pop((key_id, box, info), None)
+        if opened is not None:
+            return opened  # opened ahead with exactly this key and context
         gen = self.secrets.by_id(key_id) if self.secrets else None
         if gen is None:
             raise TxError("unknown_tx_key", "sealed to a key this ledger does not hold")
@@ -298,9 +306,43 @@ class LedgerMachine:
                     meta.append((e.signature, sender))
         if len(self._verified) > 200_000:
             self._verified.clear()
+        opening = asyncio.ensure_future(self._open_ahead(raws))
         if jobs:
             for (sig, sender), ok in zip(meta, await self.verifier.verify(jobs), strict=True):
                 self._verified[sig] = (sender, ok)
+        await opening
+
+    async def _open_ahead(self, raws: list[bytes]) -> None:
+        """Open the sealed operations of blocks not applied yet on the worker processes; the
+        plaintexts are kept by ciphertext for `_open`."""
+        if self.openers is None or self.secrets is None:
+            return
+        jobs: list[tuple[bytes, bytes, bytes]] = []
+        key_ids: list[str] = []
+        for raw in raws:
+            try:
+                entries = decode_block(raw).entries
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            for e in entries:
+                if e.kind != Kind.TX or b'"sealed":{' not in e.data:
+                    continue
+                try:
+                    tx = parse_body(e.data, ledger=self.ledger)
+                    gen = self.secrets.by_id(tx.sealed.key) if tx.sealed else None
+                    if gen is None or tx.sealed is None:
+                        continue
+                    box = b64d(tx.sealed.ct)
+                except (TxError, ValueError):
+                    continue
+                info = seal_context(msgspec.to_builtins(tx))
+                jobs.append((sealing.private_bytes(gen.tx_key), box, info))
+                key_ids.append(gen.id)
+        if len(self._opened) > 200_000:
+            self._opened.clear()
+        for kid, (_, box, info), plaintext in zip(key_ids, jobs, await self.openers.open(jobs), strict=True):
+            if plaintext is not None:
+                self._opened[(kid, box, info)] = plaintext
 
     async def _preverify(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
         """Verify client signatures of the block in one batch, with the keys known at its start.

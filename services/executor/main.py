@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
     )
     p.add_argument("--snapshot-every", type=int, default=100_000, help="snapshot after this many entries")
     p.add_argument("--blocks-per-chunk", type=int, default=10_000)
+    p.add_argument("--open-workers", type=int, default=1, help="processes opening sealed transactions (0: inline)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return ExecutorConfig(
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         tee=a.tee,
         snapshot_every=a.snapshot_every,
         blocks_per_chunk=a.blocks_per_chunk,
+        open_workers=a.open_workers,
     )
 
 
