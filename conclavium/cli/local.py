@@ -121,6 +121,8 @@ async def _demo_traffic(net: LocalNetwork, count: int) -> dict[str, Any]:
         statuses = await asyncio.gather(*(clients[0].wait(h) for h in hashes))
         elapsed = time.perf_counter() - t0
         committed = sum(s["status"] == "Committed" for s in statuses)
+        for c in clients[1:]:
+            c.seen_height = clients[0].seen_height  # read at least what the writes were seen at
         receipts = await asyncio.gather(*(clients[0].receipt(h) for h in hashes))
         verified = 0
         for h, r in zip(hashes, receipts, strict=True):

@@ -52,6 +52,7 @@ class Client:
         self.service_cert = service_cert
         self._session: aiohttp.ClientSession | None = None
         self._tx_key: tuple[float, tuple[str, bytes]] | None = None
+        self.seen_height = 0  # highest height this client saw its writes at: reads are at least this new
 
     async def __aenter__(self) -> Client:
         return self
@@ -150,6 +151,7 @@ class Client:
                     raise
                 st = {"status": "Unavailable"}  # transient (NATS or executors restarting): keep polling
             if st["status"] in ("Committed", "Invalid"):
+                self.seen_height = max(self.seen_height, int(st.get("height") or 0))
                 return st
             if time.monotonic() > deadline:
                 raise TimeoutError(f"transaction {tx_hash} still {st['status']} after {timeout}s")
@@ -165,10 +167,22 @@ class Client:
                 raise TimeoutError(f"no receipt for {tx_hash} after {timeout}s")
             await asyncio.sleep(0.1)
 
-    async def get(self, map_name: str, key: str) -> Any:
-        """Read an entry: public maps directly, private maps with a signed query."""
+    async def get(self, map_name: str, key: str, timeout: float = 10.0) -> Any:
+        """Read an entry: public maps directly, private maps with a signed query. Reads are at least
+        as new as this client's last waited-for write; an executor still catching up is retried."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self._get_once(map_name, key)
+            except ClientError as e:
+                if e.code != "behind" or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def _get_once(self, map_name: str, key: str) -> Any:
         if map_name.startswith("public:"):
-            _, data = await self._request("GET", f"/v1/state/{quote(map_name, safe=':')}/{quote(key, safe='')}")
+            path = f"/v1/state/{quote(map_name, safe=':')}/{quote(key, safe='')}?min_height={self.seen_height}"
+            _, data = await self._request("GET", path)
             return data["value"]
         q, reply_key, body = query.make(
             self._key(), await self.ledger_id(), map_name, key, _now_ms(), await self.tx_key()

@@ -102,7 +102,14 @@ class QueryHandler:
             signatures=sigs,
         )
 
+    def _not_behind(self, req: dict[str, Any]) -> None:
+        """Read-your-writes: a caller that saw its write at height h asks for a state at least that new."""
+        wanted = req.get("min_height")
+        if isinstance(wanted, int) and self.ex.machine.tip.height < wanted:
+            raise QueryError("behind", f"this executor has not reached height {wanted} yet")
+
     def q_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._not_behind(req)
         map_name, key = req.get("map"), req.get("key")
         if not isinstance(map_name, str) or not isinstance(key, str):
             raise QueryError("missing_field", "map and key are required")
@@ -114,6 +121,7 @@ class QueryHandler:
         return {"map": map_name, "key": key, "value": row["value"] if "writer" in row else row}
 
     def q_query(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._not_behind(req)
         machine = self.ex.machine
         q, body, sig = query.parse(req.get("query"))
         if q.ledger != machine.ledger:
@@ -169,22 +177,26 @@ class QueryHandler:
         }
 
     def q_gov_proposals(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._not_behind(req)
         state = req.get("state")
         return {"proposals": gov_queries.proposals(self.ex.machine.state, state if isinstance(state, str) else None)}
 
     def q_gov_proposal(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._not_behind(req)
         p = gov_queries.proposal(self.ex.machine.state, str(req.get("id")))
         if p is None:
             raise QueryError("not_found", "no such proposal")
         return p
 
-    def q_gov_constitution(self, _: dict[str, Any]) -> dict[str, Any]:
+    def q_gov_constitution(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._not_behind(req)
         c = gov_queries.constitution(self.ex.machine.state)
         if c is None:
             raise QueryError("not_found", "no constitution yet")
         return c
 
-    def q_gov_members(self, _: dict[str, Any]) -> dict[str, Any]:
+    def q_gov_members(self, req: dict[str, Any]) -> dict[str, Any]:
+        self._not_behind(req)
         st = self.ex.machine.state
         members = [{"id": k, **v} for k, v in gov_queries.members(st).items()]
         return {"members": members, "service": gov_queries.service_status(st)}

@@ -39,6 +39,7 @@ MAX_BATCH_BODY = 16 * 1024 * 1024
 HASH = re.compile(r"^[0-9a-f]{64}$")
 SERVICE_CACHE_S = 1.0
 PENDING_TRACK_S = 600
+FRESH_READ_WAIT_S = 3.0
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Gateway:
         self._service: tuple[float, dict[str, Any]] | None = None
         self._keys: dict[str, PublicKey] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self.commit_height = 0
 
     # --- life ------------------------------------------------------------------------------------
 
@@ -291,17 +293,17 @@ class Gateway:
         return pid
 
     async def get_proposals(self, request: web.Request) -> web.Response:
-        return self._relay(await self.ask_executor({"type": "gov_proposals", "state": request.query.get("state")}))
+        return self._relay(await self.ask_fresh({"type": "gov_proposals", "state": request.query.get("state")}, 0))
 
     async def get_proposal(self, request: web.Request) -> web.Response:
         pid = self._proposal_id(request)
-        return self._relay(await self.ask_executor({"type": "gov_proposal", "id": pid}))
+        return self._relay(await self.ask_fresh({"type": "gov_proposal", "id": pid}, 0))
 
     async def get_constitution(self, _: web.Request) -> web.Response:
-        return self._relay(await self.ask_executor({"type": "gov_constitution"}))
+        return self._relay(await self.ask_fresh({"type": "gov_constitution"}, 0))
 
     async def get_members(self, _: web.Request) -> web.Response:
-        return self._relay(await self.ask_executor({"type": "gov_members"}))
+        return self._relay(await self.ask_fresh({"type": "gov_members"}, 0))
 
     async def get_node_attestation(self, request: web.Request) -> web.Response:
         nid = request.match_info["id"].lower()
@@ -323,6 +325,7 @@ class Gateway:
             if height in self.seen_commits:
                 continue
             self.seen_commits[height] = None
+            self.commit_height = max(self.commit_height, height)
             for index, eid in enumerate(eids):
                 items.append((eid.hex(), height, index))
                 t = self.submitted.pop(eid, None)
@@ -351,6 +354,18 @@ class Gateway:
         except (TimeoutError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
             raise ApiError(503, "no_executor", "no executor answered", {"Retry-After": "1"}) from None
         return loads(msg.data)
+
+    async def ask_fresh(self, req: dict[str, Any], min_height: int) -> dict[str, Any]:
+        """A read at least as new as what the caller saw and as the newest commit this gateway has
+        heard of (read-your-writes across executors); one still catching up is asked again."""
+        req["min_height"] = max(min_height, self.commit_height)
+        deadline = time.monotonic() + FRESH_READ_WAIT_S
+        while True:
+            answer = await self.ask_executor(req)
+            err = answer.get("error")
+            if err is None or err.get("code") != "behind" or time.monotonic() > deadline:
+                return answer
+            await asyncio.sleep(0.02)
 
     @staticmethod
     def _hash(request: web.Request) -> str:
@@ -386,24 +401,30 @@ class Gateway:
             cached = await self.store.get(h)
             if cached and cached["status"] == "Pending":
                 raise ApiError(202, "pending", "the transaction is not committed yet", {"Retry-After": "1"})
+            if cached and cached["status"] == "Committed":
+                # another executor reported the commit; the one that answered is still catching up
+                raise ApiError(202, "catching_up", "the receipt is not available yet", {"Retry-After": "1"})
             raise ApiError(404, "not_found", err["message"])
         raise ApiError(400, err["code"], err["message"])
 
     async def get_state(self, request: web.Request) -> web.Response:
-        answer = await self.ask_executor(
-            {"type": "get", "map": request.match_info["map"], "key": request.match_info["key"]}
-        )
-        return self._relay(answer)
+        req: dict[str, Any] = {"type": "get", "map": request.match_info["map"], "key": request.match_info["key"]}
+        wanted = int(request.query["min_height"]) if request.query.get("min_height", "").isdigit() else 0
+        return self._relay(await self.ask_fresh(req, wanted))
 
     async def post_query(self, request: web.Request) -> web.Response:
         obj = await self._read_json(request, MAX_SINGLE_BODY)
-        return self._relay(await self.ask_executor({"type": "query", "query": obj}))
+        req: dict[str, Any] = {"type": "query", "query": obj}
+        wanted = obj.get("min_height") if isinstance(obj, dict) and isinstance(obj.get("min_height"), int) else 0
+        return self._relay(await self.ask_fresh(req, wanted))
 
     @staticmethod
     def _relay(answer: dict[str, Any]) -> web.Response:
         err = answer.get("error")
         if err is None:
             return _json(answer)
+        if err["code"] == "behind":
+            raise ApiError(503, "behind", err["message"], {"Retry-After": "1"})
         status = {
             "not_found": 404,
             "private_map": 403,
