@@ -175,6 +175,7 @@ class Executor:
         """Level-triggered bootstrap duties, so a lost message or a restart is never final."""
         while True:
             await asyncio.sleep(0.5)
+            self._collect_snapshot()
             try:
                 if not self.stream_checked:
                     info = await self.js.stream_info(streams.ledger_stream(self.cfg.ledger))
@@ -267,6 +268,7 @@ class Executor:
             self._maybe_snapshot()
         self.store.flush()
         self.machine.index.flush()
+        self._collect_snapshot()
         if self.machine.secrets_changed and self.secrets is not None:
             self.secrets.save(self.cfg.data_dir)
             self.machine.secrets_changed = False
@@ -321,9 +323,14 @@ class Executor:
         if bucket == self._last_snapshot_bucket or self.secrets is None:
             return
         self._last_snapshot_bucket = bucket
-        height, digest = self.store.save_snapshot(self.machine, self.secrets.ledger_secret)
-        self.pending_digests.append((height, digest))
-        log.info("snapshot at height %d, digest %s", height, digest[:16])
+        if not self.store.start_snapshot(self.machine, self.secrets.ledger_secret):
+            log.warning("snapshot at %d skipped: the previous one is still being written", self.machine.tip.height)
+
+    def _collect_snapshot(self) -> None:
+        done = self.store.poll_snapshot()
+        if done is not None:
+            self.pending_digests.append(done)
+            log.info("snapshot at height %d, digest %s", done[0], done[1][:16])
 
     async def _publish_digests(self) -> None:
         digests, self.pending_digests = self.pending_digests, []

@@ -10,7 +10,9 @@ counted, and what it held is fetched again from the ledger stream.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from conclavium.ledger_files import (
     chunk_files,
     read_chunk,
     read_snapshot,
+    read_snapshot_header,
     repair_tail,
     snapshot_files,
     snapshot_name,
@@ -31,6 +34,7 @@ from . import metrics as m
 from .ledger_machine import LedgerMachine
 
 log = logging.getLogger("conclavium.executor")
+SNAPSHOT_CHILD_TIMEOUT_S = 120.0
 
 
 class LedgerStore:
@@ -44,6 +48,7 @@ class LedgerStore:
         self.keep_snapshots = keep_snapshots
         self.writer: ChunkWriter | None = None
         self.problems: list[str] = []
+        self._child: tuple[int, int, Path, float] | None = None
 
     def _quarantine(self, path: Path, reason: str) -> None:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -103,17 +108,66 @@ class LedgerStore:
             self.writer.flush(sync)
 
     def save_snapshot(self, machine: LedgerMachine, secret: bytes) -> tuple[int, str]:
-        """Write a snapshot of `machine` sealed with `secret`; returns (height, digest)."""
+        """Write a snapshot of `machine` sealed with `secret` in this process; returns (height, digest)."""
         self.flush(sync=True)
         path = self.snapshot_dir / snapshot_name(machine.tip.height)
         header = {"ledger": machine.ledger, "height": machine.tip.height, "seq": machine.tip.seq}
         digest = write_snapshot(path, header, machine.snapshot(), secret)
+        self._prune()
+        return machine.tip.height, digest
+
+    def _prune(self) -> None:
         for old in snapshot_files(self.snapshot_dir)[: -self.keep_snapshots]:
             old.unlink(missing_ok=True)
         m.SNAPSHOTS.inc()
-        return machine.tip.height, digest
+
+    def start_snapshot(self, machine: LedgerMachine, secret: bytes) -> bool:
+        """Snapshot in a forked child, as Redis does: the child serializes, seals and writes a
+        copy-on-write image of the state while this process keeps executing. False when one is
+        still being written (this one is skipped)."""
+        if self._child is not None:
+            return False
+        self.flush(sync=True)
+        height = machine.tip.height
+        path = self.snapshot_dir / snapshot_name(height)
+        header = {"ledger": machine.ledger, "height": height, "seq": machine.tip.seq}
+        pid = os.fork()
+        if pid == 0:  # the child: no event loop, no logging, no locks of the parent's threads
+            code = 1
+            try:
+                write_snapshot(path, header, machine.snapshot(), secret)
+                code = 0
+            finally:
+                os._exit(code)
+        self._child = (pid, height, path, time.monotonic())
+        return True
+
+    def poll_snapshot(self) -> tuple[int, str] | None:
+        """(height, digest) once the child finished writing; None while it works or if it failed."""
+        if self._child is None:
+            return None
+        pid, height, path, started = self._child
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            if time.monotonic() - started > SNAPSHOT_CHILD_TIMEOUT_S:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                self._child = None
+                path.unlink(missing_ok=True)
+                log.error("snapshot at height %d took too long; abandoned", height)
+            return None
+        self._child = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            path.unlink(missing_ok=True)
+            log.error("writing the snapshot at height %d failed", height)
+            return None
+        self._prune()
+        return height, read_snapshot_header(path)["digest"]
 
     def close(self) -> None:
+        if self._child is not None:
+            os.waitpid(self._child[0], 0)
+            self.poll_snapshot()
         if self.writer is not None:
             self.writer.close()
             self.writer = None

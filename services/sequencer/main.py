@@ -13,7 +13,10 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
     p = service_arguments("conclavium-sequencer", __doc__, name="sequencer-0")
     p.add_argument("--http-host", default="127.0.0.1")
     p.add_argument("--http-port", type=int, default=9200)
-    p.add_argument("--block-interval-ms", type=float, default=5.0)
+    p.add_argument("--block-interval-ms", type=float, default=5.0, help="how long to fill a block under load")
+    p.add_argument(
+        "--fill-above-entries", type=int, default=200, help="fill blocks only after a block at least this large"
+    )
     p.add_argument("--max-block-entries", type=int, default=4000)
     p.add_argument(
         "--lease-ttl",
@@ -35,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
         http_host=a.http_host,
         http_port=a.http_port,
         block_interval_ms=a.block_interval_ms,
+        fill_above_entries=a.fill_above_entries,
         max_block_entries=a.max_block_entries,
         stream_replicas=a.stream_replicas,
         lease_ttl_s=a.lease_ttl,

@@ -51,6 +51,7 @@ class SequencerConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 9200
     block_interval_ms: float = 5.0
+    fill_above_entries: int = 200
     max_block_entries: int = 4000
     max_block_bytes: int = 900_000
     fetch_batch: int = 256
@@ -68,6 +69,7 @@ class Sequencer:
         self.cfg = cfg
         self.tip = Tip()
         self._tip_saved_at = 0.0
+        self._last_block_entries = 0
         self.active = False
         self.nc: Any = None
         self.js: Any = None
@@ -215,11 +217,15 @@ class Sequencer:
             log.info("reset the intake consumer for a new term")
 
     async def _gather(self, sub: Any) -> list[Any]:
-        """Intake messages for one block: wait for the first, then fill for one block interval."""
+        """Intake messages for one block: wait for the first, then, only while under load (the
+        last block was large), keep filling for one block interval. Light load is cut at once,
+        which halves commit latency; heavy load gets the large blocks that throughput needs."""
         try:
             msgs = await sub.fetch(self.cfg.fetch_batch, timeout=0.25)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
+        if self._last_block_entries < self.cfg.fill_above_entries:
+            return list(msgs)
         deadline = time.monotonic() + self.cfg.block_interval_ms / 1000
         while len(msgs) < self.cfg.fetch_batch * 4:
             left = deadline - time.monotonic()
@@ -304,6 +310,7 @@ class Sequencer:
             m.TX_SEQUENCED.inc(len(block.entries))
             m.SIGS_SEQUENCED.inc(len(block.sigs))
             m.BLOCK_SIZE.observe(len(block.entries))
+            self._last_block_entries = len(block.entries)
             m.HEIGHT.set(block.height)
 
     async def _resync(self) -> None:
