@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
+from conclavium import node_messages
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.identity import service_certificate
@@ -87,6 +88,23 @@ class Generation:
     def from_json(cls, d: dict[str, str]) -> Generation:
         return cls(base64.b64decode(d["ledger_secret"]), sealing.load_private(base64.b64decode(d["tx_key"])))
 
+    def seal_share(self, ledger: str, node_id: str, recipient: bytes) -> str:
+        """This generation sealed to one trusted node's encryption key (base64), for a rekey."""
+        ctx = node_messages.rekey_context(ledger, node_id, self.id)
+        return base64.b64encode(sealing.seal(json.dumps(self.to_json()).encode(), recipient, ctx)).decode()
+
+    @classmethod
+    def open_share(cls, share: str, ledger: str, generation: str, keys: NodeKeys) -> Generation:
+        """Open the share of a rekey sealed to this node; ValueError unless it holds `generation`."""
+        ctx = node_messages.rekey_context(ledger, keys.id, generation)
+        try:
+            gen = cls.from_json(json.loads(sealing.open_sealed(base64.b64decode(share), keys.encryption, ctx)))
+        except KeyError as e:
+            raise ValueError(f"share is malformed: {e}") from None
+        if gen.id != generation:
+            raise ValueError("the share holds another generation")
+        return gen
+
 
 @dataclass
 class LedgerSecrets:
@@ -151,3 +169,8 @@ class LedgerSecrets:
     @classmethod
     def unwrap(cls, box: bytes, key: x25519.X25519PrivateKey, context: bytes) -> LedgerSecrets:
         return cls.from_bytes(sealing.open_sealed(box, key, context))
+
+    @classmethod
+    def open_endorsement(cls, wrapped: str, ledger: str, keys: NodeKeys) -> LedgerSecrets:
+        """The secrets an endorsement sealed to this node; ValueError when they do not open."""
+        return cls.unwrap(base64.b64decode(wrapped), keys.encryption, node_messages.secrets_context(ledger, keys.id))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,9 +23,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from conclavium import node_messages, streams
 from conclavium.block import CommitSig, Entry, IntakeBatch, Kind, decode_block, encode, entry_id, statement
 from conclavium.chain import ChainError
-from conclavium.crypto import sealing
 from conclavium.crypto.keys import PublicKey
-from conclavium.encoding import b64d, b64e, loads, pack
+from conclavium.encoding import b64e, loads, pack
 from conclavium.identity import node_certificate, sign_tx_key
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
@@ -133,9 +131,7 @@ class Executor:
         await self.nc.subscribe(
             streams.query_subject(self.cfg.ledger), queue=streams.EXECUTOR_QUEUE, cb=self.queries.handle
         )
-        await self.nc.subscribe(
-            streams.node_query_subject(self.cfg.ledger, self.cfg.name), cb=self.queries.handle
-        )
+        await self.nc.subscribe(streams.node_query_subject(self.cfg.ledger, self.cfg.name), cb=self.queries.handle)
         log.info("executor %s node %s starting", self.cfg.name, self.node_id[:16])
         t0 = time.perf_counter()
         replayed = await self.store.load(self.machine, self._secret_map())
@@ -483,9 +479,7 @@ class Executor:
         config = loads(self.cfg.genesis.read_bytes())
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         secrets = LedgerSecrets.create(self.cfg.ledger, now)
-        node_cert = node_certificate(
-            secrets.service_key, secrets.service_cert, self.keys.signing.public_key, now
-        )
+        node_cert = node_certificate(secrets.service_key, secrets.service_cert, self.keys.signing.public_key, now)
         msg = node_messages.Genesis(
             v=node_messages.NODE_MSG_VERSION,
             ledger=self.cfg.ledger,
@@ -539,7 +533,6 @@ class Executor:
             self.trusted_seen[nid] = now + 10.0  # do not resend for a while
             log.info("endorsed node %s", nid[:16])
 
-
     async def _rekey_if_requested(self) -> None:
         """After an accepted rotate_ledger_secret: the lowest-id signer (others after a grace
         period) creates the next generation inside this TEE and seals a share to every trusted node."""
@@ -555,12 +548,11 @@ class Executor:
             return
         self.last_rekey = now
         gen = Generation.create()
-        payload = json.dumps(gen.to_json()).encode()
-        shares = {}
-        for nid in signers:
-            row = self.machine.state.get(NODES, nid)
-            ctx = node_messages.rekey_context(self.cfg.ledger, nid, gen.id)
-            shares[nid] = b64e(sealing.seal(payload, bytes.fromhex(row["encryption_key"]), ctx))
+        nodes = {nid: self.machine.state.get(NODES, nid) for nid in signers}
+        shares = {
+            nid: gen.seal_share(self.cfg.ledger, nid, bytes.fromhex(row["encryption_key"]))
+            for nid, row in nodes.items()
+        }
         msg = node_messages.Rekey(
             v=node_messages.NODE_MSG_VERSION,
             ledger=self.cfg.ledger,
@@ -592,12 +584,9 @@ def scan_block_for_secrets(raw: bytes, ledger: str, keys: NodeKeys) -> list[tupl
             continue
         try:
             if isinstance(msg, node_messages.Endorse) and msg.node == keys.id:
-                ctx = node_messages.secrets_context(ledger, keys.id)
-                found.append((LedgerSecrets.unwrap(b64d(msg.wrapped_secrets), keys.encryption, ctx), None))
+                found.append((LedgerSecrets.open_endorsement(msg.wrapped_secrets, ledger, keys), None))
             elif isinstance(msg, node_messages.Rekey) and keys.id in msg.shares:
-                ctx = node_messages.rekey_context(ledger, keys.id, msg.generation)
-                box = b64d(msg.shares[keys.id])
-                found.append((None, Generation.from_json(json.loads(sealing.open_sealed(box, keys.encryption, ctx)))))
-        except (ValueError, KeyError):
+                found.append((None, Generation.open_share(msg.shares[keys.id], ledger, msg.generation, keys)))
+        except ValueError:
             continue
     return found

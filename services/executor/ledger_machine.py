@@ -23,7 +23,7 @@ from conclavium.block import Block, CommitSig, Entry, Kind, decode_block, entry_
 from conclavium.chain import Tip, next_block
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import KeyError_, PublicKey
-from conclavium.encoding import b64d, canonical_json, loads
+from conclavium.encoding import b64d, canonical_json
 from conclavium.governance import queries as gov_queries
 from conclavium.governance.actions import apply_actions, validate_action
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
@@ -289,27 +289,19 @@ class LedgerMachine:
         thread pool) overlaps with executing earlier blocks. Results are hints kept by signature:
         `_preverify` uses one only when the parsed sender matches, so keys that change meanwhile
         cost a second verification, never a wrong verdict."""
-        keys = self.participant_keys()
-        jobs, meta = [], []
+        entries: list[Entry] = []
         for raw in raws:
             try:
-                entries = decode_block(raw).entries
+                entries += decode_block(raw).entries
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-            for e in entries:
-                if e.kind != Kind.TX or len(e.data) < 80 or e.signature in self._verified:
-                    continue
-                sender = _sender_of(e.data)
-                key = keys.get(sender) if sender else None
-                if key is not None:
-                    jobs.append((key, e.signature, e.data))
-                    meta.append((e.signature, sender))
         if len(self._verified) > 200_000:
             self._verified.clear()
         opening = asyncio.ensure_future(self._open_ahead(raws))
-        if jobs:
-            for (sig, sender), ok in zip(meta, await self.verifier.verify(jobs), strict=True):
-                self._verified[sig] = (sender, ok)
+        fresh = [e for e in entries if e.signature not in self._verified]
+        for e, verdict in zip(fresh, await self._verify_senders(fresh), strict=True):
+            if verdict is not None:
+                self._verified[e.signature] = verdict
         await opening
 
     async def _open_ahead(self, raws: list[bytes]) -> None:
@@ -347,25 +339,28 @@ class LedgerMachine:
     async def _preverify(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
         """Verify client signatures of the block in one batch, with the keys known at its start.
         Each result is (sender assumed, verdict); None marks an entry checked later, in order."""
+        known = [self._verified.pop(e.signature, None) for e in entries]
+        missing = [i for i, k in enumerate(known) if k is None]
+        for i, verdict in zip(missing, await self._verify_senders([entries[i] for i in missing]), strict=True):
+            known[i] = verdict
+        return known
+
+    async def _verify_senders(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
+        """(sender guessed from the body, verdict) for client transactions whose sender is known;
+        None for the rest, which execution checks in order."""
         keys = self.participant_keys()
-        jobs, where, senders = [], [], []
+        jobs, where = [], []
         result: list[tuple[str, bool] | None] = [None] * len(entries)
         for i, e in enumerate(entries):
             if e.kind != Kind.TX or len(e.data) < 80:
-                continue
-            known = self._verified.pop(e.signature, None)
-            if known is not None:
-                result[i] = known
                 continue
             sender = _sender_of(e.data)
             key = keys.get(sender) if sender else None
             if key is not None:
                 jobs.append((key, e.signature, e.data))
-                where.append(i)
-                senders.append(sender)
+                where.append((i, sender))
         if jobs:
-            verdicts = await self.verifier.verify(jobs)
-            for i, sender, ok in zip(where, senders, verdicts, strict=True):
+            for (i, sender), ok in zip(where, await self.verifier.verify(jobs), strict=True):
                 result[i] = (sender, ok)
         return result
 
@@ -591,9 +586,8 @@ class LedgerMachine:
     def _take_secrets(self, wrapped: str) -> None:
         """This node's own ledger secrets, sealed to its encryption key in an endorsement."""
         assert self.node_keys is not None
-        ctx = node_messages.secrets_context(self.ledger, self.node_keys.id)
         try:
-            self.secrets = LedgerSecrets.unwrap(b64d(wrapped), self.node_keys.encryption, ctx)
+            self.secrets = LedgerSecrets.open_endorsement(wrapped, self.ledger, self.node_keys)
             self.secrets_changed = True
         except ValueError as e:
             log.error("could not open the ledger secrets sent to this node: %s", e)
@@ -614,15 +608,10 @@ class LedgerMachine:
         if missing:
             raise TxError("incomplete_rekey", f"no share for trusted node(s) {', '.join(m[:16] for m in missing)}")
         if self.node_keys is not None and self.secrets is not None and self.node_keys.id in msg.shares:
-            ctx = node_messages.rekey_context(self.ledger, self.node_keys.id, msg.generation)
             try:
-                gen = Generation.from_json(
-                    loads(sealing.open_sealed(b64d(msg.shares[self.node_keys.id]), self.node_keys.encryption, ctx))
-                )
-            except (ValueError, KeyError) as e:
-                raise TxError("bad_share", f"this node's share does not open: {type(e).__name__}") from None
-            if gen.id != msg.generation:
-                raise TxError("bad_share", "the share holds another generation")
+                gen = Generation.open_share(msg.shares[self.node_keys.id], self.ledger, msg.generation, self.node_keys)
+            except ValueError as e:
+                raise TxError("bad_share", f"this node's share does not open: {e}") from None
             self.secrets.add(gen)
             self.secrets_changed = True
         self.state.begin()

@@ -107,15 +107,6 @@ class LedgerStore:
         if self.writer is not None:
             self.writer.flush(sync)
 
-    def save_snapshot(self, machine: LedgerMachine, secret: bytes) -> tuple[int, str]:
-        """Write a snapshot of `machine` sealed with `secret` in this process; returns (height, digest)."""
-        self.flush(sync=True)
-        path = self.snapshot_dir / snapshot_name(machine.tip.height)
-        header = {"ledger": machine.ledger, "height": machine.tip.height, "seq": machine.tip.seq}
-        digest = write_snapshot(path, header, machine.snapshot(), secret)
-        self._prune()
-        return machine.tip.height, digest
-
     def _prune(self) -> None:
         for old in snapshot_files(self.snapshot_dir)[: -self.keep_snapshots]:
             old.unlink(missing_ok=True)
