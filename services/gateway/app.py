@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import time
@@ -20,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from conclavium import cose, streams
-from conclavium.block import Entry, Kind
+from conclavium.block import Entry, Kind, entry_id
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, dumps, loads, unpack
 from conclavium.runtime import connect_nats, metrics_handler
@@ -190,20 +189,25 @@ class Gateway:
         return tx
 
     async def _submit(self, txs: list[SignedTx]) -> list[str]:
+        hexes = await self._submit_entries([Entry(Kind.TX, tx.body, tx.signature) for tx in txs])
+        m.TX_RECEIVED.inc(len(txs))
+        return hexes
+
+    async def _submit_entries(self, entries: list[Entry]) -> list[str]:
+        """Make entries durable in the intake, then remember them as pending; returns their ids."""
         assert self.intake is not None
-        hashes = [tx.hash for tx in txs]
         try:
-            await self.intake.submit([Entry(Kind.TX, tx.body, tx.signature) for tx in txs])
+            await self.intake.submit(entries)
         except IntakeUnavailable as e:
             raise ApiError(503, "intake_unavailable", str(e), {"Retry-After": "1"}) from None
         now = time.monotonic()
-        for h in hashes:
-            self.submitted[h] = now
+        ids = [entry_id(e) for e in entries]
+        for eid in ids:
+            self.submitted[eid] = now
         self._trim_submitted(now)
-        hexes = [h.hex() for h in hashes]
+        hexes = [eid.hex() for eid in ids]
         with contextlib.suppress(Exception):
             await self.store.set_pending(hexes)
-        m.TX_RECEIVED.inc(len(txs))
         return hexes
 
     def _trim_submitted(self, now: float) -> None:
@@ -260,16 +264,7 @@ class Gateway:
         return doc
 
     async def _submit_document(self, doc: bytes) -> str:
-        assert self.intake is not None
-        try:
-            await self.intake.submit([Entry(Kind.GOV, doc, b"")])
-        except IntakeUnavailable as e:
-            raise ApiError(503, "intake_unavailable", str(e), {"Retry-After": "1"}) from None
-        h = hashlib.sha256(doc).hexdigest()
-        self.submitted[bytes.fromhex(h)] = time.monotonic()
-        with contextlib.suppress(Exception):
-            await self.store.set_pending([h])
-        return h
+        return (await self._submit_entries([Entry(Kind.GOV, doc, b"")]))[0]
 
     async def post_proposal(self, request: web.Request) -> web.Response:
         h = await self._submit_document(await self._read_document(request, "proposal", None))
