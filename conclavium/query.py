@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
-from conclavium.encoding import b64d, b64e, canonical_json
+from conclavium.encoding import b64d, b64e, canonical_json, loads
 from conclavium.tx import Sealed, TxError, check_map_name
 
 QUERY_VERSION = 1
@@ -117,6 +117,4 @@ def seal_reply(q: QueryBody, body: bytes, result: dict[str, Any]) -> dict[str, s
 
 
 def open_reply(reply: dict[str, Any], key: x25519.X25519PrivateKey, body: bytes) -> dict[str, Any]:
-    import orjson
-
-    return dict(orjson.loads(sealing.open_sealed(b64d(reply["sealed"]), key, reply_context(body))))
+    return dict(loads(sealing.open_sealed(b64d(reply["sealed"]), key, reply_context(body))))
