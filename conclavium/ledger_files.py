@@ -173,27 +173,34 @@ def write_snapshot(path: Path, header: dict[str, Any], plaintext: bytes, secret:
     return digest
 
 
-def read_snapshot_header(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    if data[:4] != SNAPSHOT_MAGIC or len(data) < 8:
+def _read_head(path: Path, f: BinaryIO) -> tuple[dict[str, Any], bytes]:
+    """A snapshot's header, parsed and as the raw bytes the seal authenticates; leaves `f` at the body."""
+    start = f.read(8)
+    if start[:4] != SNAPSHOT_MAGIC or len(start) < 8:
         raise LedgerFileError(path, 0, "not a snapshot (bad magic)")
-    (n,) = struct.unpack_from(">I", data, 4)
+    (n,) = struct.unpack_from(">I", start, 4)
+    head = f.read(n)
     try:
-        return dict(json.loads(data[8 : 8 + n]))
+        return dict(json.loads(head)), head
     except ValueError:
         raise LedgerFileError(path, 8, "snapshot header is not JSON") from None
 
 
+def read_snapshot_header(path: Path) -> dict[str, Any]:
+    """The header alone: reads a few hundred bytes, not the sealed state after them."""
+    with open(path, "rb") as f:
+        return _read_head(path, f)[0]
+
+
 def read_snapshot(path: Path, secrets: dict[str, bytes]) -> tuple[dict[str, Any], bytes]:
     """Decrypt and check a snapshot; `secrets` maps key ids to ledger secrets."""
-    data = path.read_bytes()
-    header = read_snapshot_header(path)
-    (n,) = struct.unpack_from(">I", data, 4)
-    head = data[8 : 8 + n]
+    with open(path, "rb") as f:
+        header, head = _read_head(path, f)
+        body = f.read()
+    n = len(head)
     secret = secrets.get(header.get("key_id", ""))
     if secret is None:
         raise LedgerFileError(path, 8, f"snapshot is sealed with an unknown ledger secret {header.get('key_id')}")
-    body = data[8 + n :]
     try:
         plaintext = AESGCM(secret).decrypt(body[:12], body[12:], head)
     except (InvalidTag, ValueError):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -66,13 +69,23 @@ class Generation:
     ledger_secret: bytes
     tx_key: x25519.X25519PrivateKey
 
-    @property
+    # Derived values are cached: execution looks them up for every private transaction.
+    @cached_property
     def id(self) -> str:
         return secret_key_id(self.ledger_secret)
 
-    @property
+    @cached_property
     def tx_public(self) -> bytes:
         return sealing.public_bytes(self.tx_key)
+
+    @cached_property
+    def tx_private(self) -> bytes:
+        return sealing.private_bytes(self.tx_key)
+
+    @cached_property
+    def write_digest_key(self) -> bytes:
+        """Keys the write digests of private transactions (see `LedgerMachine._private_digest`)."""
+        return hmac.new(self.ledger_secret, b"conclavium.write-digest.v1", hashlib.sha256).digest()
 
     @classmethod
     def create(cls) -> Generation:
@@ -128,7 +141,10 @@ class LedgerSecrets:
         return self.current.ledger_secret
 
     def by_id(self, gen_id: str) -> Generation | None:
-        return next((g for g in self.generations if g.id == gen_id), None)
+        for g in self.generations:
+            if g.id == gen_id:
+                return g
+        return None
 
     def add(self, gen: Generation) -> None:
         if self.by_id(gen.id) is None:

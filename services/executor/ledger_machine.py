@@ -275,8 +275,8 @@ class LedgerMachine:
         gen = self.secrets.by_id(gen_id) if self.secrets and gen_id else None
         if gen is None:
             raise NeedSecrets(str(gen_id))
-        key = hmac.new(gen.ledger_secret, b"conclavium.write-digest.v1", hashlib.sha256).digest()
-        return hmac.new(key, canonical_json([[m, k, v] for m, k, v in writes]), hashlib.sha256).digest()
+        body = canonical_json([[m, k, v] for m, k, v in writes])
+        return hmac.new(gen.write_digest_key, body, hashlib.sha256).digest()
 
     def _invalid(self, eid: bytes, code: str, message: str, out: BlockOutcome) -> None:
         out.invalid.append((eid, code, message))
@@ -297,39 +297,33 @@ class LedgerMachine:
                 continue
         if len(self._verified) > 200_000:
             self._verified.clear()
-        opening = asyncio.ensure_future(self._open_ahead(raws))
+        opening = asyncio.ensure_future(self._open_ahead(entries))
         fresh = [e for e in entries if e.signature not in self._verified]
         for e, verdict in zip(fresh, await self._verify_senders(fresh), strict=True):
             if verdict is not None:
                 self._verified[e.signature] = verdict
         await opening
 
-    async def _open_ahead(self, raws: list[bytes]) -> None:
-        """Open the sealed operations of blocks not applied yet on the worker processes; the
+    async def _open_ahead(self, entries: list[Entry]) -> None:
+        """Open the sealed operations of entries not applied yet on the worker processes; the
         plaintexts are kept by ciphertext for `_open`."""
         if self.openers is None or self.secrets is None:
             return
         jobs: list[tuple[bytes, bytes, bytes]] = []
         key_ids: list[str] = []
-        for raw in raws:
-            try:
-                entries = decode_block(raw).entries
-            except (msgspec.DecodeError, msgspec.ValidationError):
+        for e in entries:
+            if e.kind != Kind.TX or b'"sealed":{' not in e.data:
                 continue
-            for e in entries:
-                if e.kind != Kind.TX or b'"sealed":{' not in e.data:
+            try:
+                tx = parse_body(e.data, ledger=self.ledger)
+                gen = self.secrets.by_id(tx.sealed.key) if tx.sealed else None
+                if gen is None or tx.sealed is None:
                     continue
-                try:
-                    tx = parse_body(e.data, ledger=self.ledger)
-                    gen = self.secrets.by_id(tx.sealed.key) if tx.sealed else None
-                    if gen is None or tx.sealed is None:
-                        continue
-                    box = b64d(tx.sealed.ct)
-                except (TxError, ValueError):
-                    continue
-                info = seal_context(msgspec.to_builtins(tx))
-                jobs.append((sealing.private_bytes(gen.tx_key), box, info))
-                key_ids.append(gen.id)
+                box = b64d(tx.sealed.ct)
+            except (TxError, ValueError):
+                continue
+            jobs.append((gen.tx_private, box, seal_context(msgspec.to_builtins(tx))))
+            key_ids.append(gen.id)
         if len(self._opened) > 200_000:
             self._opened.clear()
         for kid, (_, box, info), plaintext in zip(key_ids, jobs, await self.openers.open(jobs), strict=True):

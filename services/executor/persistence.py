@@ -35,6 +35,7 @@ from .ledger_machine import LedgerMachine
 
 log = logging.getLogger("conclavium.executor")
 SNAPSHOT_CHILD_TIMEOUT_S = 120.0
+SNAPSHOT_CHILD_NICENESS = 10
 
 
 class LedgerStore:
@@ -115,10 +116,12 @@ class LedgerStore:
     def start_snapshot(self, machine: LedgerMachine, secret: bytes) -> bool:
         """Snapshot in a forked child, as Redis does: the child serializes, seals and writes a
         copy-on-write image of the state while this process keeps executing. False when one is
-        still being written (this one is skipped)."""
+        still being written (this one is skipped). The child also makes the chunks durable up to
+        the snapshot's height (fsync can take tens of milliseconds here) and runs at a lower
+        priority, so neither stalls the execution of blocks."""
         if self._child is not None:
             return False
-        self.flush(sync=True)
+        self.flush()
         height = machine.tip.height
         path = self.snapshot_dir / snapshot_name(height)
         header = {"ledger": machine.ledger, "height": height, "seq": machine.tip.seq}
@@ -126,6 +129,8 @@ class LedgerStore:
         if pid == 0:  # the child: no event loop, no logging, no locks of the parent's threads
             code = 1
             try:
+                os.nice(SNAPSHOT_CHILD_NICENESS)
+                self.flush(sync=True)
                 write_snapshot(path, header, machine.snapshot(), secret)
                 code = 0
             finally:

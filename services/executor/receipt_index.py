@@ -46,7 +46,9 @@ class ReceiptIndex:
             "CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, hash BLOB, root BLOB, quorum INTEGER,"
             " ts INTEGER, leaves BLOB, sigs BLOB)"
         )
-        self.db.execute("CREATE TABLE IF NOT EXISTS txs (id BLOB PRIMARY KEY, height INTEGER, idx INTEGER)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS txs (id BLOB PRIMARY KEY, height INTEGER, idx INTEGER) WITHOUT ROWID"
+        )
         self._pending: list[CommittedBlock] = []
 
     def add(self, block: CommittedBlock) -> None:
