@@ -44,6 +44,7 @@ class NetworkOptions:
     redis: bool | None = None  # None: use Redis when redis-server is installed
     block_interval_ms: float = 5.0
     gateway_verify_signatures: bool = False
+    gateway_max_uncommitted: int | None = None  # None: the gateway's own default
     verify_threads: int = 2
     log_level: str = "info"
     snapshot_every: int = 100_000  # executor snapshots after this many entries
@@ -81,9 +82,7 @@ class LocalNetwork:
                 prefix = keys / name
                 if not Path(f"{prefix}.key").exists():
                     write_identity(prefix, name)
-                out.append(
-                    {"name": name, "kind": kind, "key": f"keys/{name}.key", "cert": f"keys/{name}.cert.pem"}
-                )
+                out.append({"name": name, "kind": kind, "key": f"keys/{name}.key", "cert": f"keys/{name}.cert.pem"})
 
     def _genesis(self) -> Path:
         path = self.dir / "genesis.json"
@@ -91,9 +90,7 @@ class LocalNetwork:
             return path
 
         def rows(people: list[dict[str, str]]) -> list[dict[str, Any]]:
-            return [
-                {"name": p["name"], "public_key": (self.dir / p["cert"]).read_text(), "weight": 1} for p in people
-            ]
+            return [{"name": p["name"], "public_key": (self.dir / p["cert"]).read_text(), "weight": 1} for p in people]
 
         genesis = {
             "ledger": self.opt.ledger,
@@ -152,6 +149,8 @@ class LocalNetwork:
             argv += ["--redis-url", self.redis_url]
         if self.opt.gateway_verify_signatures:
             argv += ["--verify-signatures"]
+        if self.opt.gateway_max_uncommitted is not None:
+            argv += ["--max-uncommitted", str(self.opt.gateway_max_uncommitted)]
         self.procs["gateway"] = Process("gateway", argv, logs / "gateway.log", port=port)
         self.gateway_url = f"http://127.0.0.1:{port}"
 

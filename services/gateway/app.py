@@ -52,6 +52,7 @@ class GatewayConfig:
     query_timeout_s: float = 5.0
     status_ttl_s: int = 24 * 3600
     stream_replicas: int = 1
+    max_uncommitted: int = 20_000  # refuse new transactions (503) beyond this many awaiting commit; 0: no bound
 
 
 class ApiError(Exception):
@@ -189,9 +190,24 @@ class Gateway:
         return tx
 
     async def _submit(self, txs: list[SignedTx]) -> list[str]:
+        self._admit(len(txs))
         hexes = await self._submit_entries([Entry(Kind.TX, tx.body, tx.signature) for tx in txs])
         m.TX_RECEIVED.inc(len(txs))
         return hexes
+
+    def _admit(self, n: int) -> None:
+        """Backpressure: beyond capacity, queueing inside the ledger only adds latency to every
+        transaction (and throughput falls), so past a bound of transactions accepted here and not
+        yet committed, clients are told to come back. Governance documents are never refused."""
+        bound = self.cfg.max_uncommitted
+        if bound and len(self.submitted) + n > bound:
+            m.TX_REJECTED.labels("overloaded").inc(n)
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{len(self.submitted)} transactions accepted here are still awaiting commit; retry later",
+                {"Retry-After": "1"},
+            )
 
     async def _submit_entries(self, entries: list[Entry]) -> list[str]:
         """Make entries durable in the intake, then remember them as pending; returns their ids."""
@@ -205,6 +221,7 @@ class Gateway:
         for eid in ids:
             self.submitted[eid] = now
         self._trim_submitted(now)
+        m.UNCOMMITTED.set(len(self.submitted))
         hexes = [eid.hex() for eid in ids]
         with contextlib.suppress(Exception):
             await self.store.set_pending(hexes)
@@ -328,6 +345,9 @@ class Gateway:
                     m.SUBMIT_TO_COMMIT.observe(now - t)
         while len(self.seen_commits) > 100_000:
             self.seen_commits.popitem(last=False)
+        for item in invalid:
+            self.submitted.pop(item[0], None)
+        m.UNCOMMITTED.set(len(self.submitted))
         bad = [(item[0].hex(), "\n".join(item[1:3])) for item in invalid]
         try:
             await self.store.set_committed(items)

@@ -22,6 +22,12 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         help="refuse badly signed transactions early (executors verify anyway)",
     )
     p.add_argument("--status-ttl", type=int, default=24 * 3600, help="seconds a status stays in the cache")
+    p.add_argument(
+        "--max-uncommitted",
+        type=int,
+        default=int(os.environ.get("CONCLAVIUM_GATEWAY_MAX_UNCOMMITTED", GatewayConfig.max_uncommitted)),
+        help="answer 503 overloaded beyond this many accepted transactions awaiting commit (0: no bound)",
+    )
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return GatewayConfig(
@@ -33,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         verify_signatures=a.verify_signatures,
         status_ttl_s=a.status_ttl,
         stream_replicas=a.stream_replicas,
+        max_uncommitted=a.max_uncommitted,
     )
 
 

@@ -1,6 +1,6 @@
 """The gateway's Prometheus metrics (names are part of the chart's alert rules)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("conclavium_gateway_requests_total", "HTTP requests", ["route", "method", "code"])
 REQUEST_SECONDS = Histogram(
@@ -11,6 +11,10 @@ REQUEST_SECONDS = Histogram(
 )
 TX_RECEIVED = Counter("conclavium_gateway_tx_received_total", "Transactions accepted into the intake")
 TX_REJECTED = Counter("conclavium_gateway_tx_rejected_total", "Transactions refused at the gateway", ["reason"])
+UNCOMMITTED = Gauge(
+    "conclavium_gateway_uncommitted_transactions",
+    "Transactions accepted by this gateway and not yet committed or refused (bounded by --max-uncommitted)",
+)
 SUBMIT_TO_COMMIT = Histogram(
     "conclavium_gateway_submit_to_commit_seconds",
     "From acceptance at this gateway to the commit event",

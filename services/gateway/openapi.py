@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+BUSY = "Intake unavailable, or overloaded (too many transactions awaiting commit); retry after Retry-After"
+
 
 def _err(description: str) -> dict[str, Any]:
     return {
@@ -39,7 +41,7 @@ def openapi_document() -> dict[str, Any]:
                         "400": _err("Malformed transaction"),
                         "413": _err("Too large"),
                         "415": _err("Not JSON"),
-                        "503": _err("Intake unavailable; retry"),
+                        "503": _err(BUSY),
                     },
                 }
             },
@@ -68,6 +70,7 @@ def openapi_document() -> dict[str, Any]:
                         "202": _ok("Durably accepted", "TxBatchAccepted"),
                         "400": _err("Malformed"),
                         "413": _err("Too large"),
+                        "503": _err(BUSY),
                     },
                 }
             },
