@@ -5,6 +5,7 @@ re-running a handler produces the same objects (create-or-patch then changes not
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from conclavium_operator import API_VERSION
@@ -23,6 +24,18 @@ DATA_DIR = "/var/lib/conclavium"
 # TEE platform → the executor's --tee provider.
 TEE_PROVIDERS = {"virtual": "virtual", "sev-snp": "sev-guest", "tdx": "configfs-tsm", "sgx": "gramine"}
 MAX_NAME = 52  # StatefulSet pods get a 63-character controller-revision-hash label: 52 + "-" + 10
+
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float:
+    """A duration as the CRDs write it (Go style, e.g. `5ms`, `2s`, `1m30s`) in seconds."""
+    parts = _DURATION_PART.findall(str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(n) * _DURATION_UNIT_S[u] for n, u in parts)
 
 
 def short_name(base: str, limit: int = MAX_NAME) -> str:
@@ -176,7 +189,7 @@ def _env(
     return env, volumes, mounts
 
 
-def _command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> tuple[list[str], int]:
+def node_command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> tuple[list[str], int]:
     spec = node["spec"]
     cons_spec = (consortium or {}).get("spec") or {}
     replicas = str((cons_spec.get("nats") or {}).get("streamReplicas", 3))
@@ -188,11 +201,14 @@ def _command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Opera
         port = cfg.sequencer_metrics_port
         cmd = ["conclavium-sequencer"]
         seq = cons_spec.get("sequencer") or {}
-        interval = str(seq.get("blockInterval", "50ms"))
-        if interval.endswith("ms") and interval[:-2].isdigit():
-            cmd += ["--block-interval-ms", interval[:-2]]
+        if seq.get("blockInterval"):
+            cmd += ["--block-interval-ms", f"{duration_seconds(seq['blockInterval']) * 1000:g}"]
+        if seq.get("leaseTtl"):
+            cmd += ["--lease-ttl", f"{duration_seconds(seq['leaseTtl']):g}"]
         if seq.get("maxBlockTransactions"):
             cmd += ["--max-block-entries", str(seq["maxBlockTransactions"])]
+        if seq.get("maxBlockBytes"):
+            cmd += ["--max-block-bytes", str(seq["maxBlockBytes"])]
     cmd += ["--http-host", "0.0.0.0", "--http-port", str(port), "--stream-replicas", replicas]
     return cmd, port
 
@@ -208,7 +224,7 @@ def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Op
     env, volumes, mounts = _env(node, consortium, cfg)
     volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": pvc_name(name)}})
     mounts.append({"name": "data", "mountPath": DATA_DIR})
-    command, port = _command(node, consortium, cfg)
+    command, port = node_command(node, consortium, cfg)
     container: dict[str, Any] = {
         "name": component,
         "image": spec.get("image") or cfg.image,

@@ -19,6 +19,9 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
     )
     p.add_argument("--max-block-entries", type=int, default=4000)
     p.add_argument(
+        "--max-block-bytes", type=int, default=900_000, help="keep below the NATS server's max_payload (1 MB default)"
+    )
+    p.add_argument(
         "--lease-ttl",
         type=float,
         default=float(os.environ.get("CONCLAVIUM_SEQUENCER_LEASE_TTL", "2.0")),
@@ -40,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> SequencerConfig:
         block_interval_ms=a.block_interval_ms,
         fill_above_entries=a.fill_above_entries,
         max_block_entries=a.max_block_entries,
+        max_block_bytes=a.max_block_bytes,
         stream_replicas=a.stream_replicas,
         lease_ttl_s=a.lease_ttl,
         ignore_lease=a.unsafe_ignore_lease,
