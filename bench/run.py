@@ -539,6 +539,7 @@ def start_network(args: argparse.Namespace) -> Target:
         users=5,
         verify_threads=args.verify_threads,
         block_interval_ms=args.block_interval_ms,
+        snapshot_every=args.snapshot_every,
         log_level="warning",
     )
     net = LocalNetwork(d, opts)
@@ -635,6 +636,8 @@ def print_result(r: dict[str, Any]) -> None:
         f"(shared machine); iowait {r['machine_iowait_cores']}"
     )
     print("RSS MB:", ", ".join(f"{k} {v['rss']}" for k, v in r["rss_mb"].items() if v))
+    if r.get("workload_exhausted_early"):
+        print("warning: the signed workload ran out before the end: raise --max-rate; the figure is a lower bound")
 
 
 def sweep(t: Target, args: argparse.Namespace) -> dict[str, Any]:
@@ -729,7 +732,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keys", type=int, default=0, help="write to this many distinct keys (default: a new key each)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from the figures")
     p.add_argument("--rate", type=float, help="open-loop offered load, tx/s (default: closed loop)")
-    p.add_argument("--max-rate", type=float, default=15000, help="duration mode: transactions signed per second")
+    p.add_argument("--max-rate", type=float, default=25000, help="duration mode: transactions signed per second")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--sweep", action="store_true", help="load-vs-latency: closed-loop peak, then open-loop rates")
     p.add_argument("--rates", help="sweep: comma-separated tx/s (default: fractions of the measured peak)")
@@ -737,6 +740,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--postgres", action="store_true", help="PostgreSQL insert-only yardstick with pgbench")
     p.add_argument("--verify-threads", type=int, default=2, help="executor signature-verification threads")
     p.add_argument("--block-interval-ms", type=float, default=5.0)
+    p.add_argument("--snapshot-every", type=int, default=100_000, help="executors snapshot after this many entries")
     p.add_argument("--keep", action="store_true", help="leave the started network's directory on disk")
     a = p.parse_args(argv)
     if a.count is None and a.duration is None and not a.sweep:
