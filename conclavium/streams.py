@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 LEDGER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 MAX_BLOCK_BYTES = 8 * 1024 * 1024
+log = logging.getLogger("conclavium")
 
 
 def check_ledger_id(ledger: str) -> str:
@@ -91,15 +94,27 @@ def ledger_config(ledger: str, replicas: int = 1) -> StreamConfig:
     )
 
 
-async def ensure_streams(js, ledger: str, replicas: int = 1) -> None:  # type: ignore[no-untyped-def]
-    """Create the ledger's streams if absent; every service calls this, so start order is free."""
-    from nats.js.errors import BadRequestError, NotFoundError
+async def ensure_streams(js, ledger: str, replicas: int = 1, patience_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Create the ledger's streams if absent; every service calls this, so start order is free.
+    A JetStream that is slow to answer (busy disks, a cluster electing its leader) is waited for
+    up to `patience_s` rather than ending the process on its first timeout."""
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+    deadline = asyncio.get_running_loop().time() + patience_s
     for cfg in (intake_config(ledger, replicas), ledger_config(ledger, replicas)):
-        try:
-            await js.stream_info(cfg.name)
-        except NotFoundError:
+        while True:
             try:
-                await js.add_stream(cfg)
-            except BadRequestError:
-                await js.stream_info(cfg.name)
+                try:
+                    await js.stream_info(cfg.name)
+                except NotFoundError:
+                    try:
+                        await js.add_stream(cfg)
+                    except BadRequestError:
+                        await js.stream_info(cfg.name)
+                break
+            except (TimeoutError, NatsTimeout, ServiceUnavailableError) as e:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("stream %s not ready (%s); retrying", cfg.name, e)
+                await asyncio.sleep(0.5)

@@ -211,7 +211,7 @@ class LocalNetwork:
                 return
             for p in self.procs.values():
                 if p.proc is not None and not p.alive():
-                    raise RuntimeError(f"{p.name} exited during start-up; see {p.log_path}")
+                    raise RuntimeError(f"{p.name} exited during start-up; the end of {p.log_path}:\n{p.log_tail()}")
             time.sleep(0.2)
         raise TimeoutError(f"network not ready after {timeout}s (waiting for {pending or ['gateway']})")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,11 +19,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+_LOWEST_PORT = 20_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """Where the kernel's range for outgoing connections starts (Linux default 32768)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32_768
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, for a process started a moment later. It is taken below the kernel's
+    ephemeral range: a port the kernel picks for `bind(0)` can meanwhile become the source port of
+    any outgoing connection (NATS and Redis clients make many), and the server then fails to bind."""
+    high = max(_LOWEST_PORT + 1000, _ephemeral_low())
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PORT, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_LOWEST_PORT} and {high}")
 
 
 def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -81,9 +105,23 @@ class Process:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the log, for errors that should explain themselves (in CI above all)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16_384))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def wait_ready(self, timeout: float = 20.0) -> None:
-        if self.port is not None:
+        if self.port is None:
+            return
+        try:
             wait_for_port(self.port, timeout, self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            raise type(e)(f"{self.name}: {e}; the end of {self.log_path}:\n{self.log_tail()}") from None
 
     def signal(self, sig: int) -> None:
         if self.alive():

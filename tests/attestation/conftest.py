@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from att_vectors import free_port, wait_port
+
+from conclavium.local.processes import free_port, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -36,7 +37,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, proc)
+        wait_for_port(port, 10, proc)
         yield f"nats://127.0.0.1:{port}"
     finally:
         _stop(proc)
@@ -66,7 +67,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, proc)
+        wait_for_port(port, 10, proc)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         _stop(proc)

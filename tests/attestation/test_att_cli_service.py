@@ -12,9 +12,10 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from att_vectors import VECTORS, free_port, wait_port
+from att_vectors import VECTORS
 
 from conclavium.crypto.keys import PrivateKey, PublicKey
+from conclavium.local.processes import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SNP_DIR = VECTORS / "snp" / "milan-v2-trustee"
@@ -118,7 +119,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, nats_url: str, redis_url: 
         stderr=subprocess.PIPE,
     )
     try:
-        wait_port(port, proc, timeout=20)
+        wait_for_port(port, 20, proc)
         yield {
             "url": f"http://127.0.0.1:{port}",
             "key": PrivateKey.from_file(str(key_path)).public_key,
