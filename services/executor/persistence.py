@@ -9,13 +9,11 @@ counted, and what it held is fetched again from the ledger stream.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from conclavium.chain import ChainError
@@ -33,33 +31,12 @@ from conclavium.ledger_files import (
 )
 
 from . import metrics as m
+from .child_lifetime import end_with_parent
 from .ledger_machine import LedgerMachine
 
 log = logging.getLogger("conclavium.executor")
 SNAPSHOT_CHILD_TIMEOUT_S = 120.0
 SNAPSHOT_CHILD_NICENESS = 10
-_PR_SET_PDEATHSIG = 1
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    """Looked up once here, not in a forked child (dlopen there could wait on a lock another
-    thread held at the fork)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_prctl = _resolve_prctl()
-
-
-def _die_with(parent: int) -> None:
-    """Make this forked child end when the executor does (Linux): a killed executor's child must not
-    go on writing into a data directory that is being wiped or used by the executor's successor."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 class LedgerStore:
@@ -154,7 +131,7 @@ class LedgerStore:
         if pid == 0:  # the child: no event loop, no logging, no locks of the parent's threads
             code = 1
             try:
-                _die_with(parent)
+                end_with_parent(parent)
                 os.nice(SNAPSHOT_CHILD_NICENESS)
                 self.flush(sync=True)
                 write_snapshot(path, header, machine.snapshot(), secret)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 from conclavium.crypto import sealing
+
+from .child_lifetime import end_with_parent
 
 Job = tuple[bytes, bytes, bytes]  # raw X25519 private key, sealed box, HPKE info
 
@@ -37,7 +40,12 @@ class SealedOpenerPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool = (
-            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=end_with_parent,
+                initargs=(os.getpid(),),
+            )
             if workers > 0
             else None
         )
