@@ -134,16 +134,18 @@ def seal_context(header: dict[str, Any]) -> bytes:
     return SEAL_CONTEXT + canonical_json({k: v for k, v in header.items() if k not in ("ops", "sealed")})
 
 
-def open_ops(tx: TxBody, opener: Any) -> list[Op]:
-    """Decrypt and validate the sealed operations with `opener(key_id, box, info) -> bytes`.
-    Errors name what went wrong without repeating any of the sealed content."""
+def sealed_box(tx: TxBody) -> tuple[bytes, bytes]:
+    """The HPKE box of a sealed transaction and the `info` it was sealed with."""
     assert tx.sealed is not None
-    header = msgspec.to_builtins(tx)
     try:
         box = b64d(tx.sealed.ct)
     except ValueError:
         raise TxError("invalid_encoding", "sealed operations are not base64") from None
-    plaintext = opener(tx.sealed.key, box, seal_context(header))
+    return box, seal_context(msgspec.to_builtins(tx))
+
+
+def opened_ops(plaintext: bytes) -> list[Op]:
+    """Validate opened operations. Errors name what went wrong without repeating sealed content."""
     try:
         ops = _ops_decoder.decode(plaintext)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -153,6 +155,13 @@ def open_ops(tx: TxBody, opener: Any) -> list[Op]:
     except TxError as e:
         raise TxError(e.code, "a sealed operation is invalid") from None
     return ops
+
+
+def open_ops(tx: TxBody, opener: Any) -> list[Op]:
+    """Decrypt and validate the sealed operations with `opener(key_id, box, info) -> bytes`."""
+    assert tx.sealed is not None
+    box, info = sealed_box(tx)
+    return opened_ops(opener(tx.sealed.key, box, info))
 
 
 def from_json(obj: Any) -> SignedTx:

@@ -8,6 +8,7 @@ commit decisions. I/O (NATS, signing, publishing) lives in `executor.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -23,11 +24,11 @@ from conclavium.block import Block, CommitSig, Entry, Kind, decode_block, entry_
 from conclavium.chain import Tip, next_block
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import KeyError_, PublicKey
-from conclavium.encoding import b64d, canonical_json
+from conclavium.encoding import canonical_json
 from conclavium.governance import queries as gov_queries
 from conclavium.governance.actions import apply_actions, validate_action
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
-from conclavium.tx import TxError, is_public_map, open_ops, parse_body, seal_context
+from conclavium.tx import Op, TxBody, TxError, is_public_map, open_ops, opened_ops, parse_body, sealed_box
 
 from .attest import EvidenceRefused, policy_document, verify_join_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
@@ -102,7 +103,10 @@ class LedgerMachine:
         self.node_keys = node_keys
         self.secrets_changed = False
         self.openers = openers
-        self._opened: dict[tuple[str, bytes, bytes], bytes] = {}  # (key id, box, info) -> plaintext
+        # Work done ahead of execution, by transaction body: each body is parsed once and its sealed
+        # operations opened once, on the worker processes, while earlier blocks execute.
+        self._parsed: dict[bytes, TxBody] = {}
+        self._opened: dict[bytes, list[Op]] = {}
         self.index = index or ReceiptIndex(None)
         self.state = State()
         self.tip = Tip()
@@ -236,17 +240,21 @@ class LedgerMachine:
             if e.kind != Kind.TX or b'"sealed":{' not in e.data:
                 continue
             try:
-                tx = parse_body(e.data, ledger=self.ledger)
+                tx = self._parse(e.data)
             except TxError:
                 continue
             if tx.sealed is not None and tx.sealed.key in known:
                 if self.secrets is None or self.secrets.by_id(tx.sealed.key) is None:
                     raise NeedSecrets(tx.sealed.key)
 
+    def _parse(self, body: bytes) -> TxBody:
+        """`parse_body` for this ledger, once per body (kept until the body executes)."""
+        tx = self._parsed.get(body)
+        if tx is None:
+            tx = self._parsed[body] = parse_body(body, ledger=self.ledger)
+        return tx
+
     def _open(self, key_id: str, box: bytes, info: bytes) -> bytes:
-        opened = self._opened.pop((key_id, box, info), None)
-        if opened is not None:
-            return opened  # opened ahead with exactly this key and context
         gen = self.secrets.by_id(key_id) if self.secrets else None
         if gen is None:
             raise TxError("unknown_tx_key", "sealed to a key this ledger does not hold")
@@ -295,8 +303,9 @@ class LedgerMachine:
                 entries += decode_block(raw).entries
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-        if len(self._verified) > 200_000:
-            self._verified.clear()
+        for cache in (self._verified, self._parsed, self._opened):
+            if len(cache) > 200_000:  # hints only: whatever is dropped is simply done again in order
+                cache.clear()
         opening = asyncio.ensure_future(self._open_ahead(entries))
         fresh = [e for e in entries if e.signature not in self._verified]
         for e, verdict in zip(fresh, await self._verify_senders(fresh), strict=True):
@@ -305,30 +314,32 @@ class LedgerMachine:
         await opening
 
     async def _open_ahead(self, entries: list[Entry]) -> None:
-        """Open the sealed operations of entries not applied yet on the worker processes; the
-        plaintexts are kept by ciphertext for `_open`."""
-        if self.openers is None or self.secrets is None:
-            return
+        """Parse the transactions of entries not applied yet and open their sealed operations on
+        the worker processes. The same key (a key id names one secret), box and context give the
+        same operations when executed in order, so the result is only a cache; anything that fails
+        here is done again in order, which reports why."""
         jobs: list[tuple[bytes, bytes, bytes]] = []
-        key_ids: list[str] = []
+        bodies: list[bytes] = []
         for e in entries:
-            if e.kind != Kind.TX or b'"sealed":{' not in e.data:
+            if e.kind != Kind.TX:
                 continue
             try:
-                tx = parse_body(e.data, ledger=self.ledger)
-                gen = self.secrets.by_id(tx.sealed.key) if tx.sealed else None
-                if gen is None or tx.sealed is None:
+                tx = self._parse(e.data)
+                gen = self.secrets.by_id(tx.sealed.key) if tx.sealed and self.secrets else None
+                if gen is None or self.openers is None:
                     continue
-                box = b64d(tx.sealed.ct)
-            except (TxError, ValueError):
+                box, info = sealed_box(tx)
+            except TxError:
                 continue
-            jobs.append((gen.tx_private, box, seal_context(msgspec.to_builtins(tx))))
-            key_ids.append(gen.id)
-        if len(self._opened) > 200_000:
-            self._opened.clear()
-        for kid, (_, box, info), plaintext in zip(key_ids, jobs, await self.openers.open(jobs), strict=True):
+            jobs.append((gen.tx_private, box, info))
+            bodies.append(e.data)
+        if not jobs:
+            return
+        assert self.openers is not None
+        for body, plaintext in zip(bodies, await self.openers.open(jobs), strict=True):
             if plaintext is not None:
-                self._opened[(kid, box, info)] = plaintext
+                with contextlib.suppress(TxError):
+                    self._opened[body] = opened_ops(plaintext)
 
     async def _preverify(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
         """Verify client signatures of the block in one batch, with the keys known at its start.
@@ -372,7 +383,9 @@ class LedgerMachine:
     def _execute_tx(self, entry: Entry, pre: tuple[str, bool] | None, block: Block) -> bytes:
         if not self.genesis_done:
             raise TxError("no_service", "the service has no genesis yet")
-        tx = parse_body(entry.data, ledger=self.ledger)
+        tx = self._parsed.pop(entry.data, None)
+        if tx is None:
+            tx = parse_body(entry.data, ledger=self.ledger)
         validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
         if tx.ts < block.ts_ms - validity:
             raise TxError("expired", "transaction timestamp is outside the validity window")
@@ -393,7 +406,8 @@ class LedgerMachine:
         writer = sys.intern(tx.sender)
         if tx.sealed is not None:
             self._check_tx_key_current(tx.sealed.key, block.ts_ms)
-            ops = open_ops(tx, self._open)
+            opened = self._opened.pop(entry.data, None)
+            ops = opened if opened is not None else open_ops(tx, self._open)
         else:
             ops = tx.ops or []
             if any(not is_public_map(op.map) for op in ops):
