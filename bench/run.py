@@ -137,12 +137,16 @@ def presign(
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process from /proc (threads included)."""
+    """CPU time of a service from /proc: its threads, its children that ended (snapshot writers)
+    and those still running (the executor's sealed-opener workers), so each figure is the whole
+    cost of the service."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total = sum(int(f) for f in fields[11:15]) / CLK_TCK
+    return total + sum(cpu_seconds(int(c)) or 0.0 for c in children)
 
 
 def rss_mb(pid: int) -> dict[str, float] | None:
