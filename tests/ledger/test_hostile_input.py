@@ -139,7 +139,8 @@ async def test_read_side_errors(network: LocalNetwork) -> None:
     key = user_keys(network)[0]
     from conclavium import query
 
-    tx_key = await Client(network.gateway_url).tx_key()
+    async with Client(network.gateway_url) as c:
+        tx_key = await c.tx_key()
     q, _, _ = query.make(key, "local", "medical", "x", int(time.time() * 1000), tx_key)
     q["signature"] = _b64(b"\x00" * 64)
     status, payload = await raw_post(f"{url}/v1/queries", json.dumps(q))
@@ -154,5 +155,6 @@ async def test_gateway_still_healthy_after_abuse(network: LocalNetwork) -> None:
     assert status == 200, payload
     status, doc, _ = await raw_get(f"{network.gateway_url}/openapi.json")
     assert status == 200 and "/v1/transactions" in doc["paths"]
-    with pytest.raises(ClientError):
-        await Client(network.gateway_url)._request("DELETE", "/v1/transactions")
+    async with Client(network.gateway_url) as c:
+        with pytest.raises(ClientError):
+            await c._request("DELETE", "/v1/transactions")
