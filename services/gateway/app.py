@@ -26,6 +26,7 @@ from conclavium.runtime import connect_nats, metrics_handler
 from conclavium.tx import MAX_TX_BYTES, SignedTx, TxError, from_json, parse_body
 
 from . import metrics as m
+from .admission import AdmissionBound
 from .intake import IntakeBatcher, IntakeUnavailable
 from .openapi import openapi_document
 from .status_store import MemoryStatusStore, RedisStatusStore
@@ -53,6 +54,7 @@ class GatewayConfig:
     status_ttl_s: int = 24 * 3600
     stream_replicas: int = 1
     max_uncommitted: int = 20_000  # refuse new transactions (503) beyond this many awaiting commit; 0: no bound
+    max_queue_s: float = 1.0  # ... or beyond this many seconds of commits at the recent rate; 0: count only
 
 
 class ApiError(Exception):
@@ -85,6 +87,7 @@ class Gateway:
             RedisStatusStore(cfg.redis_url, cfg.ledger, cfg.status_ttl_s) if cfg.redis_url else MemoryStatusStore()
         )
         self.submitted: OrderedDict[bytes, float] = OrderedDict()
+        self.admission = AdmissionBound(cfg.max_uncommitted, cfg.max_queue_s)
         self.seen_commits: OrderedDict[int, None] = OrderedDict()
         self._service: tuple[float, dict[str, Any]] | None = None
         self._keys: dict[str, PublicKey] = {}
@@ -198,8 +201,10 @@ class Gateway:
     def _admit(self, n: int) -> None:
         """Backpressure: beyond capacity, queueing inside the ledger only adds latency to every
         transaction (and throughput falls), so past a bound of transactions accepted here and not
-        yet committed, clients are told to come back. Governance documents are never refused."""
-        bound = self.cfg.max_uncommitted
+        yet committed (`AdmissionBound`), clients are told to come back. Governance documents are
+        never refused."""
+        bound = self.admission.bound()
+        m.ADMISSION_BOUND.set(bound)
         if bound and len(self.submitted) + n > bound:
             m.TX_REJECTED.labels("overloaded").inc(n)
             raise ApiError(
@@ -333,6 +338,7 @@ class Gateway:
             return
         now = time.monotonic()
         items: list[tuple[str, int, int]] = []
+        drained = 0
         for height, eids in committed:
             if height in self.seen_commits:
                 continue
@@ -342,11 +348,14 @@ class Gateway:
                 items.append((eid.hex(), height, index))
                 t = self.submitted.pop(eid, None)
                 if t is not None:
+                    drained += 1
                     m.SUBMIT_TO_COMMIT.observe(now - t)
         while len(self.seen_commits) > 100_000:
             self.seen_commits.popitem(last=False)
         for item in invalid:
-            self.submitted.pop(item[0], None)
+            if self.submitted.pop(item[0], None) is not None:
+                drained += 1
+        self.admission.drained(drained)
         m.UNCOMMITTED.set(len(self.submitted))
         bad = [(item[0].hex(), "\n".join(item[1:3])) for item in invalid]
         try:

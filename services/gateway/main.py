@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         default=int(os.environ.get("CONCLAVIUM_GATEWAY_MAX_UNCOMMITTED", GatewayConfig.max_uncommitted)),
         help="answer 503 overloaded beyond this many accepted transactions awaiting commit (0: no bound)",
     )
+    p.add_argument(
+        "--max-queue-seconds",
+        type=float,
+        default=float(os.environ.get("CONCLAVIUM_GATEWAY_MAX_QUEUE_SECONDS", GatewayConfig.max_queue_s)),
+        help="also answer 503 beyond this many seconds of commits at the recent commit rate (0: count only)",
+    )
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return GatewayConfig(
@@ -40,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         status_ttl_s=a.status_ttl,
         stream_replicas=a.stream_replicas,
         max_uncommitted=a.max_uncommitted,
+        max_queue_s=a.max_queue_seconds,
     )
 
 

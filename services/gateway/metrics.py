@@ -13,7 +13,12 @@ TX_RECEIVED = Counter("conclavium_gateway_tx_received_total", "Transactions acce
 TX_REJECTED = Counter("conclavium_gateway_tx_rejected_total", "Transactions refused at the gateway", ["reason"])
 UNCOMMITTED = Gauge(
     "conclavium_gateway_uncommitted_transactions",
-    "Transactions accepted by this gateway and not yet committed or refused (bounded by --max-uncommitted)",
+    "Transactions accepted by this gateway and not yet committed or refused (bounded by the admission bound)",
+)
+ADMISSION_BOUND = Gauge(
+    "conclavium_gateway_admission_bound_transactions",
+    "Uncommitted transactions this gateway accepts before answering 503 overloaded: the recent commit"
+    " rate times --max-queue-seconds, at least 5,000, at most --max-uncommitted (0: no bound)",
 )
 SUBMIT_TO_COMMIT = Histogram(
     "conclavium_gateway_submit_to_commit_seconds",

@@ -14,6 +14,7 @@ from ledger_support import user_keys, wait_all
 
 from conclavium.local.network import start_network
 from conclavium.sdk.client import Client
+from services.gateway.admission import AdmissionBound
 
 
 async def _metric(url: str, sample: str) -> float:
@@ -58,5 +59,57 @@ async def test_overloaded_gateway_refuses_then_recovers(tmp_path: Path) -> None:
             assert await _metric(net.gateway_url, UNCOMMITTED) == 0
             later = await client.submit_batch(second)
             assert all(s["status"] == "Committed" for s in await wait_all(client, later))
+    finally:
+        await asyncio.to_thread(net.stop)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bound_follows_the_commit_rate_in_seconds() -> None:
+    clock = Clock()
+    bound = AdmissionBound(max_uncommitted=20_000, max_queue_s=1.0, floor=500, clock=clock)
+    assert bound.bound() == 500  # idle: the floor
+    for _ in range(5):  # 3,000 committed per second for five seconds
+        for _ in range(10):
+            bound.drained(300)
+        clock.now += 1
+    assert bound.rate() == 3000
+    assert bound.bound() == 3000
+    slow = AdmissionBound(max_uncommitted=20_000, max_queue_s=2.0, floor=500, clock=clock)
+    slow.drained(400)
+    clock.now += 1
+    assert slow.bound() == 500  # 400 in the window: 100 tx/s x 2 s is below the floor
+    clock.now += 10
+    assert bound.rate() == 0 and bound.bound() == 500  # the rate forgets old seconds
+
+
+def test_count_caps_the_bound_and_zero_seconds_means_count_only() -> None:
+    clock = Clock()
+    capped = AdmissionBound(max_uncommitted=2_000, max_queue_s=1.0, floor=500, clock=clock)
+    count_only = AdmissionBound(max_uncommitted=2_000, max_queue_s=0, floor=500, clock=clock)
+    unbounded = AdmissionBound(max_uncommitted=0, max_queue_s=0, floor=500, clock=clock)
+    for b in (capped, count_only, unbounded):
+        b.drained(50_000)
+    clock.now += 1
+    assert capped.bound() == 2_000
+    assert count_only.bound() == 2_000
+    assert unbounded.bound() == 0
+
+
+async def test_admission_bound_is_served(tmp_path: Path) -> None:
+    """The gateway serves its current bound, so an operator sees why 503s start."""
+    net = await asyncio.to_thread(start_network, tmp_path, executors=1, redis=False, gateway_max_uncommitted=150)
+    try:
+        async with Client(net.gateway_url, user_keys(net)[0]) as client:
+            await wait_all(client, await client.submit_batch([await client.build([op]) for op in _puts("c")]))
+            # one admission decision after commits: idle floor 5,000, capped by the count (150)
+            await client.submit_batch([await client.build([op]) for op in _puts("d")][:1])
+        assert await _metric(net.gateway_url, "conclavium_gateway_admission_bound_transactions") == 150
     finally:
         await asyncio.to_thread(net.stop)
