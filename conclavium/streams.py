@@ -94,26 +94,32 @@ def ledger_config(ledger: str, replicas: int = 1) -> StreamConfig:
     )
 
 
+async def _ensure_stream(js, cfg: StreamConfig) -> None:  # type: ignore[no-untyped-def]
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    try:
+        await js.stream_info(cfg.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(cfg)
+        except BadRequestError:  # created meanwhile by another service
+            await js.stream_info(cfg.name)
+
+
 async def ensure_streams(js, ledger: str, replicas: int = 1, patience_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     """Create the ledger's streams if absent; every service calls this, so start order is free.
     A JetStream that is slow to answer (busy disks, a cluster electing its leader) is waited for
-    up to `patience_s` rather than ending the process on its first timeout."""
-    from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+    up to `patience_s` rather than ending the process on its first timeout (nats-py's timeouts
+    are `TimeoutError`s)."""
+    from nats.js.errors import ServiceUnavailableError
 
     deadline = asyncio.get_running_loop().time() + patience_s
     for cfg in (intake_config(ledger, replicas), ledger_config(ledger, replicas)):
         while True:
             try:
-                try:
-                    await js.stream_info(cfg.name)
-                except NotFoundError:
-                    try:
-                        await js.add_stream(cfg)
-                    except BadRequestError:
-                        await js.stream_info(cfg.name)
+                await _ensure_stream(js, cfg)
                 break
-            except (TimeoutError, NatsTimeout, ServiceUnavailableError) as e:
+            except (TimeoutError, ServiceUnavailableError) as e:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 log.warning("stream %s not ready (%s); retrying", cfg.name, e)
