@@ -2,8 +2,10 @@
 
 The signed JSON documents are verified over the exact bytes of the `tcbInfo` / `enclaveIdentity`
 value as received (Intel signs the serialized text; re-serialising would change it). Signature,
-chain and revocation failures are errors; staleness (`nextUpdate` before the verification time) is
-recorded, because whether stale-but-genuine collateral is acceptable is the policy's decision.
+chain and revocation failures are errors; CRLs are
+mandatory: without them revocation cannot be checked, so the collateral is refused. Staleness
+(`nextUpdate` before the verification time) is recorded here and refused by the policy, which
+production policies cannot waive.
 """
 
 from __future__ import annotations
@@ -144,9 +146,10 @@ def _isvsvn_status(levels: list[dict[str, Any]], isvsvn: int) -> tuple[str, dict
 def verify_collateral(qv: QuoteVerification, collateral: Mapping[str, bytes], *, at: datetime) -> CollateralResult:
     """Verify collateral for a quote that already passed the quote-level checks."""
     col = normalize(collateral)
-    for name in ("tcb_info", "qe_identity", "tcb_signing_chain"):
+    for name in COLLATERAL_NAMES:
         if name not in col:
-            raise VerificationError("collateral_missing", f"collateral lacks {name}")
+            why = ": revocation cannot be checked" if name.endswith("_crl") else ""
+            raise VerificationError("collateral_missing", f"collateral lacks {name}{why}")
     quote, pck = qv.quote, qv.pck
     root = roots.intel_root()
     chain = load_certs(col["tcb_signing_chain"], "tcb_signing_cert_signed_by_root")
@@ -172,14 +175,12 @@ def verify_collateral(qv: QuoteVerification, collateral: Mapping[str, bytes], *,
         if at < issued:
             stale.append(f"{name} issued after the verification time ({iso(issued)})")
 
-    if "root_ca_crl" in col:
-        crl = _load_crl(col["root_ca_crl"], "crls_signed_and_not_revoked")
-        _check_crl(crl, root, [qv.intermediate, signing], "root CA CRL")
-        record("root_ca_crl", crl.last_update_utc, crl.next_update_utc or crl.last_update_utc)
-    if "pck_crl" in col:
-        crl = _load_crl(col["pck_crl"], "crls_signed_and_not_revoked")
-        _check_crl(crl, qv.intermediate, [qv.leaf], "PCK CRL")
-        record("pck_crl", crl.last_update_utc, crl.next_update_utc or crl.last_update_utc)
+    crl = _load_crl(col["root_ca_crl"], "crls_signed_and_not_revoked")
+    _check_crl(crl, root, [qv.intermediate, signing], "root CA CRL")
+    record("root_ca_crl", crl.last_update_utc, crl.next_update_utc or crl.last_update_utc)
+    crl = _load_crl(col["pck_crl"], "crls_signed_and_not_revoked")
+    _check_crl(crl, qv.intermediate, [qv.leaf], "PCK CRL")
+    record("pck_crl", crl.last_update_utc, crl.next_update_utc or crl.last_update_utc)
     try:
         record(
             "tcb_info",
@@ -262,8 +263,6 @@ def verify_collateral(qv: QuoteVerification, collateral: Mapping[str, bytes], *,
         advisories += [a for a in qe_level.get("advisoryIDs", []) if a not in advisories]
     platform_tcb["status"] = status
     reasons = [f"collateral stale: {s}" for s in stale]
-    if "root_ca_crl" not in col or "pck_crl" not in col:
-        reasons.append("revocation not checked: CRL missing from collateral")
     nexts = [_time(v["next_update"], "collateral") for v in freshness.values()]
     issues = [_time(v["issue_date"], "collateral") for v in freshness.values()]
     freshness["expires_at"] = iso(min(nexts))

@@ -1,8 +1,13 @@
 """Attestation policy: which verified evidence may join the consortium.
 
 Verification (`verify_evidence`) answers "is this evidence authentic?"; the policy answers "do we
-accept this node?". The policy comes from governance as JSON (format in docs/attestation.md).
-`environment: production` makes `virtual` impossible to allow, at load time and again at evaluation.
+accept this node?". The policy comes from governance as JSON (format in docs/attestation.md): the
+node policy set at genesis or by `set_node_policy`, plus the measurements members allowed.
+
+Every measured component has a rule per platform. In `environment: production` a component the
+policy leaves unset is refused, not skipped: a policy that forgot the RTMRs admits no TDX node,
+rather than any kernel. `virtual`, debug TEEs, unchecked report data and evidence without verified
+collateral can never be allowed in production, at load time and again at evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from .claims import PLATFORMS, Claims, PolicyError
 
 INTEL = ("tdx", "sgx")
 TRAILING_MODES = ("none", "zeros", "any")
+ANY = "any"
+TDX_LISTS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrseam", "mrconfigid", "mrowner", "mrownerconfig")
+# Components that are often unused (all zeros) and that a production policy may waive explicitly with
+# "any"; the others must be listed.
+WAIVABLE = ("family_id", "image_id", "mrowner", "mrownerconfig")
+SNP_LISTS = ("host_data", "family_id", "image_id")
+# Statuses that say "not evaluated": never acceptable, collateral is mandatory.
+UNEVALUATED = ("Unknown",)
 
 
 def expected_report_data(public_keys: list[bytes]) -> bytes:
@@ -48,6 +61,27 @@ class MeasurementRule:
 
 
 @dataclass(frozen=True)
+class SgxSigner:
+    """SGX identity by signer: MRSIGNER + ISV product id, at or above a minimum ISV SVN."""
+
+    mrsigner: str
+    isv_prod_id: int
+    minimum_isv_svn: int
+
+    def matches(self, body: dict[str, Any]) -> bool:
+        return (
+            body.get("mrsigner") == self.mrsigner
+            and body.get("isvprodid") == self.isv_prod_id
+            and int(body.get("isvsvn", -1)) >= self.minimum_isv_svn
+        )
+
+
+# An allow-list: None = unset (refused in production, unchecked in development), "any" = waived
+# explicitly, a tuple = the allowed hex values.
+AllowList = tuple[str, ...] | str | None
+
+
+@dataclass(frozen=True)
 class Policy:
     """A parsed, validated policy. Defaults are the strict choice."""
 
@@ -64,10 +98,21 @@ class Policy:
     report_data: str = "prefix"
     snp_vmpls: tuple[int, ...] = (0,)
     allow_migration_agent: bool = False
+    snp_allow_smt: bool = True
+    snp_require_single_socket: bool = False
+    snp_minimum_committed_tcb: dict[str, dict[str, int]] | None = None
+    snp_lists: dict[str, AllowList] = field(default_factory=dict)
+    tdx_lists: dict[str, AllowList] = field(default_factory=dict)
+    tdx_minimum_tee_tcb_svn: bytes | None = None
+    sgx_signers: tuple[SgxSigner, ...] = ()
     trailing_bytes: str = "zeros"
 
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
     def allows_platform(self, platform: str) -> bool:
-        if platform == "virtual" and self.environment == "production":
+        if platform == "virtual" and self.production:
             return False
         return platform in self.platforms
 
@@ -78,21 +123,54 @@ def _hexlist(values: Any, name: str) -> tuple[str, ...]:
     out = []
     for v in values:
         try:
+            if not isinstance(v, str):
+                raise TypeError(v)
             out.append(bytes.fromhex(v).hex())
         except (ValueError, TypeError) as e:
             raise PolicyError("policy_format", f"{name} entries must be hex strings") from e
     return tuple(out)
 
 
-def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
-    """Parse and validate a policy document (dict or JSON text)."""
-    try:
-        doc = json.loads(source) if isinstance(source, bytes | str) else source
-    except ValueError as e:
-        raise PolicyError("policy_format", f"policy is not JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise PolicyError("policy_format", "policy must be a JSON object")
-    known = {
+def _allow_list(value: Any, name: str, production: bool) -> AllowList:
+    if value is None:
+        return None
+    if value == ANY:
+        component = name.rsplit(".", 1)[-1]
+        if production and component not in WAIVABLE:
+            raise PolicyError("policy_format", f"a production policy must list {name}; 'any' is for development")
+        return ANY
+    return _hexlist(value, name)
+
+
+def _tcb_floors(value: Any, name: str) -> dict[str, dict[str, int]]:
+    if not isinstance(value, dict):
+        raise PolicyError("policy_format", f"{name} must map products to {{component: minimum}}")
+    out: dict[str, dict[str, int]] = {}
+    for product, comps in value.items():
+        if not isinstance(comps, dict) or not all(type(v) is int and v >= 0 for v in comps.values()):
+            raise PolicyError("policy_format", f"{name}.{product} must map components to non-negative integers")
+        out[str(product)] = dict(comps)
+    return out
+
+
+def _section(doc: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise PolicyError("policy_format", f"{name} must be an object")
+    unknown = set(value) - known
+    if unknown:
+        raise PolicyError("policy_format", f"unknown {name} keys {sorted(unknown)}")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError("policy_format", f"{name} must be true or false")
+    return value
+
+
+POLICY_KEYS = frozenset(
+    {
         "environment",
         "platforms",
         "measurements",
@@ -103,27 +181,42 @@ def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
         "collateral",
         "report_data",
         "snp",
+        "tdx",
+        "sgx",
         "trailing_bytes",
     }
-    unknown = set(doc) - known
+)
+
+
+def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
+    """Parse and validate a policy document (dict or JSON text)."""
+    try:
+        doc = json.loads(source) if isinstance(source, bytes | str) else source
+    except ValueError as e:
+        raise PolicyError("policy_format", f"policy is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise PolicyError("policy_format", "policy must be a JSON object")
+    unknown = set(doc) - POLICY_KEYS
     if unknown:
         raise PolicyError("policy_format", f"unknown policy keys {sorted(unknown)}")
     env = doc.get("environment", "production")
     if env not in ("production", "development"):
         raise PolicyError("policy_format", "environment must be 'production' or 'development'")
-    platforms = tuple(doc.get("platforms", ("snp", "tdx", "sgx")))
-    if any(p not in PLATFORMS for p in platforms):
-        raise PolicyError("policy_format", f"platforms must be among {PLATFORMS}")
-    if env == "production" and "virtual" in platforms:
+    production = env == "production"
+    raw_platforms = doc.get("platforms", ["snp", "tdx", "sgx"])
+    if not isinstance(raw_platforms, list | tuple) or any(p not in PLATFORMS for p in raw_platforms):
+        raise PolicyError("policy_format", f"platforms must be a list among {PLATFORMS}")
+    platforms = tuple(raw_platforms)
+    if production and "virtual" in platforms:
         raise PolicyError("virtual_not_allowed", "a production policy cannot allow virtual evidence")
-    allow_debug = bool(doc.get("allow_debug", False))
-    if env == "production" and allow_debug:
+    allow_debug = _flag(doc.get("allow_debug", False), "allow_debug")
+    if production and allow_debug:
         raise PolicyError("debug_not_allowed", "a production policy cannot allow debug TEEs")
     rules: list[MeasurementRule] = []
     raw_measurements = doc.get("measurements", [])
-    any_measurement = raw_measurements == "any"
+    any_measurement = raw_measurements == ANY
     if any_measurement:
-        if env == "production":
+        if production:
             raise PolicyError("policy_format", "a production policy must list its measurements")
         raw_measurements = []
     if not isinstance(raw_measurements, list):
@@ -141,22 +234,60 @@ def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
                 host_data=_hexlist([host], "host_data")[0] if host is not None else None,
             )
         )
-    minimum: dict[str, dict[str, int]] = {}
-    for product, comps in dict(doc.get("minimum_tcb", {})).items():
-        if not isinstance(comps, dict) or not all(isinstance(v, int) for v in comps.values()):
-            raise PolicyError("policy_format", f"minimum_tcb.{product} must map components to integers")
-        minimum[str(product)] = dict(comps)
-    collateral = doc.get("collateral", {})
+    minimum = _tcb_floors(doc.get("minimum_tcb", {}), "minimum_tcb")
+    collateral = _section(doc, "collateral", {"require_fresh", "max_age_seconds"})
+    require_fresh = _flag(collateral.get("require_fresh", True), "collateral.require_fresh")
+    if production and not require_fresh:
+        raise PolicyError("policy_format", "a production policy must require fresh collateral")
     max_age = collateral.get("max_age_seconds")
+    if max_age is not None and (type(max_age) is not int or max_age <= 0):
+        raise PolicyError("policy_format", "collateral.max_age_seconds must be a positive integer")
+    statuses = doc.get("tcb_statuses", ["UpToDate"])
+    if not isinstance(statuses, list | tuple) or not all(isinstance(s, str) for s in statuses):
+        raise PolicyError("policy_format", "tcb_statuses must be a list of Intel TCB status names")
+    if any(s in UNEVALUATED for s in statuses):
+        raise PolicyError(
+            "policy_format", "tcb_statuses cannot include 'Unknown': collateral is mandatory for TDX and SGX"
+        )
     report_mode = doc.get("report_data", "prefix")
     if report_mode not in ("prefix", "exact", "none"):
         raise PolicyError("policy_format", "report_data must be 'prefix', 'exact' or 'none'")
-    if env == "production" and report_mode == "none":
+    if production and report_mode == "none":
         raise PolicyError("policy_format", "a production policy must bind the node's keys in report_data")
     trailing = doc.get("trailing_bytes", "zeros")
     if trailing not in TRAILING_MODES:
         raise PolicyError("policy_format", f"trailing_bytes must be one of {TRAILING_MODES}")
-    snp = doc.get("snp", {})
+
+    snp = _section(
+        doc,
+        "snp",
+        {"vmpl", "allow_migration_agent", "allow_smt", "require_single_socket", "minimum_committed_tcb", *SNP_LISTS},
+    )
+    vmpls = snp.get("vmpl", [0])
+    if not isinstance(vmpls, list) or not all(type(v) is int and 0 <= v <= 3 for v in vmpls):
+        raise PolicyError("policy_format", "snp.vmpl must be a list of integers 0-3")
+    committed = snp.get("minimum_committed_tcb")
+    tdx = _section(doc, "tdx", {*TDX_LISTS, "minimum_tee_tcb_svn"})
+    min_svn = tdx.get("minimum_tee_tcb_svn")
+    min_svn_raw: bytes | None = None
+    if min_svn is not None:
+        try:
+            min_svn_raw = bytes.fromhex(min_svn) if isinstance(min_svn, str) else b""
+        except ValueError:
+            min_svn_raw = b""
+        if len(min_svn_raw) != 16:
+            raise PolicyError("policy_format", "tdx.minimum_tee_tcb_svn must be 16 bytes of hex")
+    sgx = _section(doc, "sgx", {"signers"})
+    signers: list[SgxSigner] = []
+    raw_signers = sgx.get("signers", [])
+    if not isinstance(raw_signers, list):
+        raise PolicyError("policy_format", "sgx.signers must be a list")
+    for s in raw_signers:
+        if not isinstance(s, dict) or set(s) != {"mrsigner", "isv_prod_id", "minimum_isv_svn"}:
+            raise PolicyError("policy_format", "each sgx.signers entry is {mrsigner, isv_prod_id, minimum_isv_svn}")
+        if not all(type(s[k]) is int and 0 <= s[k] <= 0xFFFF for k in ("isv_prod_id", "minimum_isv_svn")):
+            raise PolicyError("policy_format", "isv_prod_id and minimum_isv_svn are integers 0-65535")
+        signers.append(SgxSigner(_hexlist([s["mrsigner"]], "mrsigner")[0], s["isv_prod_id"], s["minimum_isv_svn"]))
     return Policy(
         environment=env,
         platforms=platforms,
@@ -165,12 +296,21 @@ def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
         host_data=_hexlist(doc.get("host_data", []), "host_data"),
         minimum_tcb=minimum,
         allow_debug=allow_debug,
-        tcb_statuses=tuple(doc.get("tcb_statuses", ("UpToDate",))),
-        require_fresh_collateral=bool(collateral.get("require_fresh", True)),
-        collateral_max_age=timedelta(seconds=int(max_age)) if max_age is not None else None,
+        tcb_statuses=tuple(statuses),
+        require_fresh_collateral=require_fresh,
+        collateral_max_age=timedelta(seconds=max_age) if max_age is not None else None,
         report_data=report_mode,
-        snp_vmpls=tuple(int(v) for v in snp.get("vmpl", [0])),
-        allow_migration_agent=bool(snp.get("allow_migration_agent", False)),
+        snp_vmpls=tuple(vmpls),
+        allow_migration_agent=_flag(snp.get("allow_migration_agent", False), "snp.allow_migration_agent"),
+        snp_allow_smt=_flag(snp.get("allow_smt", True), "snp.allow_smt"),
+        snp_require_single_socket=_flag(snp.get("require_single_socket", False), "snp.require_single_socket"),
+        snp_minimum_committed_tcb=_tcb_floors(committed, "snp.minimum_committed_tcb")
+        if committed is not None
+        else None,
+        snp_lists={k: _allow_list(snp.get(k), f"snp.{k}", production) for k in SNP_LISTS},
+        tdx_lists={k: _allow_list(tdx.get(k), f"tdx.{k}", production) for k in TDX_LISTS},
+        tdx_minimum_tee_tcb_svn=min_svn_raw,
+        sgx_signers=tuple(signers),
         trailing_bytes=trailing,
     )
 
@@ -195,6 +335,88 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _check_list(
+    fails: list[tuple[str, str]], policy: Policy, name: str, rule: AllowList, value: str | None, label: str
+) -> None:
+    """One allow-listed component: unset is refused in production, skipped in development."""
+    if rule is None:
+        if policy.production:
+            fails.append((name, f"the policy lists no {label} value; a production policy refuses what it leaves unset"))
+        return
+    if rule == ANY:
+        return
+    if value not in rule:
+        fails.append((name, f"{label} {value} is not allowed"))
+
+
+def _check_floor(
+    fails: list[tuple[str, str]], check: str, what: str, values: dict[str, Any], floor: dict[str, int]
+) -> None:
+    for comp, minimum in sorted(floor.items()):
+        value = values.get(comp)
+        if not isinstance(value, int) or value < minimum:
+            fails.append((check, f"{what} {comp}={value} is below {minimum}"))
+
+
+def _snp(claims: Claims, policy: Policy, fails: list[tuple[str, str]]) -> None:
+    d = claims.details
+    vmpl = d.get("vmpl")
+    if vmpl not in policy.snp_vmpls:
+        fails.append(("vmpl", f"VMPL {vmpl} is not in {list(policy.snp_vmpls)}"))
+    bits = d.get("policy_bits", {})
+    if bits.get("migrate_ma") and not policy.allow_migration_agent:
+        fails.append(("migration_agent", "guest policy allows a migration agent"))
+    if bits.get("smt") and not policy.snp_allow_smt:
+        fails.append(("guest_policy", "guest policy allows SMT, which this policy refuses"))
+    if policy.snp_require_single_socket and not bits.get("single_socket"):
+        fails.append(("guest_policy", "guest policy does not require a single socket"))
+    reported_floor = policy.minimum_tcb.get(claims.product)
+    if reported_floor is None and policy.production:
+        fails.append(("minimum_tcb", f"the policy sets no minimum TCB for {claims.product}; production refuses it"))
+    committed = policy.snp_minimum_committed_tcb
+    committed_floor = committed.get(claims.product) if committed is not None else reported_floor
+    if committed_floor is not None:
+        _check_floor(
+            fails, "committed_tcb", f"{claims.product} COMMITTED_TCB", d.get("committed_tcb", {}), committed_floor
+        )
+    pinned_host = bool(policy.host_data) or any(
+        r.host_data is not None and r.matches(claims) for r in policy.measurements
+    )
+    host_rule = policy.snp_lists.get("host_data")
+    if not (pinned_host and host_rule is None):
+        _check_list(fails, policy, "host_data_not_allowed", host_rule, claims.host_data, "HOST_DATA")
+    _check_list(fails, policy, "family_id", policy.snp_lists.get("family_id"), d.get("family_id"), "FAMILY_ID")
+    _check_list(fails, policy, "image_id", policy.snp_lists.get("image_id"), d.get("image_id"), "IMAGE_ID")
+
+
+def _tdx(claims: Claims, policy: Policy, fails: list[tuple[str, str]]) -> None:
+    body = claims.details.get("body", {})
+    for name in TDX_LISTS:
+        rule = policy.tdx_lists.get(name)
+        if (
+            name == "mrconfigid"
+            and rule is None
+            and (policy.host_data or any(r.host_data is not None and r.matches(claims) for r in policy.measurements))
+        ):
+            continue  # pinned through host_data, which is MRCONFIGID for TDX
+        _check_list(fails, policy, name, rule, body.get(name), name.upper())
+    floor = policy.tdx_minimum_tee_tcb_svn
+    if floor is None:
+        if policy.production:
+            fails.append(("tee_tcb_svn", "the policy sets no minimum TEE_TCB_SVN; production refuses it"))
+        return
+    svn = bytes.fromhex(body.get("tee_tcb_svn", ""))
+    if len(svn) != 16 or any(s < f for s, f in zip(svn, floor, strict=True)):
+        fails.append(("tee_tcb_svn", f"TEE_TCB_SVN {svn.hex()} is below {floor.hex()} in some component"))
+
+
+def _identity(claims: Claims, policy: Policy) -> bool:
+    if policy.any_measurement or any(r.matches(claims) for r in policy.measurements):
+        return True
+    body = claims.details.get("body", {})
+    return claims.platform == "sgx" and any(s.matches(body) for s in policy.sgx_signers)
+
+
 def evaluate_policy(
     claims: Claims,
     policy: Policy,
@@ -212,24 +434,23 @@ def evaluate_policy(
     if not policy.allows_platform(claims.platform):
         check = "virtual_not_allowed" if claims.platform == "virtual" else "platform_not_allowed"
         fails.append((check, f"platform {claims.platform} is not allowed"))
-    if not policy.any_measurement and not any(r.matches(claims) for r in policy.measurements):
+    if not _identity(claims, policy):
+        what = "MRENCLAVE or signer" if claims.platform == "sgx" else "measurement"
         fails.append(
             (
                 "measurement_not_allowed",
-                f"measurement {claims.measurement} (host data {claims.host_data}) is not allowed",
+                f"{what} {claims.measurement} (host data {claims.host_data}) is not allowed",
             )
         )
     if policy.host_data and claims.host_data not in policy.host_data:
         fails.append(("host_data_not_allowed", f"host data {claims.host_data} is not allowed"))
-    if claims.debug and (not policy.allow_debug or policy.environment == "production"):
+    if claims.debug and (not policy.allow_debug or policy.production):
         fails.append(("debug_not_allowed", "the TEE runs in debug mode"))
-    minimum = policy.minimum_tcb.get(claims.product, {})
-    for comp, floor in minimum.items():
-        value = claims.tcb.get(comp)
-        if not isinstance(value, int) or value < floor:
-            fails.append(("minimum_tcb", f"{claims.product} TCB {comp}={value} is below {floor}"))
+    _check_floor(fails, "minimum_tcb", f"{claims.product} TCB", claims.tcb, policy.minimum_tcb.get(claims.product, {}))
     if claims.platform in INTEL:
-        if claims.status not in policy.tcb_statuses:
+        if claims.status in UNEVALUATED:
+            fails.append(("collateral_missing", "no verified collateral: the TCB status was not evaluated"))
+        elif claims.status not in policy.tcb_statuses:
             fails.append(("tcb_status", f"TCB status {claims.status} is not in {list(policy.tcb_statuses)}"))
         trailing = int(claims.details.get("trailing_bytes", 0))
         if trailing and (
@@ -238,13 +459,11 @@ def evaluate_policy(
         ):
             fails.append(("trailing_bytes", f"{trailing} unexpected bytes after the quote"))
     if claims.platform == "snp":
-        vmpl = claims.details.get("vmpl")
-        if vmpl not in policy.snp_vmpls:
-            fails.append(("vmpl", f"VMPL {vmpl} is not in {list(policy.snp_vmpls)}"))
-        if claims.details.get("policy_bits", {}).get("migrate_ma") and not policy.allow_migration_agent:
-            fails.append(("migration_agent", "guest policy allows a migration agent"))
+        _snp(claims, policy, fails)
+    if claims.platform == "tdx":
+        _tdx(claims, policy, fails)
     col = claims.details.get("collateral", {})
-    if policy.require_fresh_collateral:
+    if policy.require_fresh_collateral or policy.production:
         if col.get("fresh") is False:
             fails.append(("collateral_freshness", "collateral is stale at the verification time"))
         if "expires_at" in col and when > _parse_time(col["expires_at"]):

@@ -8,6 +8,9 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from conclavium.attestation.policy import TDX_LISTS
 
 VECTORS = Path(os.environ.get("CONCLAVIUM_VECTORS", Path(__file__).resolve().parents[3] / "shared/attestation/vectors"))
 if not VECTORS.is_dir():
@@ -107,3 +110,22 @@ def intel_vectors() -> list[IntelVector]:
             )
         )
     return out
+
+
+def accepting(claims: Any) -> dict:
+    """A production policy document that pins every component to what `claims` show (accepts them)."""
+    doc: dict[str, Any] = {"measurements": [{"platform": claims.platform, "measurement": claims.measurement}]}
+    d = claims.details
+    if claims.platform == "snp":
+        doc["minimum_tcb"] = {claims.product: dict(claims.tcb)}
+        doc["snp"] = {
+            "host_data": [claims.host_data],
+            "family_id": [d["family_id"]],
+            "image_id": [d["image_id"]],
+            "minimum_committed_tcb": {claims.product: dict(d["committed_tcb"])},
+        }
+    if claims.platform == "tdx":
+        body = d["body"]
+        doc["tdx"] = {name: [body[name]] for name in TDX_LISTS}
+        doc["tdx"]["minimum_tee_tcb_svn"] = body["tee_tcb_svn"]
+    return doc

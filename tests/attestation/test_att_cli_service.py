@@ -62,7 +62,15 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
 
     snp = json.loads((SNP_DIR / "expected.json").read_text())["report"]
     policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"measurements": [snp["measurement"]]}))
+    policy.write_text(
+        json.dumps(
+            {
+                "measurements": [snp["measurement"]],
+                "minimum_tcb": {"Milan": {"snp": 0}},
+                "snp": {"host_data": [snp["host_data"]], "family_id": "any", "image_id": "any"},
+            }
+        )
+    )
     args = [
         str(SNP_DIR / "report.bin"),
         "--platform",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from att_vectors import intel_vectors, snp_vectors
+from att_vectors import accepting, intel_vectors, snp_vectors
 
 from conclavium.attestation import (
     PolicyError,
@@ -50,8 +50,13 @@ def intel_claims(name: str, **kw):
 
 
 def policy_for(claims, **extra) -> Policy:
-    doc = {"measurements": [{"platform": claims.platform, "measurement": claims.measurement}], "report_data": "prefix"}
-    doc.update(extra)
+    """`accepting(claims)` with `extra` merged in (sections merge key by key)."""
+    doc = accepting(claims)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict) and key in ("snp", "tdx", "sgx"):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
     return load_policy(doc)
 
 
@@ -82,7 +87,7 @@ def test_snp_allowed_measurement_passes() -> None:
 def test_snp_policy_refusals() -> None:
     claims = snp_claims("milan-v2-trustee")
     assert "measurement_not_allowed" in checks(
-        evaluate_policy(claims, load_policy({"measurements": ["00" * 48]}), report_data=rd(claims))
+        evaluate_policy(claims, policy_for(claims, measurements=["00" * 48]), report_data=rd(claims))
     )
     pol = policy_for(claims, minimum_tcb={"Milan": {"snp": 9, "microcode": 115}})
     assert checks(evaluate_policy(claims, pol, report_data=rd(claims))) == {"minimum_tcb"}
@@ -90,7 +95,7 @@ def test_snp_policy_refusals() -> None:
     assert "host_data_not_allowed" in checks(evaluate_policy(claims, pol, report_data=rd(claims)))
     rule = {"platform": "snp", "measurement": claims.measurement, "host_data": "22" * 32}
     assert "measurement_not_allowed" in checks(
-        evaluate_policy(claims, load_policy({"measurements": [rule]}), report_data=rd(claims))
+        evaluate_policy(claims, policy_for(claims, measurements=[rule]), report_data=rd(claims))
     )
     assert "report_data_binding" in checks(evaluate_policy(claims, policy_for(claims), report_data=b"\1" * 32))
     assert "report_data_binding" in checks(evaluate_policy(claims, policy_for(claims)))
@@ -128,7 +133,6 @@ def test_report_data_binding_with_keys() -> None:
     [
         ("tdx/v4-dcapqvl", set()),
         ("tdx/v4-trustee-q4", {"debug_not_allowed", "collateral_freshness"}),
-        ("tdx/v4-module03-trustee-q6", {"tcb_status"}),
         ("tdx/v5-tdx15-dcapqvl-outdated", {"tcb_status"}),
         ("tdx/v4-gotdxguest-spr", {"tcb_status", "trailing_bytes", "collateral_freshness"}),
         ("sgx/v3-dcapqvl", {"tcb_status"}),
@@ -146,7 +150,9 @@ def test_intel_accepted_statuses_and_stale_collateral() -> None:
     stale = intel_claims("tdx/v5-tdx15-gotdxguest")
     assert stale.status == "UpToDate"
     assert checks(evaluate_policy(stale, policy_for(stale), report_data=rd(stale))) == {"collateral_freshness"}
-    lax = policy_for(stale, collateral={"require_fresh": False})
+    with pytest.raises(PolicyError):
+        policy_for(stale, collateral={"require_fresh": False})
+    lax = policy_for(stale, environment="development", collateral={"require_fresh": False})
     assert evaluate_policy(stale, lax, report_data=rd(stale)).allowed
     aged = policy_for(claims, tcb_statuses=["ConfigurationAndSWHardeningNeeded"], collateral={"max_age_seconds": 60})
     assert checks(evaluate_policy(claims, aged, report_data=rd(claims))) == {"collateral_freshness"}
@@ -156,7 +162,9 @@ def test_intel_without_collateral_is_unknown_and_refused() -> None:
     v = INTEL["tdx/quote-only-trustee/azure_td_quote.bin"]
     claims = verify_evidence("tdx", v.quote, at=v.at)
     assert claims.status == "Unknown"
-    assert checks(evaluate_policy(claims, policy_for(claims), report_data=rd(claims))) == {"tcb_status"}
+    assert checks(evaluate_policy(claims, policy_for(claims), report_data=rd(claims))) == {"collateral_missing"}
+    with pytest.raises(PolicyError):
+        load_policy({"tcb_statuses": ["UpToDate", "Unknown"]})
 
 
 def test_sgx_debug_enclave_refused() -> None:

@@ -172,6 +172,10 @@ def test_cryptography_still_loads_serial_zero_amd_certs() -> None:
     assert any(issubclass(w.category, CryptographyDeprecationWarning) for w in caught)
 
 
+def has_crls(v: IntelVector) -> bool:
+    return {"root_ca_crl.der", "pck_crl.der"} <= set(v.collateral)
+
+
 def intel_verify(v: IntelVector, quote: bytes | None = None, collateral=None, at=None):
     return verify_evidence(
         v.platform,
@@ -183,7 +187,14 @@ def intel_verify(v: IntelVector, quote: bytes | None = None, collateral=None, at
 
 @pytest.mark.parametrize("v", INTEL, ids=lambda v: v.name)
 def test_intel_vector_claims(v: IntelVector) -> None:
-    claims = intel_verify(v)
+    if v.collateral and not has_crls(v):
+        # Collateral without CRLs cannot prove the PCK unrevoked: refused, quote-level claims only.
+        with pytest.raises(VerificationError) as e:
+            intel_verify(v)
+        assert e.value.check == "collateral_missing"
+        claims = intel_verify(v, collateral={})
+    else:
+        claims = intel_verify(v)
     exp = v.expected
     body = exp["body"]
     assert claims.platform == v.platform
@@ -205,7 +216,7 @@ def test_intel_vector_claims(v: IntelVector) -> None:
     assert [claims.tcb[f"sgx_comp{i:02d}"] for i in range(1, 17)] == exp["pck"]["sgx_tcb_comp_svn"]
     assert claims.chip_id == exp["pck"]["ppid"]
     assert claims.details["qe_report"]["isvsvn"] == exp["qe_report"]["isvsvn"]
-    if "platform_tcb" in exp:
+    if "platform_tcb" in exp and has_crls(v):
         want = exp["platform_tcb"]["status"]
         assert claims.status == STATUS_NAMES.get(want, want)
         assert claims.details["tcb_info"]["issueDate"] == exp["tcb_info"]["issueDate"]
@@ -264,7 +275,17 @@ def test_intel_flipped_pck_certificate_rejected(v: IntelVector) -> None:
     assert e.value.check in ("pck_leaf_signed_by_intermediate", "header_and_cert_type")
 
 
-WITH_COLLATERAL = [v for v in INTEL if v.collateral]
+WITH_COLLATERAL = [v for v in INTEL if v.collateral and has_crls(v)]
+
+
+@pytest.mark.parametrize("v", WITH_COLLATERAL, ids=lambda v: v.name)
+@pytest.mark.parametrize("crl", ["root_ca_crl.der", "pck_crl.der"])
+def test_intel_missing_crl_refused(v: IntelVector, crl: str) -> None:
+    """CRLs are mandatory: without one, revocation is unchecked and the collateral is refused."""
+    partial = {k: b for k, b in v.collateral.items() if k != crl}
+    with pytest.raises(VerificationError) as e:
+        intel_verify(v, collateral=partial)
+    assert e.value.check == "collateral_missing" and crl.split(".")[0] in e.value.message
 
 
 @pytest.mark.parametrize("v", WITH_COLLATERAL, ids=lambda v: v.name)
