@@ -9,10 +9,12 @@ effects for the executor.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
+from conclavium.attestation import PolicyError, load_policy
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.governance import constitution as const
 from conclavium.governance.model import (
@@ -25,11 +27,13 @@ from conclavium.governance.model import (
     MEASUREMENTS,
     MEMBERS,
     NODE_PENDING,
+    NODE_POLICY_KEY,
     NODE_RETIRED,
     NODE_TRUSTED,
     NODES,
     REMOVED,
     SERVICE,
+    SERVICE_CONFIG_KEY,
     SERVICE_OPEN,
     SERVICE_STATE_KEY,
     USERS,
@@ -205,6 +209,30 @@ def _v_set_map_policy(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_POLICY_CHARS = 65536
+
+
+def _v_set_node_policy(args: dict[str, Any]) -> dict[str, Any]:
+    """The whole node policy (docs/attestation.md), validated as the executors will load it.
+
+    Measurements stay in their own table (allow_measurement / disallow_measurement), so a policy
+    naming them is refused rather than silently overridden.
+    """
+    _fields(args, ("policy",))
+    policy = args["policy"]
+    if not isinstance(policy, dict):
+        raise GovernanceError("policy must be an object")
+    if "measurements" in policy:
+        raise GovernanceError("policy cannot carry measurements; use allow_measurement / disallow_measurement")
+    if len(json.dumps(policy)) > MAX_POLICY_CHARS:
+        raise GovernanceError(f"policy longer than {MAX_POLICY_CHARS} characters")
+    try:
+        load_policy(policy)
+    except PolicyError as e:
+        raise GovernanceError(f"invalid node policy: {e.check}: {e.message}") from e
+    return {"policy": policy}
+
+
 _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_member": _v_set_member,
     "remove_member": lambda a: _one_of(a, "member_id"),
@@ -219,6 +247,7 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "open_service": _v_none,
     "set_commit_quorum": _v_set_commit_quorum,
     "set_map_policy": _v_set_map_policy,
+    "set_node_policy": _v_set_node_policy,
 }
 assert tuple(_VALIDATORS) == ACTION_NAMES
 
@@ -339,9 +368,7 @@ def _a_disallow_measurement(tables: Tables, args: dict[str, Any], ctx: Context) 
     if current is None:
         raise GovernanceError(f"measurement {measurement} is not allowed, nothing to disallow")
     if "platform" in args and current["platform"] != args["platform"]:
-        raise GovernanceError(
-            f"measurement {measurement} is allowed for {current['platform']}, not {args['platform']}"
-        )
+        raise GovernanceError(f"measurement {measurement} is allowed for {current['platform']}, not {args['platform']}")
     users = sorted(k for k, v in _trusted_nodes(tables).items() if v.get("measurement") == measurement)
     if users:
         raise GovernanceError(
@@ -424,6 +451,29 @@ def _a_set_map_policy(tables: Tables, args: dict[str, Any], ctx: Context) -> lis
     return []
 
 
+def current_node_policy(tables: Tables) -> dict[str, Any]:
+    """The node policy every join is judged by: the last `set_node_policy`, else the genesis one."""
+    row = tables.get(SERVICE, NODE_POLICY_KEY)
+    if row is not None:
+        return dict(row["policy"])
+    return dict((tables.get(SERVICE, SERVICE_CONFIG_KEY) or {}).get("node_policy", {}))
+
+
+def _a_set_node_policy(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """Applies to every later join; nodes already trusted are not re-evaluated (see drift)."""
+    current = current_node_policy(tables)
+    if (
+        current.get("environment", "production") == "production"
+        and args["policy"].get("environment", "production") != "production"
+    ):
+        raise GovernanceError("a production ledger's node policy cannot move back to development")
+    previous = tables.get(SERVICE, NODE_POLICY_KEY) or {"version": 0}
+    tables.put(
+        SERVICE, NODE_POLICY_KEY, {"policy": args["policy"], "version": previous["version"] + 1, "height": ctx.height}
+    )
+    return [{"type": "set_node_policy", "version": previous["version"] + 1}]
+
+
 _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] = {
     "set_member": _a_set_member,
     "remove_member": _a_remove_member,
@@ -438,6 +488,7 @@ _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] 
     "open_service": _a_open_service,
     "set_commit_quorum": _a_set_commit_quorum,
     "set_map_policy": _a_set_map_policy,
+    "set_node_policy": _a_set_node_policy,
 }
 assert tuple(_APPLIERS) == ACTION_NAMES
 

@@ -26,6 +26,8 @@ GOV_MAPS: tuple[str, ...] = (MEMBERS, USERS, NODES, MEASUREMENTS, CONSTITUTION, 
 CONSTITUTION_KEY = "current"
 SERVICE_STATE_KEY = "state"
 COMMIT_QUORUM_KEY = "commit_quorum"
+NODE_POLICY_KEY = "node_policy"
+SERVICE_CONFIG_KEY = "config"
 
 ACTIVE = "Active"
 REMOVED = "Removed"
@@ -205,6 +207,7 @@ def strict_json(data: bytes | str) -> Any:
     except (ValueError, RecursionError) as e:
         raise GovernanceError(f"payload is not valid JSON: {e}") from e
 
+
 ACTION_NAMES: tuple[str, ...] = (
     "set_member",
     "remove_member",
@@ -219,4 +222,5 @@ ACTION_NAMES: tuple[str, ...] = (
     "open_service",
     "set_commit_quorum",
     "set_map_policy",
+    "set_node_policy",
 )

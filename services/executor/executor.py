@@ -392,6 +392,10 @@ class Executor:
             counts[p["state"]] = counts.get(p["state"], 0) + 1
         for state, n in counts.items():
             m.GOV_PROPOSALS.labels(state).set(n)
+        drifted = self.machine.attestation_drift()
+        if drifted:
+            log.warning("attestation drift: trusted node(s) %s no longer meet the node policy", ", ".join(drifted))
+        m.ATTESTATION_DRIFT.set(len(drifted))
 
     async def _sign_uncommitted(self) -> None:
         if self.machine.fork_reason or not self.is_signer():

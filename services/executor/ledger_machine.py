@@ -26,11 +26,11 @@ from conclavium.crypto import sealing
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.encoding import canonical_json
 from conclavium.governance import queries as gov_queries
-from conclavium.governance.actions import apply_actions, validate_action
+from conclavium.governance.actions import apply_actions, current_node_policy, validate_action
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
 from conclavium.tx import Op, TxBody, TxError, is_public_map, open_ops, opened_ops, parse_body, sealed_box
 
-from .attest import EvidenceRefused, policy_document, verify_join_evidence
+from .attest import EvidenceRefused, drifted_nodes, policy_document, verify_join_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
 from .receipt_index import CommittedBlock, ReceiptIndex
 from .sealed_openers import SealedOpenerPool
@@ -474,14 +474,28 @@ class LedgerMachine:
             return self._genesis(msg, key, bound, block)
         return self._join(msg, bound, block)
 
+    def attestation_drift(self) -> list[str]:
+        """Trusted nodes whose recorded claims fail the current node policy (nothing is revoked)."""
+        policy = policy_document(current_node_policy(self.state), list(self.state.items(MEASUREMENTS)))
+        return drifted_nodes(self.state.items(NODES), policy)
+
     def _check_evidence(
         self, node: node_messages.NodeInfo, bound: list[bytes], node_policy: dict[str, Any], at_ms: int
     ) -> dict[str, Any]:
         policy = policy_document(node_policy, list(self.state.items(MEASUREMENTS)))
         try:
-            return verify_join_evidence(node.evidence, bound, policy, at_ms)
+            claims = verify_join_evidence(node.evidence, bound, policy, at_ms)
         except EvidenceRefused as e:
             raise TxError("attestation_refused", str(e)) from None
+        if claims.get("platform") != "virtual" and policy.get("environment") == "development":
+            # A node on TEE hardware must not share secrets with a ledger whose policy admits
+            # virtual or debug nodes: a development policy is for development hardware only.
+            raise TxError(
+                "attestation_refused",
+                "development_policy: a development node policy admits only virtual evidence; "
+                "a ledger with TEE nodes needs a production policy",
+            )
+        return claims
 
     def _node_fields(self, node: node_messages.NodeInfo, claims: dict[str, Any], cert: str | None) -> dict[str, Any]:
         return {
@@ -556,7 +570,7 @@ class LedgerMachine:
         row = self.state.get(NODES, msg.node.id)
         if row is not None:
             raise TxError("already_joined", f"node is already {row['status']}")
-        claims = self._check_evidence(msg.node, bound, self.config("node_policy", {}), block.ts_ms)
+        claims = self._check_evidence(msg.node, bound, current_node_policy(self.state), block.ts_ms)
         self.state.begin()
         try:
             governance.record_node_join(

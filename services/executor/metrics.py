@@ -13,6 +13,10 @@ COMMITTED_HEIGHT = Gauge("conclavium_executor_committed_height", "Height up to w
 LAG = Gauge("conclavium_executor_consumer_lag", "Blocks in the ledger stream not yet executed")
 FORK = Gauge("conclavium_executor_fork_detected", "1 when this node's roots diverged from a quorum's")
 TRUSTED_NODES = Gauge("conclavium_executor_trusted_nodes", "Trusted, endorsed executors")
+ATTESTATION_DRIFT = Gauge(
+    "conclavium_executor_attestation_drift_nodes",
+    "Trusted nodes whose recorded attestation no longer meets the current node policy",
+)
 QUORUM = Gauge("conclavium_executor_quorum", "Signatures required to commit a block")
 LAST_SIGNERS = Gauge("conclavium_executor_last_commit_signers", "Signers seen on the last committed block")
 BLOCK_SECONDS = Histogram(

@@ -132,8 +132,12 @@ class IntelTestPki:
         sig_data = _raw_sig(att_key, signed) + att_pub + cert_data
         return signed + struct.pack("<I", len(sig_data)) + sig_data
 
-    def _resign(self, raw: bytes, key: str) -> bytes:
+    def _resign(self, raw: bytes, key: str, dates: tuple[datetime, datetime] | None = None) -> bytes:
         text = raw.decode()
+        if dates is not None:
+            for field_name, when in zip(("issueDate", "nextUpdate"), dates, strict=True):
+                stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+                text = re.sub(r'"' + field_name + r'"\s*:\s*"[^"]*"', f'"{field_name}":"{stamp}"', text, count=1)
         m = re.search(r'"' + key + r'"\s*:\s*', text)
         assert m is not None
         _, end = json.JSONDecoder().raw_decode(text, m.end())
@@ -165,8 +169,10 @@ class IntelTestPki:
         revoke_leaf: bool = False,
         revoke_inter: bool = False,
         crl_next_update: datetime | None = None,
+        dates: tuple[datetime, datetime] | None = None,
     ) -> dict[str, bytes]:
-        """The real TCB info and QE identity re-signed, and fresh CRLs around `at` (naive UTC ok)."""
+        """The real TCB info and QE identity re-signed (with new `dates` = issueDate, nextUpdate if
+        given), and CRLs issued a day before `at` and valid for 29 days (or until `crl_next_update`)."""
         assert self.leaf is not None, "requote first"
         at = at.replace(tzinfo=None)
         last, nxt = (
@@ -174,8 +180,8 @@ class IntelTestPki:
             crl_next_update.replace(tzinfo=None) if crl_next_update else at + timedelta(days=29),
         )
         return {
-            "tcb_info.json": self._resign(real["tcb_info.json"], "tcbInfo"),
-            "qe_identity.json": self._resign(real["qe_identity.json"], "enclaveIdentity"),
+            "tcb_info.json": self._resign(real["tcb_info.json"], "tcbInfo", dates),
+            "qe_identity.json": self._resign(real["qe_identity.json"], "enclaveIdentity", dates),
             "tcb_signing_chain.pem": _pem(self.signer) + _pem(self.root),
             "root_ca_crl.der": self.crl(
                 self.root, self.root_key, last, nxt, [self.inter.serial_number] if revoke_inter else []

@@ -30,6 +30,7 @@ LEDGER = "unit"
 class Node:
     key: PrivateKey = field(default_factory=PrivateKey.generate)
     enc: Any = field(default_factory=sealing.generate_key)
+    measurement: str = VIRTUAL_DEV_MEASUREMENT
 
     @property
     def id(self) -> str:
@@ -38,7 +39,7 @@ class Node:
     def info(self, name: str) -> node_messages.NodeInfo:
         enc_raw = sealing.public_bytes(self.enc)
         bound = node_messages.bound_keys(self.key.public_key.spki, enc_raw)
-        ev = make_virtual_evidence(bytes.fromhex(VIRTUAL_DEV_MEASUREMENT), b"", expected_report_data(bound))
+        ev = make_virtual_evidence(bytes.fromhex(self.measurement), b"", expected_report_data(bound))
         return node_messages.NodeInfo(
             id=self.id,
             signing_key=self.key.public_key.pem,

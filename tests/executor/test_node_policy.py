@@ -1,0 +1,217 @@
+"""The node policy under governance, on real blocks through the executor's deterministic core.
+
+`set_node_policy` and allow/disallow_measurement are proposed and voted like any action; they apply
+to every later join and to nothing already trusted, which shows up as attestation drift instead.
+Collateral travels in the ordered Join entry and is judged at the block's time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from machine_harness import LEDGER, Chain, Node, bootstrap, new_machine
+
+from conclavium import node_messages
+from conclavium.block import Entry, Kind
+from conclavium.crypto import sealing
+from conclavium.encoding import b64e
+from conclavium.governance import documents
+from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
+from services.executor.ledger_machine import NODES, LedgerMachine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attestation"))
+from att_vectors import accepting, intel_vectors
+from intel_test_pki import IntelTestPki
+
+NEW = "22" * 32
+DEV = {"environment": "development", "platforms": ["virtual"]}
+
+
+async def _run(chain: Chain, machine: LedgerMachine, entries: list[Entry]) -> Any:
+    _, out = await machine.apply(*chain.block(entries))
+    return out
+
+
+async def passed(chain: Chain, machine: LedgerMachine, actions: list[dict[str, Any]]) -> str:
+    """Propose and vote (the harness has one member); the proposal's final state, or "Refused" when
+    its dry run failed and it was never recorded."""
+    doc = documents.make_proposal(actions, chain.member, chain.ts // 1000)
+    await _run(chain, machine, [Entry(Kind.GOV, doc, b"")])
+    pid = hashlib.sha256(doc).hexdigest()
+    ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000)
+    await _run(chain, machine, [Entry(Kind.GOV, ballot, b"")])
+    row = machine.state.get("public:gov.proposals", pid)
+    return row["state"] if row else "Refused"
+
+
+async def join(chain: Chain, machine: LedgerMachine, node: Node, name: str) -> tuple[str, str] | None:
+    """Submit a join; None if it was recorded, else (code, message) of its refusal."""
+    msg = node_messages.Join(v=1, ledger=LEDGER, ts=chain.ts, node=node.info(name))
+    out = await _run(chain, machine, [node_messages.make_entry(msg, node.key)])
+    return (out.invalid[0][1], out.invalid[0][2]) if out.invalid else None
+
+
+def status(machine: LedgerMachine, node: Node) -> str | None:
+    row = machine.state.get(NODES, node.id)
+    return row["status"] if row else None
+
+
+async def test_policy_change_by_vote_refuses_the_next_join_and_shows_drift() -> None:
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    assert m.attestation_drift() == []
+    # Pin host data: every later join must carry it; the three trusted nodes do not, so they drift.
+    assert (
+        await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": {**DEV, "host_data": ["aa" * 32]}}}])
+        == "Accepted"
+    )
+    late = Node()
+    refused = await join(chain, m, late, "late")
+    assert refused is not None and refused[0] == "attestation_refused" and "host_data_not_allowed" in refused[1]
+    assert status(m, late) is None
+    assert len(m.attestation_drift()) == 3, "nothing is re-evaluated retroactively, but drift shows it"
+    assert all(status(m, n) == "Trusted" for n in chain.nodes)
+    # Back to the unpinned policy: drift clears, joins work again.
+    assert await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": DEV}}]) == "Accepted"
+    assert m.attestation_drift() == []
+    assert await join(chain, m, late, "late") is None
+
+
+async def test_invalid_or_backward_policies_are_refused_at_proposal() -> None:
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    from conclavium.governance.model import GovernanceError
+
+    for bad in (
+        {"environment": "production", "platforms": ["virtual"]},
+        {"measurements": ["00" * 32]},
+        {"tcb_statuses": ["Unknown"]},
+        {"nonsense": 1},
+    ):
+        with pytest.raises(GovernanceError):
+            documents.make_proposal([{"name": "set_node_policy", "args": {"policy": bad}}], chain.member, 0)
+    assert (
+        await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": {"platforms": ["snp"]}}}]) == "Accepted"
+    )
+    # Production cannot go back to development: the proposal's dry run refuses it.
+    assert await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": DEV}}]) == "Refused"
+
+
+async def test_upgrade_walkthrough_through_governance() -> None:
+    """Allow the new measurement, add nodes running it, retire old ones one at a time, disallow the old."""
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    old = list(chain.nodes)
+    fresh = [Node(measurement=NEW) for _ in range(3)]
+    refused = await join(chain, m, fresh[0], "new-0")
+    assert refused is not None and "measurement_not_allowed" in refused[1], "the new build needs a vote first"
+    assert (
+        await passed(chain, m, [{"name": "allow_measurement", "args": {"platform": "virtual", "measurement": NEW}}])
+        == "Accepted"
+    )
+    for i, node in enumerate(fresh):
+        assert await join(chain, m, node, f"new-{i}") is None
+        assert status(m, node) == "Trusted"
+    for node in old:
+        assert await passed(chain, m, [{"name": "retire_node", "args": {"node_id": node.id}}]) == "Accepted"
+        assert status(m, node) == "Retired"
+    assert (
+        await passed(
+            chain,
+            m,
+            [{"name": "disallow_measurement", "args": {"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}}],
+        )
+        == "Accepted"
+    )
+    straggler = Node()
+    refused = await join(chain, m, straggler, "old-build")
+    assert refused is not None and "measurement_not_allowed" in refused[1], "the old build can no longer join"
+    trusted = {k for k, row in m.state.items(NODES) if row["status"] == "Trusted"}
+    assert trusted == {n.id for n in fresh}
+    assert m.attestation_drift() == []
+
+
+V = next(v for v in intel_vectors() if v.name == "tdx/v4-dcapqvl")
+
+
+def _tdx_node(pki: IntelTestPki, at: dt.datetime, **collateral: Any) -> tuple[Node, node_messages.NodeInfo]:
+    node = Node()
+    enc = sealing.public_bytes(node.enc)
+    bound = node_messages.bound_keys(node.key.public_key.spki, enc)
+    from conclavium.attestation import expected_report_data
+
+    quote = pki.requote(V.quote, report_data=expected_report_data(bound))
+    col = pki.collateral(V.collateral, at, **collateral)
+    evidence = {"platform": "tdx", "evidence": b64e(quote), "collateral": {k: b64e(v) for k, v in col.items()}}
+    info = node_messages.NodeInfo(
+        id=node.id, signing_key=node.key.public_key.pem, encryption_key=enc.hex(), evidence=evidence, name="tdx"
+    )
+    return node, info
+
+
+async def _join_info(
+    chain: Chain, m: LedgerMachine, node: Node, info: node_messages.NodeInfo
+) -> tuple[str, str] | None:
+    msg = node_messages.Join(v=1, ledger=LEDGER, ts=chain.ts, node=info)
+    out = await _run(chain, m, [node_messages.make_entry(msg, node.key)])
+    return (out.invalid[0][1], out.invalid[0][2]) if out.invalid else None
+
+
+async def test_tdx_join_judged_at_block_time_and_refused_for_stale_collateral(monkeypatch: pytest.MonkeyPatch) -> None:
+    pki = IntelTestPki()
+    pki.pin(monkeypatch)
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    now = dt.datetime.fromtimestamp(chain.ts / 1000, dt.UTC)
+    node, info = _tdx_node(pki, now, dates=(now - dt.timedelta(days=1), now + dt.timedelta(days=29)))
+    from conclavium.attestation import verify_evidence
+    from conclavium.encoding import b64d
+
+    claims = verify_evidence(
+        "tdx",
+        b64d(info.evidence["evidence"]),
+        collateral={k: b64d(v) for k, v in info.evidence["collateral"].items()},
+        at=now,
+    )
+    allow = {"name": "allow_measurement", "args": {"platform": "tdx", "measurement": claims.measurement}}
+    # A development ledger admits no TEE node, even one its policy would otherwise accept.
+    dev_tdx = {**DEV, "platforms": ["virtual", "tdx"]}
+    assert await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": dev_tdx}}, allow]) == "Accepted"
+    refused = await _join_info(chain, m, node, info)
+    assert refused is not None and "development_policy" in refused[1]
+    policy = accepting(claims)
+    policy.pop("measurements")
+    policy["platforms"] = ["tdx"]
+    actions = [{"name": "set_node_policy", "args": {"policy": policy}}]
+    assert await passed(chain, m, actions) == "Accepted"
+    assert len(m.attestation_drift()) == 3, "the virtual nodes no longer meet the production policy"
+    assert await _join_info(chain, m, node, info) is None
+    assert status(m, node) == "Trusted"
+    # Collateral whose CRLs expire a minute from now: refused once the block time passes that.
+    late, late_info = _tdx_node(
+        pki,
+        now,
+        dates=(now - dt.timedelta(days=1), now + dt.timedelta(days=29)),
+        crl_next_update=now + dt.timedelta(minutes=1),
+    )
+    chain.ts += 120_000
+    refused = await _join_info(chain, m, late, late_info)
+    assert refused is not None and refused[0] == "attestation_refused" and "collateral_freshness" in refused[1]
+    # Without collateral, or without a CRL, the join is refused, never accepted unchecked.
+    bare, bare_info = _tdx_node(pki, now, dates=(now - dt.timedelta(days=1), now + dt.timedelta(days=29)))
+    del bare_info.evidence["collateral"]
+    refused = await _join_info(chain, m, bare, bare_info)
+    assert refused is not None and "collateral_missing" in refused[1]
+    nocrl, nocrl_info = _tdx_node(pki, now, dates=(now - dt.timedelta(days=1), now + dt.timedelta(days=29)))
+    del nocrl_info.evidence["collateral"]["pck_crl.der"]
+    refused = await _join_info(chain, m, nocrl, nocrl_info)
+    assert refused is not None and "collateral_missing" in refused[1]
