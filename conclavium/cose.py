@@ -33,6 +33,9 @@ ALG_NAMES: dict[int, Algorithm] = {v: k for k, v in ALG_IDS.items()}
 HDR_MSG_TYPE = "conclavium.gov.msg.type"
 HDR_CREATED_AT = "conclavium.gov.msg.created_at"
 HDR_PROPOSAL_ID = "conclavium.gov.msg.proposal_id"
+# The ledger a document is for: executors refuse a document naming another ledger (or none), so a
+# proposal or ballot cannot be replayed on another ledger whose members hold the same keys.
+HDR_LEDGER = "conclavium.gov.msg.ledger"
 
 MAX_DOCUMENT_BYTES = 1 << 20
 

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from conclavium.crypto.keys import PrivateKey, PublicKey
 
 VALIDITY = dt.timedelta(days=3650)
+SERVICE_CN_PREFIX = "conclavium service "  # + the ledger id: the service certificate's subject
 
 
 class CertificateError(ValueError):
@@ -37,8 +38,8 @@ def _serial(seed: bytes) -> int:
 def service_certificate(key: PrivateKey, ledger: str, not_before: dt.datetime) -> str:
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"conclavium service {ledger}"))
-        .issuer_name(_name(f"conclavium service {ledger}"))
+        .subject_name(_name(SERVICE_CN_PREFIX + ledger))
+        .issuer_name(_name(SERVICE_CN_PREFIX + ledger))
         .public_key(key.crypto_key.public_key())  # type: ignore[attr-defined]
         .serial_number(_serial(key.public_key.spki))
         .not_valid_before(not_before)
@@ -72,6 +73,15 @@ def load_cert(pem: str) -> x509.Certificate:
         return x509.load_pem_x509_certificate(pem.encode())
     except ValueError as e:
         raise CertificateError(f"malformed certificate: {e}") from None
+
+
+def service_ledger(service_cert_pem: str) -> str:
+    """The ledger id a service certificate names (its subject is "conclavium service LEDGER")."""
+    names = load_cert(service_cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = names[0].value if names else ""
+    if not isinstance(cn, str) or not cn.startswith(SERVICE_CN_PREFIX):
+        raise CertificateError("not a service certificate (no ledger in its subject)")
+    return cn[len(SERVICE_CN_PREFIX) :]
 
 
 def verify_node_certificate(node_cert_pem: str, service_cert: x509.Certificate) -> PublicKey:

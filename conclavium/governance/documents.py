@@ -35,10 +35,16 @@ __all__ = [
 ]
 
 
-def _headers(msg_type: str, created_at: int, proposal_id: str | None = None) -> dict[str, Any]:
+def _headers(msg_type: str, created_at: int, ledger: str, proposal_id: str | None = None) -> dict[str, Any]:
     if type(created_at) is not int or created_at < 0:
         raise GovernanceError("created_at must be a non-negative integer (seconds since the epoch)")
-    headers: dict[str, Any] = {cose.HDR_MSG_TYPE: msg_type, cose.HDR_CREATED_AT: created_at}
+    if not isinstance(ledger, str) or not ledger:
+        raise GovernanceError("a governance document must name its ledger (a non-empty ledger id)")
+    headers: dict[str, Any] = {
+        cose.HDR_MSG_TYPE: msg_type,
+        cose.HDR_CREATED_AT: created_at,
+        cose.HDR_LEDGER: ledger,
+    }
     if proposal_id is not None:
         if not is_key_id(proposal_id):
             raise GovernanceError(f"proposal id must be 64 lowercase hex digits, got {proposal_id!r}")
@@ -46,19 +52,20 @@ def _headers(msg_type: str, created_at: int, proposal_id: str | None = None) -> 
     return headers
 
 
-def make_proposal(actions: list[dict[str, Any]], key: PrivateKey, created_at: int) -> bytes:
-    """A signed proposal; actions are validated here too so mistakes surface before submission."""
+def make_proposal(actions: list[dict[str, Any]], key: PrivateKey, created_at: int, *, ledger: str) -> bytes:
+    """A signed proposal for `ledger`; actions are validated here too so mistakes surface before
+    submission."""
     validate_actions(actions)
-    return cose.sign1(canonical_json({"actions": actions}), key, _headers(MSG_PROPOSAL, created_at))
+    return cose.sign1(canonical_json({"actions": actions}), key, _headers(MSG_PROPOSAL, created_at, ledger))
 
 
-def make_ballot(proposal_id: str, approve: bool, key: PrivateKey, created_at: int) -> bytes:
+def make_ballot(proposal_id: str, approve: bool, key: PrivateKey, created_at: int, *, ledger: str) -> bytes:
     vote = APPROVE if approve else REJECT
-    return cose.sign1(canonical_json({"vote": vote}), key, _headers(MSG_BALLOT, created_at, proposal_id))
+    return cose.sign1(canonical_json({"vote": vote}), key, _headers(MSG_BALLOT, created_at, ledger, proposal_id))
 
 
-def make_withdrawal(proposal_id: str, key: PrivateKey, created_at: int) -> bytes:
-    return cose.sign1(canonical_json({}), key, _headers(MSG_WITHDRAWAL, created_at, proposal_id))
+def make_withdrawal(proposal_id: str, key: PrivateKey, created_at: int, *, ledger: str) -> bytes:
+    return cose.sign1(canonical_json({}), key, _headers(MSG_WITHDRAWAL, created_at, ledger, proposal_id))
 
 
 def parse_proposal_json(text: str | bytes) -> list[dict[str, Any]]:

@@ -84,6 +84,22 @@ def _members(tables: Tables) -> dict[str, Any]:
     return dict(sorted(tables.items(MEMBERS)))
 
 
+def _check_ledger(protected: dict[Any, Any], ctx: Context) -> None:
+    """The document must name this ledger: the same member keys may govern other ledgers."""
+    if ctx.ledger is None:
+        raise GovernanceError("no ledger id to check the document against", "wrong_ledger")
+    named = protected.get(cose.HDR_LEDGER)
+    if named is None:
+        raise GovernanceError(
+            f"the document does not name its ledger ({cose.HDR_LEDGER} protected header)", "missing_ledger"
+        )
+    if named != ctx.ledger:
+        shown = named if isinstance(named, str) else type(named).__name__
+        raise GovernanceError(
+            f"the document is for ledger {shown[:64]!r}, this is ledger {ctx.ledger!r}", "wrong_ledger"
+        )
+
+
 def _read_headers(protected: dict[Any, Any]) -> tuple[str, int, str | None]:
     msg_type = protected.get(cose.HDR_MSG_TYPE)
     if msg_type not in MSG_TYPES:
@@ -109,6 +125,7 @@ def apply(tables: Tables, document: bytes, ctx: Context) -> Outcome:
     except (GovernanceError, cose.CoseError) as e:
         outcome.status = INVALID
         outcome.reason = str(e)
+        outcome.code = e.code if isinstance(e, GovernanceError) else "governance_refused"
         outcome.effects = []
         return outcome
     staged.commit()
@@ -122,6 +139,7 @@ def _apply(tables: StagedTables, document: bytes, ctx: Context, outcome: Outcome
         msg_type, created_at, proposal_id = _read_headers(msg.protected)
     except cose.CoseError as e:
         raise GovernanceError(f"malformed governance document: {e}") from e
+    _check_ledger(msg.protected, ctx)
     outcome.msg_type = msg_type
     outcome.proposal_id = proposal_id if msg_type != MSG_PROPOSAL else document_id(document)
     outcome.signer = msg.kid

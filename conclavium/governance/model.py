@@ -72,7 +72,12 @@ class Tables(Protocol):
 
 
 class GovernanceError(ValueError):
-    """A governance document or action that must be refused; the message is the reason."""
+    """A governance document or action that must be refused; the message is the reason and `code`
+    the machine-readable reason an Invalid transaction reports."""
+
+    def __init__(self, message: str, code: str = "governance_refused") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class MemoryTables:
@@ -148,10 +153,12 @@ class StagedTables:
 
 @dataclass(frozen=True)
 class Context:
-    """Where in the ledger a document is applied: block height and block time (never wall clock)."""
+    """Where in the ledger a document is applied: block height and block time (never wall clock),
+    and the ledger's id, which every document must name (None only where no document is applied)."""
 
     height: int
     timestamp_ms: int
+    ledger: str | None = None
 
 
 @dataclass
@@ -160,6 +167,7 @@ class Outcome:
 
     status: str
     reason: str | None = None
+    code: str | None = None  # machine-readable reason of a refusal (GovernanceError.code)
     proposal_id: str | None = None
     proposal_state: str | None = None
     effects: list[dict[str, Any]] = field(default_factory=list)

@@ -183,7 +183,9 @@ class LocalNetwork:
             return
 
         async def vote() -> None:
-            clients = [Client(self.gateway_url, self.member_key(i)) for i in range(len(self.members))]
+            clients = [
+                Client(self.gateway_url, self.member_key(i), ledger=self.opt.ledger) for i in range(len(self.members))
+            ]
             try:
                 proposal = await clients[0].propose([{"name": "open_service", "args": {}}])
                 await clients[0].wait(proposal["tx_hash"], timeout=timeout)

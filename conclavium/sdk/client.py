@@ -18,7 +18,7 @@ import aiohttp
 from conclavium import query
 from conclavium.crypto.keys import PrivateKey
 from conclavium.governance import documents
-from conclavium.identity import CertificateError, verify_tx_key
+from conclavium.identity import CertificateError, service_ledger, verify_tx_key
 from conclavium.tx import SignedTx, make_body, sign
 
 TX_KEY_TTL_S = 5.0
@@ -84,8 +84,20 @@ class Client:
     # --- building ---------------------------------------------------------------------------------
 
     async def ledger_id(self) -> str:
+        """The ledger everything is signed for: given, or the gateway's answer, which with a pinned
+        service certificate must be the ledger that certificate names (an untrusted gateway must not
+        get a transaction or a governance document signed for another ledger)."""
         if self.ledger is None:
-            self.ledger = (await self.service())["ledger"]
+            ledger = (await self.service())["ledger"]
+            if self.service_cert is not None:
+                try:
+                    named = service_ledger(self.service_cert)
+                except CertificateError as e:
+                    raise ClientError(502, "untrusted_ledger", str(e)) from None
+                if named != ledger:
+                    message = f"the gateway serves ledger {ledger!r}, the pinned certificate names {named!r}"
+                    raise ClientError(502, "untrusted_ledger", message)
+            self.ledger = ledger
         return self.ledger
 
     def _key(self) -> PrivateKey:
@@ -205,15 +217,15 @@ class Client:
 
     async def propose(self, actions: list[dict[str, Any]]) -> dict[str, Any]:
         """Submit a signed proposal; returns {"proposal_id", "tx_hash"}."""
-        doc = documents.make_proposal(actions, self._key(), int(time.time()))
+        doc = documents.make_proposal(actions, self._key(), int(time.time()), ledger=await self.ledger_id())
         return await self._post_document("/v1/gov/proposals", doc)
 
     async def vote(self, proposal_id: str, approve: bool) -> dict[str, Any]:
-        doc = documents.make_ballot(proposal_id, approve, self._key(), int(time.time()))
+        doc = documents.make_ballot(proposal_id, approve, self._key(), int(time.time()), ledger=await self.ledger_id())
         return await self._post_document(f"/v1/gov/proposals/{proposal_id}/ballots", doc)
 
     async def withdraw(self, proposal_id: str) -> dict[str, Any]:
-        doc = documents.make_withdrawal(proposal_id, self._key(), int(time.time()))
+        doc = documents.make_withdrawal(proposal_id, self._key(), int(time.time()), ledger=await self.ledger_id())
         return await self._post_document(f"/v1/gov/proposals/{proposal_id}/withdraw", doc)
 
     async def proposals(self, state: str | None = None) -> list[dict[str, Any]]:

@@ -92,9 +92,13 @@ class Gateway:
                 return p
         return None
 
-    async def propose(self, key: PrivateKey, actions: list[dict[str, Any]], timeout: float = 15.0) -> Submitted:
-        """Submit and wait until the ledger recorded it, so the next lookup finds it (no duplicates)."""
-        client = Client(self.url, key)
+    async def propose(
+        self, key: PrivateKey, actions: list[dict[str, Any]], ledger: str, timeout: float = 15.0
+    ) -> Submitted:
+        """Submit and wait until the ledger recorded it, so the next lookup finds it (no duplicates).
+        The proposal is signed for `ledger` (the Consortium's ledgerId), never for whatever ledger
+        the gateway says it serves."""
+        client = Client(self.url, key, ledger=ledger)
         try:
             answer = await self._guard(client.propose(actions))
             st = await self._guard(client.wait(answer["tx_hash"], timeout=timeout))
@@ -107,8 +111,8 @@ class Gateway:
         found = await self.proposal(answer["proposal_id"])
         return Submitted(answer["proposal_id"], (found or {}).get("state", "Open"))
 
-    async def withdraw(self, key: PrivateKey, proposal_id: str) -> None:
-        client = Client(self.url, key)
+    async def withdraw(self, key: PrivateKey, proposal_id: str, ledger: str) -> None:
+        client = Client(self.url, key, ledger=ledger)
         try:
             await self._guard(client.withdraw(proposal_id))
         finally:

@@ -67,12 +67,17 @@ def check_spec(spec: dict[str, Any], consortium: dict[str, Any] | None) -> None:
 class Proposer:
     member: str
     key: PrivateKey
+    ledger: str  # the Consortium's spec.ledgerId: what the operator's documents are signed for
 
 
 async def find_proposer(rt: Runtime, namespace: str, consortium: str, service: dict[str, Any]) -> Proposer | None:
     """The operator's proposer identity: the first (by name) admitted member of the consortium that lets
     the operator sign with its key (`identity.inClusterSigning` and `secretRef.privateKeyKey`)."""
     active = {m.get("id") for m in service.get("members") or []}
+    cons = await rt.k8s.get(CONSORTIUMS, namespace, consortium)
+    ledger = ((cons or {}).get("spec") or {}).get("ledgerId")
+    if not isinstance(ledger, str) or not ledger:
+        return None
     members = await rt.k8s.list(MEMBERS, namespace)
     for m in sorted(members, key=lambda m: m["metadata"]["name"]):
         spec = m.get("spec") or {}
@@ -85,7 +90,7 @@ async def find_proposer(rt: Runtime, namespace: str, consortium: str, service: d
         except IdentityProblem:
             continue
         if key.key_id in active:
-            return Proposer(m["metadata"]["name"], key)
+            return Proposer(m["metadata"]["name"], key, ledger)
     return None
 
 
@@ -146,7 +151,7 @@ async def _admission(
         return False
     action = gateway.set_action(role, spec["memberId"], ident.pem, spec.get("weight"))
     try:
-        submitted = await rt.gateway.propose(proposer.key, [action])
+        submitted = await rt.gateway.propose(proposer.key, [action], proposer.ledger)
     except ProposalRefused as e:
         patch.status["phase"] = "Rejected"
         conditions.upsert(
@@ -224,7 +229,7 @@ async def retire_next(
             return f"a proposer to retire {name}: {_no_proposer(node['spec']['consortiumRef']['name'])}"
         try:
             submitted = await rt.gateway.propose(
-                proposer.key, [{"name": "retire_node", "args": {"node_id": found["id"]}}]
+                proposer.key, [{"name": "retire_node", "args": {"node_id": found["id"]}}], proposer.ledger
             )
         except ProposalRefused as e:
             await _annotate(rt, NODES, node, annotations.get(PROPOSAL_ANNOTATION, ""))
@@ -415,7 +420,7 @@ async def _removal(
     if admission:
         proposer = await find_proposer(rt, meta["namespace"], cons, service)
         if proposer is not None and proposer.key.key_id == admission.get("proposer"):
-            await rt.gateway.withdraw(proposer.key, admission["proposal_id"])
+            await rt.gateway.withdraw(proposer.key, admission["proposal_id"], proposer.ledger)
             logger.info("withdrew the open admission proposal %s", admission["proposal_id"])
             conditions.upsert(patch, Condition("Admitted", "False", "ProposalWithdrawn", "the member is being deleted"))
         else:
@@ -443,7 +448,7 @@ async def _removal(
         return f"a proposer: {_no_proposer(cons)}"
     action = gateway.remove_action(role, fp)
     try:
-        submitted = await rt.gateway.propose(proposer.key, [action])
+        submitted = await rt.gateway.propose(proposer.key, [action], proposer.ledger)
     except ProposalRefused as e:
         conditions.upsert(patch, Condition("Admitted", "True", "RemovalRefused", str(e)))
         patch.metadata.annotations[PROPOSED_AT_ANNOTATION] = str(int(time.time()))

@@ -437,10 +437,10 @@ class LedgerMachine:
         if not self.genesis_done:
             raise TxError("no_service", "the service has no genesis yet")
         self.state.begin()
-        outcome = governance.apply(self.state, entry.data, governance.Context(block.height, block.ts_ms))
+        outcome = governance.apply(self.state, entry.data, governance.Context(block.height, block.ts_ms, self.ledger))
         if outcome.status != "Applied":
             self.state.rollback()
-            raise TxError("governance_refused", outcome.reason or "refused")
+            raise TxError(outcome.code or "governance_refused", outcome.reason or "refused")
         out.governance.append(outcome)
         for effect in outcome.effects:
             if effect.get("type") == "rotate_ledger_secret":

@@ -281,6 +281,11 @@ class Gateway:
             raise ApiError(400, "invalid_document", str(e)) from None
         if parsed.protected.get(cose.HDR_MSG_TYPE) != msg_type:
             raise ApiError(400, "wrong_document_type", f"this endpoint takes a {msg_type}")
+        named = parsed.protected.get(cose.HDR_LEDGER)
+        if named is None:
+            raise ApiError(400, "missing_ledger", f"the document must name its ledger ({cose.HDR_LEDGER})")
+        if named != self.cfg.ledger:
+            raise ApiError(400, "wrong_ledger", f"the document is for another ledger than {self.cfg.ledger!r}")
         if proposal_id is not None and parsed.protected.get(cose.HDR_PROPOSAL_ID) != proposal_id:
             raise ApiError(400, "proposal_mismatch", "the document names another proposal than the URL")
         return doc

@@ -133,10 +133,10 @@ async def bootstrap(chain: Chain, machine: LedgerMachine) -> None:
     await machine.apply(*chain.block([chain.genesis_entry()]))
     await machine.apply(*chain.block([chain.join_entry(1), chain.join_entry(2)]))
     await machine.apply(*chain.block([chain.endorse_entry(1), chain.endorse_entry(2)]))
-    doc = documents.make_proposal([{"name": "open_service", "args": {}}], chain.member, chain.ts // 1000)
+    doc = documents.make_proposal([{"name": "open_service", "args": {}}], chain.member, chain.ts // 1000, ledger=LEDGER)
     await machine.apply(*chain.block([Entry(Kind.GOV, doc, b"")]))
     pid = hashlib.sha256(doc).hexdigest()
-    ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000)
+    ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000, ledger=LEDGER)
     await machine.apply(*chain.block([Entry(Kind.GOV, ballot, b"")]))
     assert len(machine.trusted_node_keys()) == 3
     sigs = [chain.sig(i, r.height, r.hash, r.root, r.quorum) for r in machine.uncommitted.values() for i in range(3)]

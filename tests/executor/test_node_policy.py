@@ -40,10 +40,10 @@ async def _run(chain: Chain, machine: LedgerMachine, entries: list[Entry]) -> An
 async def passed(chain: Chain, machine: LedgerMachine, actions: list[dict[str, Any]]) -> str:
     """Propose and vote (the harness has one member); the proposal's final state, or "Refused" when
     its dry run failed and it was never recorded."""
-    doc = documents.make_proposal(actions, chain.member, chain.ts // 1000)
+    doc = documents.make_proposal(actions, chain.member, chain.ts // 1000, ledger=LEDGER)
     await _run(chain, machine, [Entry(Kind.GOV, doc, b"")])
     pid = hashlib.sha256(doc).hexdigest()
-    ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000)
+    ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000, ledger=LEDGER)
     await _run(chain, machine, [Entry(Kind.GOV, ballot, b"")])
     row = machine.state.get("public:gov.proposals", pid)
     return row["state"] if row else "Refused"
@@ -96,7 +96,9 @@ async def test_invalid_or_backward_policies_are_refused_at_proposal() -> None:
         {"nonsense": 1},
     ):
         with pytest.raises(GovernanceError):
-            documents.make_proposal([{"name": "set_node_policy", "args": {"policy": bad}}], chain.member, 0)
+            documents.make_proposal(
+                [{"name": "set_node_policy", "args": {"policy": bad}}], chain.member, 0, ledger=LEDGER
+            )
     assert (
         await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": {"platforms": ["snp"]}}}]) == "Accepted"
     )

@@ -9,6 +9,7 @@ from conclavium.governance import Context, MemoryTables, Outcome, apply, expire,
 from conclavium.governance.documents import make_ballot, make_proposal, make_withdrawal
 
 T0 = 1_700_000_000
+LEDGER = "gov-test"
 
 _KEY_CACHE: dict[tuple[str, str], PrivateKey] = {}
 
@@ -35,6 +36,7 @@ class Gov:
         algs = algs or {}
         self.keys = {n: key(n, algs.get(n, "Ed25519")) for n in [*members, *users]}
         self.tables = MemoryTables()
+        self.ledger = LEDGER
         self.height = 0
         self.now_s = T0
         genesis(
@@ -57,7 +59,7 @@ class Gov:
 
     @property
     def ctx(self) -> Context:
-        return Context(height=self.height, timestamp_ms=self.now_s * 1000)
+        return Context(height=self.height, timestamp_ms=self.now_s * 1000, ledger=self.ledger)
 
     def submit(self, document: bytes) -> Outcome:
         """One block holding one governance document: expire first, then apply."""
@@ -67,15 +69,15 @@ class Gov:
 
     def propose(self, name: str, actions: list[dict[str, Any]]) -> Outcome:
         self.now_s += 1
-        return self.submit(make_proposal(actions, self.keys[name], self.now_s))
+        return self.submit(make_proposal(actions, self.keys[name], self.now_s, ledger=self.ledger))
 
     def vote(self, name: str, proposal_id: str, approve: bool = True) -> Outcome:
         self.now_s += 1
-        return self.submit(make_ballot(proposal_id, approve, self.keys[name], self.now_s))
+        return self.submit(make_ballot(proposal_id, approve, self.keys[name], self.now_s, ledger=self.ledger))
 
     def withdraw(self, name: str, proposal_id: str) -> Outcome:
         self.now_s += 1
-        return self.submit(make_withdrawal(proposal_id, self.keys[name], self.now_s))
+        return self.submit(make_withdrawal(proposal_id, self.keys[name], self.now_s, ledger=self.ledger))
 
     def pass_(self, actions: list[dict[str, Any]], proposer: str = "alice", voters: tuple[str, ...] = ()) -> Outcome:
         """Propose and approve with `voters` (default: every active member) until settled."""

@@ -43,22 +43,26 @@ def test_bad_proposal_files(text: str, match: str) -> None:
 def test_documents_carry_headers_and_ids_are_stable() -> None:
     k = key("alice")
     actions = [{"name": "open_service", "args": {}}]
-    doc = make_proposal(actions, k, 1_700_000_000)
-    assert document_id(doc) == document_id(make_proposal(actions, k, 1_700_000_000))
+    doc = make_proposal(actions, k, 1_700_000_000, ledger="L1")
+    assert document_id(doc) == document_id(make_proposal(actions, k, 1_700_000_000, ledger="L1"))
+    assert document_id(doc) != document_id(make_proposal(actions, k, 1_700_000_000, ledger="L2"))
     headers, payload = cose.verify1(doc, lambda kid: k.public_key)
     assert headers[cose.HDR_MSG_TYPE] == "proposal" and headers[cose.HDR_CREATED_AT] == 1_700_000_000
+    assert headers[cose.HDR_LEDGER] == "L1"
     assert json.loads(payload) == {"actions": actions}
     pid = document_id(doc)
-    headers, payload = cose.verify1(make_ballot(pid, False, k, 1), lambda kid: k.public_key)
+    headers, payload = cose.verify1(make_ballot(pid, False, k, 1, ledger="L1"), lambda kid: k.public_key)
     assert headers[cose.HDR_PROPOSAL_ID] == pid and json.loads(payload) == {"vote": "reject"}
-    headers, payload = cose.verify1(make_withdrawal(pid, k, 1), lambda kid: k.public_key)
+    headers, payload = cose.verify1(make_withdrawal(pid, k, 1, ledger="L1"), lambda kid: k.public_key)
     assert headers[cose.HDR_MSG_TYPE] == "withdrawal" and payload == b"{}"
 
 
 def test_sdk_refuses_bad_input_before_signing() -> None:
     with pytest.raises(GovernanceError, match="proposal id"):
-        make_ballot("abc", True, key("alice"), 1)
+        make_ballot("abc", True, key("alice"), 1, ledger="L1")
     with pytest.raises(GovernanceError, match="created_at"):
-        make_withdrawal("00" * 32, key("alice"), -1)
+        make_withdrawal("00" * 32, key("alice"), -1, ledger="L1")
     with pytest.raises(GovernanceError, match="unknown action"):
-        make_proposal([{"name": "x"}], key("alice"), 1)
+        make_proposal([{"name": "x"}], key("alice"), 1, ledger="L1")
+    with pytest.raises(GovernanceError, match="must name its ledger"):
+        make_proposal([{"name": "open_service", "args": {}}], key("alice"), 1, ledger="")

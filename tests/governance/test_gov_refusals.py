@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-from gov_harness import Gov, key
+from gov_harness import LEDGER, Gov, key
 
 from conclavium import cose
 from conclavium.governance import apply
 from conclavium.governance.documents import make_ballot, make_proposal, make_withdrawal
 
 ROTATE = [{"name": "rotate_ledger_secret", "args": {}}]
+BOUND = {cose.HDR_LEDGER: LEDGER}  # hand-made documents name the harness's ledger like the SDK's
 ADD_USER = [{"name": "set_user", "args": {"name": "carl", "public_key": key("carl").public_key.pem}}]
 
 
@@ -33,7 +34,8 @@ def _open(g: Gov, actions: list = ADD_USER) -> str:
 
 def test_forged_signature(gov: Gov) -> None:
     mallory = key("mallory")
-    doc = cose.sign1(b'{"actions":[]}', mallory, {cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: gov.now_s})
+    headers = {**BOUND, cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: gov.now_s}
+    doc = cose.sign1(b'{"actions":[]}', mallory, headers)
     tagged = cbor2.loads(doc)
     protected = cbor2.loads(tagged.value[0])
     protected[4] = gov.id("alice").encode()  # claim to be alice, keep mallory's signature
@@ -43,7 +45,7 @@ def test_forged_signature(gov: Gov) -> None:
 
 
 def test_altered_payload(gov: Gov) -> None:
-    doc = make_proposal(ROTATE, gov.keys["alice"], gov.now_s)
+    doc = make_proposal(ROTATE, gov.keys["alice"], gov.now_s, ledger=LEDGER)
     tagged = cbor2.loads(doc)
     altered = cbor2.dumps(cbor2.CBORTag(18, [tagged.value[0], {}, b'{"actions":[{"name":"open_service"}]}',
                                              tagged.value[3]]))
@@ -51,32 +53,32 @@ def test_altered_payload(gov: Gov) -> None:
 
 
 def test_unknown_signer(gov: Gov) -> None:
-    refused(gov, make_proposal(ROTATE, key("stranger"), gov.now_s), "unknown signer key id")
+    refused(gov, make_proposal(ROTATE, key("stranger"), gov.now_s, ledger=LEDGER), "unknown signer key id")
 
 
 def test_user_cannot_propose_or_vote(gov: Gov) -> None:
-    refused(gov, make_proposal(ROTATE, gov.keys["uma"], gov.now_s), "is a user (uma), not a member")
+    refused(gov, make_proposal(ROTATE, gov.keys["uma"], gov.now_s, ledger=LEDGER), "is a user (uma), not a member")
     pid = _open(gov)
-    refused(gov, make_ballot(pid, True, gov.keys["uma"], gov.now_s), "users cannot submit a ballot")
+    refused(gov, make_ballot(pid, True, gov.keys["uma"], gov.now_s, ledger=LEDGER), "users cannot submit a ballot")
 
 
 def test_ballot_by_removed_member(gov: Gov) -> None:
     pid = _open(gov)
     gov.pass_([{"name": "remove_member", "args": {"name": "carol"}}])
-    refused(gov, make_ballot(pid, True, gov.keys["carol"], gov.now_s), "no longer a member")
-    refused(gov, make_proposal(ROTATE, gov.keys["carol"], gov.now_s), "no longer a member")
+    refused(gov, make_ballot(pid, True, gov.keys["carol"], gov.now_s, ledger=LEDGER), "no longer a member")
+    refused(gov, make_proposal(ROTATE, gov.keys["carol"], gov.now_s, ledger=LEDGER), "no longer a member")
 
 
 def test_replayed_ballot_and_duplicate_vote(gov: Gov) -> None:
     pid = _open(gov)
-    ballot = make_ballot(pid, True, gov.keys["bob"], gov.now_s)
+    ballot = make_ballot(pid, True, gov.keys["bob"], gov.now_s, ledger=LEDGER)
     assert gov.submit(ballot).proposal_state == "Open"
     refused(gov, ballot, "already voted approve")
-    refused(gov, make_ballot(pid, False, gov.keys["bob"], gov.now_s + 1), "ballots are final")
+    refused(gov, make_ballot(pid, False, gov.keys["bob"], gov.now_s + 1, ledger=LEDGER), "ballots are final")
 
 
 def test_replayed_proposal(gov: Gov) -> None:
-    doc = make_proposal(ROTATE, gov.keys["alice"], gov.now_s)
+    doc = make_proposal(ROTATE, gov.keys["alice"], gov.now_s, ledger=LEDGER)
     assert gov.submit(doc).ok
     refused(gov, doc, "already submitted (replay)")
 
@@ -85,12 +87,12 @@ def test_ballot_on_closed_proposal(gov: Gov) -> None:
     pid = _open(gov)
     gov.vote("alice", pid)
     assert gov.vote("bob", pid).proposal_state == "Accepted"
-    refused(gov, make_ballot(pid, True, gov.keys["carol"], gov.now_s), "is Accepted: no more ballots")
-    refused(gov, make_withdrawal(pid, gov.keys["alice"], gov.now_s), "no more withdrawals")
+    refused(gov, make_ballot(pid, True, gov.keys["carol"], gov.now_s, ledger=LEDGER), "is Accepted: no more ballots")
+    refused(gov, make_withdrawal(pid, gov.keys["alice"], gov.now_s, ledger=LEDGER), "no more withdrawals")
 
 
 def test_ballot_on_unknown_proposal(gov: Gov) -> None:
-    refused(gov, make_ballot("00" * 32, True, gov.keys["bob"], gov.now_s), "unknown proposal")
+    refused(gov, make_ballot("00" * 32, True, gov.keys["bob"], gov.now_s, ledger=LEDGER), "unknown proposal")
 
 
 def test_expired_proposal() -> None:
@@ -98,7 +100,7 @@ def test_expired_proposal() -> None:
     pid = _open(g)
     g.vote("alice", pid)
     g.now_s += 600
-    ballot = make_ballot(pid, True, g.keys["bob"], g.now_s)
+    ballot = make_ballot(pid, True, g.keys["bob"], g.now_s, ledger=LEDGER)
     # past the deadline even before expire() ran for this block: refused, nothing applied
     before = g.tables.canonical()
     out = apply(g.tables, ballot, g.ctx)
@@ -123,16 +125,17 @@ def test_expire_without_block_ballot() -> None:
 
 
 def test_created_at_outside_replay_window(gov: Gov) -> None:
-    refused(gov, make_proposal(ROTATE, gov.keys["alice"], gov.now_s - 3601), "outside the 3600 s replay window")
-    refused(gov, make_proposal(ROTATE, gov.keys["alice"], gov.now_s + 3601), "replay window")
+    stale = make_proposal(ROTATE, gov.keys["alice"], gov.now_s - 3601, ledger=LEDGER)
+    refused(gov, stale, "outside the 3600 s replay window")
+    refused(gov, make_proposal(ROTATE, gov.keys["alice"], gov.now_s + 3601, ledger=LEDGER), "replay window")
 
 
 def test_withdrawal(gov: Gov) -> None:
     pid = _open(gov)
-    refused(gov, make_withdrawal(pid, gov.keys["bob"], gov.now_s), "only the proposer")
+    refused(gov, make_withdrawal(pid, gov.keys["bob"], gov.now_s, ledger=LEDGER), "only the proposer")
     out = gov.withdraw("alice", pid)
     assert out.ok and out.proposal_state == "Withdrawn"
-    refused(gov, make_ballot(pid, True, gov.keys["bob"], gov.now_s), "is Withdrawn")
+    refused(gov, make_ballot(pid, True, gov.keys["bob"], gov.now_s, ledger=LEDGER), "is Withdrawn")
 
 
 @pytest.mark.parametrize(
@@ -156,24 +159,24 @@ def test_withdrawal(gov: Gov) -> None:
     ],
 )
 def test_malformed_proposals(gov: Gov, payload: bytes, match: str) -> None:
-    headers = {cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: gov.now_s}
+    headers = {**BOUND, cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: gov.now_s}
     refused(gov, cose.sign1(payload, gov.keys["alice"], headers), match)
 
 
 def test_one_bad_action_invalidates_the_whole_proposal(gov: Gov) -> None:
     payload = (b'{"actions":[{"name":"open_service","args":{}},'
                b'{"name":"set_commit_quorum","args":{"quorum":0}}]}')
-    headers = {cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: gov.now_s}
+    headers = {**BOUND, cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: gov.now_s}
     refused(gov, cose.sign1(payload, gov.keys["alice"], headers), "action 1: set_commit_quorum")
 
 
 @pytest.mark.parametrize(
     ("headers", "match"),
     [
-        ({cose.HDR_MSG_TYPE: "vote", cose.HDR_CREATED_AT: 1}, "must be one of proposal, ballot, withdrawal"),
-        ({cose.HDR_MSG_TYPE: "proposal"}, "created_at must be a non-negative integer"),
-        ({cose.HDR_MSG_TYPE: "ballot", cose.HDR_CREATED_AT: 1}, "needs conclavium.gov.msg.proposal_id"),
-        ({cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: 1, cose.HDR_PROPOSAL_ID: "00" * 32},
+        ({**BOUND, cose.HDR_MSG_TYPE: "vote", cose.HDR_CREATED_AT: 1}, "must be one of proposal, ballot, withdrawal"),
+        ({**BOUND, cose.HDR_MSG_TYPE: "proposal"}, "created_at must be a non-negative integer"),
+        ({**BOUND, cose.HDR_MSG_TYPE: "ballot", cose.HDR_CREATED_AT: 1}, "needs conclavium.gov.msg.proposal_id"),
+        ({**BOUND, cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: 1, cose.HDR_PROPOSAL_ID: "00" * 32},
          "must not carry"),
     ],
 )
@@ -183,7 +186,7 @@ def test_bad_headers(gov: Gov, headers: dict, match: str) -> None:
 
 def test_bad_ballot_payload(gov: Gov) -> None:
     pid = _open(gov)
-    headers = {cose.HDR_MSG_TYPE: "ballot", cose.HDR_CREATED_AT: gov.now_s, cose.HDR_PROPOSAL_ID: pid}
+    headers = {**BOUND, cose.HDR_MSG_TYPE: "ballot", cose.HDR_CREATED_AT: gov.now_s, cose.HDR_PROPOSAL_ID: pid}
     refused(gov, cose.sign1(b'{"vote":"maybe"}', gov.keys["bob"], headers), 'must be "approve" or "reject"')
 
 
@@ -195,7 +198,7 @@ def test_garbage_is_invalid_not_an_exception(gov: Gov) -> None:
 
 def test_every_single_byte_corruption_is_refused(gov: Gov) -> None:
     pid = _open(gov)
-    ballot = make_ballot(pid, True, gov.keys["bob"], gov.now_s)
+    ballot = make_ballot(pid, True, gov.keys["bob"], gov.now_s, ledger=LEDGER)
     before = gov.tables.canonical()
     for i in range(len(ballot)):
         for mask in (0x01, 0x80, 0xFF):

@@ -115,7 +115,7 @@ async def test_forged_replayed_and_late_ballots(gov_net: LocalNetwork, members: 
     c0 = members.clients[0]
     pid = await members.propose([{"name": "set_commit_quorum", "args": {"quorum": 3}}])
     # a ballot whose signature was altered
-    good = documents.make_ballot(pid, True, gov_net.member_key(1), int(time.time()))
+    good = documents.make_ballot(pid, True, gov_net.member_key(1), int(time.time()), ledger=gov_net.opt.ledger)
     forged = bytearray(good)
     forged[-1] ^= 1
     sub = await c0._post_document(f"/v1/gov/proposals/{pid}/ballots", bytes(forged))
@@ -139,7 +139,7 @@ async def test_forged_replayed_and_late_ballots(gov_net: LocalNetwork, members: 
     assert first["status"] == "Committed"
     assert (await c0.proposal(pid))["ballots"] == {members.clients[1].key.key_id: "approve"}
     # a ballot created outside the replay window
-    stale = documents.make_ballot(pid, True, gov_net.member_key(2), int(time.time()) - 7200)
+    stale = documents.make_ballot(pid, True, gov_net.member_key(2), int(time.time()) - 7200, ledger=gov_net.opt.ledger)
     st = await c0.wait((await c0._post_document(f"/v1/gov/proposals/{pid}/ballots", stale))["tx_hash"])
     assert st["status"] == "Invalid"
     assert (await c0.proposal(pid))["state"] == "Open", "nothing refused may count"
@@ -151,7 +151,7 @@ async def test_gateway_refuses_malformed_documents(gov_net: LocalNetwork, member
         with pytest.raises(ClientError) as e:
             await c0._post_document("/v1/gov/proposals", body)
         assert (e.value.status, e.value.code) == (400, code)
-    ballot = documents.make_ballot("ab" * 32, True, gov_net.member_key(0), int(time.time()))
+    ballot = documents.make_ballot("ab" * 32, True, gov_net.member_key(0), int(time.time()), ledger=gov_net.opt.ledger)
     with pytest.raises(ClientError) as e:
         await c0._post_document("/v1/gov/proposals", ballot)
     assert e.value.code == "wrong_document_type"
@@ -223,3 +223,72 @@ async def test_commit_quorum_and_determinism(gov_net: LocalNetwork, members: Mem
             break
         await asyncio.sleep(0.1)
     assert len({s["root"] for s in st}) == 1, json.dumps(st)
+
+
+async def _publish_unchecked(net: LocalNetwork, document: bytes) -> str:
+    """Put a governance document on the intake stream as a gateway that checks nothing would."""
+    import hashlib
+
+    import nats
+
+    from conclavium import streams
+    from conclavium.block import Entry, IntakeBatch, Kind, encode
+
+    nc = await nats.connect(net.nats_url)
+    try:
+        batch = IntakeBatch(entries=[Entry(Kind.GOV, document, b"")])
+        await nc.jetstream().publish(streams.intake_subject(net.opt.ledger), encode(batch))
+    finally:
+        await nc.close()
+    return hashlib.sha256(document).hexdigest()
+
+
+async def test_documents_for_another_ledger_are_refused(gov_net: LocalNetwork, members: Members) -> None:
+    """Same member keys, another ledger's documents: the gateway answers 400, and the executors refuse
+    them with the reason when a gateway lets them through; nothing counts and the ledger keeps going."""
+    c0, key0, key1 = members.clients[0], gov_net.member_key(0), gov_net.member_key(1)
+    actions = [{"name": "set_user", "args": {"name": "twin-user", "public_key": PEM()}}]
+    foreign = documents.make_proposal(actions, key0, int(time.time()), ledger="twin-ledger")
+    with pytest.raises(ClientError) as e:
+        await c0._post_document("/v1/gov/proposals", foreign)
+    assert (e.value.status, e.value.code) == (400, "wrong_ledger")
+
+    st = await c0.wait(await _publish_unchecked(gov_net, foreign))
+    assert (st["status"], st["reason"]) == ("Invalid", "wrong_ledger"), st
+    assert "twin-ledger" in st["message"]
+    with pytest.raises(ClientError) as e:
+        await c0.proposal(documents.document_id(foreign))
+    assert e.value.status == 404
+
+    headers = {cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: int(time.time())}
+    bare = cose.sign1(json.dumps({"actions": actions}).encode(), key0, headers)
+    st = await c0.wait(await _publish_unchecked(gov_net, bare))
+    assert (st["status"], st["reason"]) == ("Invalid", "missing_ledger"), st
+
+    # a ballot on a genuine proposal of this ledger, signed for the twin, does not count either
+    pid = await members.propose(actions)
+    twin_ballot = documents.make_ballot(pid, True, key1, int(time.time()), ledger="twin-ledger")
+    st = await c0.wait(await _publish_unchecked(gov_net, twin_ballot))
+    assert (st["status"], st["reason"]) == ("Invalid", "wrong_ledger"), st
+    assert (await c0.proposal(pid))["ballots"] == {}
+    state = (await members.vote(pid, [0]))["state"]
+    if state == "Open":
+        state = (await members.vote(pid, [1]))["state"]
+    assert state == "Accepted", "the ledger keeps committing"
+
+
+async def test_sdk_signs_only_for_the_pinned_ledger(gov_net: LocalNetwork) -> None:
+    """With a pinned service certificate the SDK refuses to sign for a ledger the certificate does not
+    name, whatever the gateway says it serves."""
+    import datetime as dt
+
+    from conclavium.identity import service_certificate
+
+    twin_cert = service_certificate(PrivateKey.generate(), "twin-ledger", dt.datetime.now(dt.UTC))
+    async with Client(gov_net.gateway_url, gov_net.member_key(0), service_cert=twin_cert) as c:
+        with pytest.raises(ClientError) as e:
+            await c.propose([{"name": "set_user", "args": {"name": "never", "public_key": PEM()}}])
+        assert (e.value.status, e.value.code) == (502, "untrusted_ledger")
+    pinned = (gov_net.dir / "service_cert.pem").read_text()
+    async with Client(gov_net.gateway_url, gov_net.member_key(0), service_cert=pinned) as c:
+        assert await c.ledger_id() == gov_net.opt.ledger
