@@ -13,6 +13,7 @@ import fcntl
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,9 +145,29 @@ class _SnpGuestRequest(ctypes.Structure):
     ]
 
 
-# _IOWR('S', 0x0, struct snp_guest_request_ioctl): dir 3 << 30 | size << 16 | 'S' << 8 | 0.
-SNP_GET_REPORT = (3 << 30) | (ctypes.sizeof(_SnpGuestRequest) << 16) | (ord("S") << 8) | 0x0
+class _SnpExtReportReq(ctypes.Structure):
+    """struct snp_ext_report_req: the 96-byte snp_report_req, then the certificate buffer."""
+
+    _fields_ = [
+        ("data", ctypes.c_uint8 * 96),
+        ("certs_address", ctypes.c_uint64),
+        ("certs_len", ctypes.c_uint32),
+    ]
+
+
+def _iowr(nr: int, size: int) -> int:
+    """_IOWR('S', nr, size): direction 3 << 30 | size << 16 | 'S' << 8 | nr."""
+    return (3 << 30) | (size << 16) | (ord("S") << 8) | nr
+
+
+SNP_GET_REPORT = _iowr(0x0, ctypes.sizeof(_SnpGuestRequest))
+SNP_GET_EXT_REPORT = _iowr(0x2, ctypes.sizeof(_SnpGuestRequest))
 SNP_REPORT_RESP_SIZE = 4000
+PAGE = 4096
+# exitinfo2 high word: the host's (VMM's) error; 1 = certificate buffer too small, length updated.
+SNP_GUEST_VMM_ERR_INVALID_LEN = 1
+MAX_CERTS_LEN = 64 * PAGE
+SNP_LEAVES = ("vcek.der", "vlek.der")
 
 
 def parse_snp_report_response(resp: bytes) -> bytes:
@@ -160,34 +181,86 @@ def parse_snp_report_response(resp: bytes) -> bytes:
 
 
 class SevGuestProvider(Provider):
-    """`/dev/sev-guest` SNP_GET_REPORT ioctl (kernels without configfs-tsm). Certificates must be
-    fetched separately (AMD KDS or the host's extended report), so `certs` is empty."""
+    """`/dev/sev-guest` (kernels without configfs-tsm): the extended report, SNP_GET_EXT_REPORT.
+
+    The extended report returns the host's certificate table (VCEK or VLEK, ASK/ASVK, ARK; GHCB
+    spec, same layout as configfs-tsm's auxblob) with the report, so the verifier gets the chain
+    it needs. When the host supplies no table, `fetch_certs(report)` (the executor passes the
+    attestation service's collateral lookup, which asks AMD KDS through its cache) is asked for
+    the VCEK; without either the provider fails loudly rather than produce evidence every verifier
+    refuses. `extended=False` issues the plain SNP_GET_REPORT.
+    """
 
     name = "sev-guest"
 
-    def __init__(self, device: str = SEV_GUEST_DEVICE, vmpl: int = 0) -> None:
+    def __init__(
+        self,
+        device: str = SEV_GUEST_DEVICE,
+        vmpl: int = 0,
+        extended: bool = True,
+        fetch_certs: Callable[[bytes], dict[str, bytes]] | None = None,
+    ) -> None:
         self.device = device
         self.vmpl = vmpl
+        self.extended = extended
+        self.fetch_certs = fetch_certs
 
     def available(self) -> bool:
         return os.path.exists(self.device)
 
+    def _ioctl(self, fd: int, request: int, arg: ctypes.Structure) -> None:
+        """The kernel boundary (one call per request; tests emulate the driver here)."""
+        fcntl.ioctl(fd, request, arg)
+
+    def _request(self, fd: int, report_data: bytes) -> tuple[bytes, bytes]:
+        req_data = report_data + struct.pack("<I", self.vmpl) + b"\0" * 28
+        resp = ctypes.create_string_buffer(SNP_REPORT_RESP_SIZE)
+        if not self.extended:
+            req = ctypes.create_string_buffer(req_data, 96)
+            ioreq = _SnpGuestRequest(1, ctypes.addressof(req), ctypes.addressof(resp), 0)
+            try:
+                self._ioctl(fd, SNP_GET_REPORT, ioreq)
+            except OSError as e:
+                raise ProviderError(f"SNP_GET_REPORT failed: {e} (exitinfo2 {ioreq.exitinfo2:#x})") from e
+            return parse_snp_report_response(resp.raw), b""
+        certs_len = 4 * PAGE
+        while True:
+            certs = ctypes.create_string_buffer(certs_len)
+            ext = _SnpExtReportReq((ctypes.c_uint8 * 96)(*req_data), ctypes.addressof(certs), certs_len)
+            ioreq = _SnpGuestRequest(1, ctypes.addressof(ext), ctypes.addressof(resp), 0)
+            try:
+                self._ioctl(fd, SNP_GET_EXT_REPORT, ioreq)
+            except OSError as e:
+                vmm_error = ioreq.exitinfo2 >> 32
+                wanted = int(ext.certs_len)
+                if vmm_error == SNP_GUEST_VMM_ERR_INVALID_LEN and certs_len < wanted <= MAX_CERTS_LEN:
+                    certs_len = -(-wanted // PAGE) * PAGE
+                    continue
+                raise ProviderError(f"SNP_GET_EXT_REPORT failed: {e} (exitinfo2 {ioreq.exitinfo2:#x})") from e
+            used = min(int(ext.certs_len), certs_len)
+            return parse_snp_report_response(resp.raw), certs.raw[:used]
+
     def get_evidence(self, report_data: bytes) -> Evidence:
         data = _check_report_data(report_data)
-        req = ctypes.create_string_buffer(data + struct.pack("<I", self.vmpl) + b"\0" * 28, 96)
-        resp = ctypes.create_string_buffer(SNP_REPORT_RESP_SIZE)
-        ioreq = _SnpGuestRequest(1, ctypes.addressof(req), ctypes.addressof(resp), 0)
         try:
             fd = os.open(self.device, os.O_RDWR)
         except OSError as e:
             raise ProviderError(f"cannot open {self.device}: {e}") from e
         try:
-            fcntl.ioctl(fd, SNP_GET_REPORT, ioreq)
-        except OSError as e:
-            raise ProviderError(f"SNP_GET_REPORT failed: {e} (exitinfo2 {ioreq.exitinfo2:#x})") from e
+            report, table = self._request(fd, data)
         finally:
             os.close(fd)
-        return Evidence("snp", parse_snp_report_response(resp.raw))
+        certs = parse_snp_cert_table(table) if table else {}
+        if not any(leaf in certs for leaf in SNP_LEAVES):
+            if self.fetch_certs is None:
+                raise ProviderError(
+                    "the host supplied no SNP certificate table and no collateral source is configured: "
+                    "set the attestation service URL so the VCEK can be fetched from AMD KDS"
+                )
+            certs.update(self.fetch_certs(report))
+            if not any(leaf in certs for leaf in SNP_LEAVES):
+                raise ProviderError("the collateral source returned no VCEK for this report")
+        return Evidence("snp", report, certs)
 
 
 class GramineProvider(Provider):
