@@ -21,7 +21,9 @@ NODE_LABEL = "conclavium.io/node"
 CONSORTIUM_LABEL = "conclavium.io/consortium"
 OPERATOR = "conclavium-operator"
 DATA_DIR = "/var/lib/conclavium"
-# TEE platform → the executor's --tee provider.
+# TEE platform → the executor's --tee provider. SEV-SNP: /dev/sev-guest's extended report, which
+# returns the host's VCEK chain (or the VCEK comes from AMD KDS through the attestation service);
+# TDX: configfs-tsm; both with collateral through the attestation service (CONCLAVIUM_ATTESTATION_URL).
 TEE_PROVIDERS = {"virtual": "virtual", "sev-snp": "sev-guest", "tdx": "configfs-tsm", "sgx": "gramine"}
 MAX_NAME = 52  # StatefulSet pods get a 63-character controller-revision-hash label: 52 + "-" + 10
 
@@ -172,6 +174,9 @@ def _env(
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if node["spec"].get("role") == "Executor" and cfg.attestation_url:
+        # Where executors fetch the collateral their join evidence needs (services/attestation).
+        env.append({"name": "CONCLAVIUM_ATTESTATION_URL", "value": cfg.attestation_url})
     env += [{"name": k, "value": v} for k, v in sorted(cfg.extra_env.items())]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]

@@ -1,7 +1,10 @@
 """Attestation service core: one request handler shared by HTTP and NATS, JWT signing, metrics.
 
-The service is untrusted by design (executors re-verify evidence themselves); its signed result is
-a convenience for clients and operators, so the JWT says exactly what was checked and when.
+The service is untrusted by design (executors re-verify evidence themselves). Its job in a
+deployment is collateral: joining executors ask it (`POST /v1/attestation/collateral`) for the
+collateral their evidence needs, fetched from the configured source and cached, and carry it in
+their Join entry. `/v1/attestation/verify` is the operator's pre-check of a node's evidence against
+a policy; its signed result says exactly what was checked and when.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from conclavium.attestation import (
     verify_evidence,
 )
 from conclavium.crypto.keys import PrivateKey
+
+from .collateral import CollateralSource, CollateralUnavailable
 
 log = logging.getLogger("conclavium.attestation")
 
@@ -86,6 +91,32 @@ def _b64_map(value: Any, what: str) -> dict[str, bytes]:
     return {str(k): _b64(v, f"{what}.{k}") for k, v in value.items()}
 
 
+def _b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _outcome(status: int) -> str:
+    """verified (200), refused (422: not authentic or not acceptable), error (5xx: could not decide),
+    malformed (other 4xx)."""
+    if status == 422:
+        return "refused"
+    if status >= 500:
+        return "error"
+    return "malformed"
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY:
+        raise RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+    try:
+        req = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(400, "malformed_request", f"body is not JSON: {e}") from e
+    if not isinstance(req, dict):
+        raise RequestError(400, "malformed_request", "body must be a JSON object")
+    return req
+
+
 class CollateralCache:
     """Collateral by SHA-256 of its canonical form: Redis when configured, else a small LRU in memory."""
 
@@ -121,11 +152,26 @@ class CollateralCache:
 class AttestationService:
     """Verifies requests, signs results, counts outcomes."""
 
-    def __init__(self, key: PrivateKey, cache: CollateralCache | None = None, issuer: str = "conclavium-attestation"):
+    def __init__(
+        self,
+        key: PrivateKey,
+        cache: CollateralCache | None = None,
+        issuer: str = "conclavium-attestation",
+        source: CollateralSource | None = None,
+    ):
         self.key = key
         self.issuer = issuer
         self.cache = cache or CollateralCache()
+        self.source = source
         self.registry = CollectorRegistry()
+        self.fetches = Counter(
+            "conclavium_attestation_collateral_fetches_total",
+            "Collateral lookups by source (pcs, kds) and outcome (fetched, cached, stale_cache, error)",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        if source is not None:
+            source.on_fetch = lambda src, outcome: self.fetches.labels(src, outcome).inc()
         self.verifications = Counter(
             "conclavium_attestation_verifications_total",
             "Evidence verifications by platform and outcome",
@@ -143,27 +189,58 @@ class AttestationService:
         """Answer one request body; the (status, document) pair is the same for HTTP and NATS."""
         platform = "unknown"
         try:
-            if len(body) > MAX_BODY:
-                raise RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
-            try:
-                req = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise RequestError(400, "malformed_request", f"body is not JSON: {e}") from e
-            if not isinstance(req, dict):
-                raise RequestError(400, "malformed_request", "body must be a JSON object")
+            req = _json_object(body)
             platform = req.get("platform")
             if platform not in PLATFORMS:
                 platform = "unknown"
                 raise RequestError(400, "malformed_request", f"platform must be one of {list(PLATFORMS)}")
-            result = await self._verify(platform, req)
-            self.verifications.labels(platform, "verified").inc()
-            return 200, result
+            status, result = await self._verify(platform, req)
+            self.verifications.labels(platform, "verified" if status == 200 else "refused").inc()
+            return status, result
         except RequestError as e:
-            outcome = "refused" if e.status == 422 else "malformed"
-            self.verifications.labels(platform, outcome).inc()
+            self.verifications.labels(platform, _outcome(e.status)).inc()
             return e.status, e.to_dict()
+        except Exception:
+            log.exception("verification failed unexpectedly")
+            self.verifications.labels(platform, "error").inc()
+            return 500, {"error": {"code": "internal_error", "message": "the verifier failed; see its log"}}
 
-    async def _verify(self, platform: str, req: dict[str, Any]) -> dict[str, Any]:
+    async def collateral(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The collateral (SNP: VCEK; TDX/SGX: TCB info, QE identity, chain, CRLs) for some evidence."""
+        platform = "unknown"
+        try:
+            req = _json_object(body)
+            platform = req.get("platform")
+            if platform not in ("snp", "tdx", "sgx"):
+                platform = "unknown"
+                raise RequestError(400, "malformed_request", "platform must be snp, tdx or sgx")
+            evidence = _b64(req.get("evidence"), "evidence")
+            product = req.get("product")
+            if product is not None and product not in ("Milan", "Genoa", "Turin"):
+                raise RequestError(400, "malformed_request", "product must be Milan, Genoa or Turin")
+            if self.source is None:
+                raise RequestError(503, "collateral_source_unconfigured", "this service has no collateral source")
+            try:
+                if platform == "snp":
+                    files = await self.source.snp(evidence, product)
+                    doc = {"platform": platform, "certs": {k: _b64e(v) for k, v in files.items()}}
+                else:
+                    files = await self.source.intel(platform, evidence)
+                    doc = {"platform": platform, "collateral": {k: _b64e(v) for k, v in files.items()}}
+            except CollateralUnavailable as e:
+                status = 422 if e.code == "evidence_unreadable" else 503 if e.code.endswith("unconfigured") else 502
+                raise RequestError(status, e.code, e.message) from e
+            return 200, doc
+        except RequestError as e:
+            if e.status >= 500:
+                self.verifications.labels(platform, "error").inc()
+            return e.status, e.to_dict()
+        except Exception:
+            log.exception("collateral lookup failed unexpectedly")
+            self.verifications.labels(platform, "error").inc()
+            return 500, {"error": {"code": "internal_error", "message": "the collateral lookup failed; see its log"}}
+
+    async def _verify(self, platform: str, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         evidence = _b64(req.get("evidence"), "evidence")
         certs = list(_b64_map(req.get("certs"), "certs").values())
         encoded = req.get("collateral")
@@ -173,6 +250,13 @@ class AttestationService:
             if encoded is None:
                 raise RequestError(422, "collateral_unknown", "no cached collateral with that reference")
         collateral = _b64_map(encoded, "collateral")
+        if not collateral and platform in ("tdx", "sgx") and self.source is not None:
+            try:
+                collateral = await self.source.intel(platform, evidence)
+            except CollateralUnavailable as e:
+                status = 422 if e.code == "evidence_unreadable" else 502
+                raise RequestError(status, e.code, e.message) from e
+            encoded = {k: _b64e(v) for k, v in collateral.items()}
         if collateral:
             collateral_ref = await self.cache.put(encoded)  # type: ignore[arg-type]
         at = datetime.now(UTC)
@@ -210,14 +294,19 @@ class AttestationService:
             "claims": claims.to_dict(),
         }
         response: dict[str, Any] = {"claims": claims.to_dict()}
+        if collateral_ref:
+            response["collateral_ref"] = collateral_ref
         if policy is not None:
             decision = evaluate_policy(claims, policy, public_keys=public_keys or None, at=at)
             payload["policy"] = response["policy"] = decision.to_dict()
-        if collateral_ref:
-            response["collateral_ref"] = collateral_ref
+            if not decision.allowed:
+                # Authentic but refused: not "verified", and no token vouching for it.
+                check, message = decision.failures[0]
+                err = RequestError(422, "policy_refused", message, check).to_dict()
+                return 422, {**err, **response}
         response["token"] = sign_jwt(self.key, payload)
         response["key_id"] = self.key.key_id
-        return response
+        return 200, response
 
 
 def create_app(service: AttestationService, ready: Any = None) -> web.Application:
@@ -235,6 +324,15 @@ def create_app(service: AttestationService, ready: Any = None) -> web.Applicatio
             err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
             return web.json_response(err.to_dict(), status=413)
         status, doc = await service.handle(body)
+        return web.json_response(doc, status=status)
+
+    async def collateral(request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            return web.json_response(err.to_dict(), status=413)
+        status, doc = await service.collateral(body)
         return web.json_response(doc, status=status)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -255,6 +353,7 @@ def create_app(service: AttestationService, ready: Any = None) -> web.Applicatio
         return web.json_response({"error": {"code": "not_found", "message": request.path}}, status=404)
 
     app.router.add_post("/v1/attestation/verify", verify)
+    app.router.add_post("/v1/attestation/collateral", collateral)
     app.router.add_get("/v1/attestation/key", key)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -17,6 +17,7 @@ from aiohttp import web
 from conclavium.crypto.keys import PrivateKey
 
 from .app import SUBJECT, AttestationService, CollateralCache, create_app, nats_handler
+from .collateral import CollateralSource, FetchCache
 
 log = logging.getLogger("conclavium.attestation")
 
@@ -57,6 +58,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("CONCLAVIUM_ATTESTATION_SIGNING_KEY"),
         help="service signing key (PEM); generated if the file does not exist",
     )
+    p.add_argument(
+        "--pcs-url",
+        default=os.environ.get("CONCLAVIUM_PCS_URL"),
+        help="Intel collateral source: PCS v4 API base (https://api.trustedservices.intel.com), a PCCS or a mirror",
+    )
+    p.add_argument(
+        "--kds-url",
+        default=os.environ.get("CONCLAVIUM_KDS_URL"),
+        help="AMD collateral source: KDS base (https://kdsintf.amd.com) or a mirror",
+    )
+    p.add_argument(
+        "--collateral-refresh",
+        type=float,
+        default=float(os.environ.get("CONCLAVIUM_COLLATERAL_REFRESH", "3600")),
+        help="seconds a fetched document is served from the cache before it is fetched again",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -68,7 +85,15 @@ async def run(args: argparse.Namespace) -> None:
         import redis.asyncio as aioredis
 
         redis_client = aioredis.from_url(args.redis_url)
-    service = AttestationService(key, CollateralCache(redis_client))
+    import aiohttp
+
+    http = aiohttp.ClientSession()
+    source = None
+    if args.pcs_url or args.kds_url:
+        source = CollateralSource(
+            http, FetchCache(redis_client, refresh=args.collateral_refresh), pcs_url=args.pcs_url, kds_url=args.kds_url
+        )
+    service = AttestationService(key, CollateralCache(redis_client), source=source)
     nc: Any = None
 
     async def ready() -> bool:
@@ -105,6 +130,7 @@ async def run(args: argparse.Namespace) -> None:
         with contextlib.suppress(Exception):
             await nc.drain()
     await runner.cleanup()
+    await http.close()
     if redis_client is not None:
         await redis_client.aclose()
 

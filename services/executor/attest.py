@@ -8,6 +8,9 @@ from genesis plus the measurements governance allowed.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +22,7 @@ from conclavium.attestation import (
     load_policy,
     verify_evidence,
 )
-from conclavium.attestation.providers import provider_from_config
+from conclavium.attestation.providers import ProviderError, provider_from_config
 from conclavium.encoding import b64d, b64e
 from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
 
@@ -30,18 +33,66 @@ class EvidenceRefused(Exception):
         self.check = check
 
 
-def local_evidence(public_keys: list[bytes], tee: str = "virtual") -> dict[str, Any]:
-    """Evidence from this node's TEE binding its public keys."""
+COLLATERAL_TIMEOUT = 15.0
+
+
+def fetch_collateral(url: str, platform: str, evidence: bytes) -> dict[str, bytes]:
+    """Ask the attestation service for the collateral `evidence` needs (SNP: certs; Intel: collateral).
+
+    The answer is not trusted: it travels in the Join entry and every executor verifies it there.
+    """
+    body = json.dumps({"platform": platform, "evidence": b64e(evidence)}).encode()
+    req = urllib.request.Request(
+        url.rstrip("/") + "/v1/attestation/collateral", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=COLLATERAL_TIMEOUT) as r:
+            doc = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            err = json.loads(e.read()).get("error", {})
+        except ValueError:
+            err = {}
+        raise ProviderError(
+            f"attestation service gave no collateral: {err.get('code', e.code)}: {err.get('message', '')}"
+        ) from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ProviderError(f"attestation service at {url} unreachable for collateral: {e}") from e
+    files = doc.get("certs") if platform == "snp" else doc.get("collateral")
+    if not isinstance(files, dict):
+        raise ProviderError("attestation service answered without collateral")
+    return {str(k): b64d(v) for k, v in files.items()}
+
+
+def local_evidence(public_keys: list[bytes], tee: str = "virtual", attestation_url: str = "") -> dict[str, Any]:
+    """Evidence from this node's TEE binding its public keys, with the collateral it needs.
+
+    TDX and SGX quotes carry no TCB info, QE identity or CRLs, and an SNP report no VCEK unless
+    the host supplies it: that collateral is fetched from the attestation service and shipped in the
+    Join entry, because executors refuse evidence without it.
+    """
     options: dict[str, Any] = {}
     if tee == "virtual":
         options = {"measurement": bytes.fromhex(VIRTUAL_DEV_MEASUREMENT), "host_data": b""}
+    if tee == "sev-guest" and attestation_url:
+        options = {"fetch_certs": lambda report: fetch_collateral(attestation_url, "snp", report)}
     provider = provider_from_config(tee, **options)
     ev = provider.get_evidence(expected_report_data(public_keys))
-    return {
+    out: dict[str, Any] = {
         "platform": ev.platform,
         "evidence": b64e(ev.evidence),
         "certs": {k: b64e(v) for k, v in ev.certs.items()},
     }
+    if ev.platform == "snp" and not {"vcek.der", "vlek.der"} & set(ev.certs):
+        if not attestation_url:
+            raise ProviderError("the SNP report came without a VCEK/VLEK and no attestation service is configured")
+        out["certs"].update({k: b64e(v) for k, v in fetch_collateral(attestation_url, "snp", ev.evidence).items()})
+    if ev.platform in ("tdx", "sgx"):
+        if not attestation_url:
+            raise ProviderError(f"{ev.platform} evidence needs Intel collateral: configure the attestation service URL")
+        collateral = fetch_collateral(attestation_url, ev.platform, ev.evidence)
+        out["collateral"] = {k: b64e(v) for k, v in collateral.items()}
+    return out
 
 
 def policy_document(node_policy: dict[str, Any], measurements: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:

@@ -24,6 +24,11 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         choices=["virtual", "configfs-tsm", "sev-guest", "gramine"],
         help="where attestation evidence comes from (virtual: development only)",
     )
+    p.add_argument(
+        "--attestation-url",
+        default=os.environ.get("CONCLAVIUM_ATTESTATION_URL", ""),
+        help="attestation service fetching the collateral this node's evidence needs (TDX, SGX, SNP without VCEK)",
+    )
     p.add_argument("--snapshot-every", type=int, default=100_000, help="snapshot after this many entries")
     p.add_argument("--blocks-per-chunk", type=int, default=10_000)
     p.add_argument("--open-workers", type=int, default=1, help="processes opening sealed transactions (0: inline)")
@@ -40,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         verify_threads=a.verify_threads,
         stream_replicas=a.stream_replicas,
         tee=a.tee,
+        attestation_url=a.attestation_url,
         snapshot_every=a.snapshot_every,
         blocks_per_chunk=a.blocks_per_chunk,
         open_workers=a.open_workers,

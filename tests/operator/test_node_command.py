@@ -69,3 +69,19 @@ def test_executor_command_names_the_tee_provider(platform: str, provider: str) -
     cfg = executor_args(cmd[1:])
     assert cfg.tee == provider
     assert cfg.http_port == port
+
+
+def test_executors_get_the_attestation_service_for_collateral(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TDX/SGX joins need collateral and SNP joins a VCEK: executors learn where to fetch them."""
+    from conclavium_operator.children import _env
+
+    node = _node("Executor")
+    node["spec"]["tee"] = {"platform": "tdx"}
+    cfg = OperatorConfig(attestation_url="http://conclavium-attestation:8090")
+    env = {e["name"]: e.get("value") for e in _env(node, {"spec": {}}, cfg)[0]}
+    assert env["CONCLAVIUM_ATTESTATION_URL"] == "http://conclavium-attestation:8090"
+    monkeypatch.setenv("CONCLAVIUM_ATTESTATION_URL", env["CONCLAVIUM_ATTESTATION_URL"])
+    cmd, _ = node_command(node, {"spec": {}}, cfg)
+    assert executor_args(cmd[1:]).attestation_url == "http://conclavium-attestation:8090"
+    sequencer_env = {e["name"] for e in _env(_node("Sequencer"), {"spec": {}}, cfg)[0]}
+    assert "CONCLAVIUM_ATTESTATION_URL" not in sequencer_env
