@@ -23,10 +23,21 @@ from .claims import PLATFORMS, Claims, PolicyError
 INTEL = ("tdx", "sgx")
 TRAILING_MODES = ("none", "zeros", "any")
 ANY = "any"
-TDX_LISTS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrseam", "mrconfigid", "mrowner", "mrownerconfig")
+TDX_LISTS = (
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mrseam",
+    "mrconfigid",
+    "mrowner",
+    "mrownerconfig",
+    "xfam",
+    "td_attributes",
+)
 # Components that are often unused (all zeros) and that a production policy may waive explicitly with
 # "any"; the others must be listed.
-WAIVABLE = ("family_id", "image_id", "mrowner", "mrownerconfig")
+WAIVABLE = ("family_id", "image_id", "mrowner", "mrownerconfig", "xfam", "td_attributes")
 SNP_LISTS = ("host_data", "family_id", "image_id")
 # Statuses that say "not evaluated": never acceptable, collateral is mandatory.
 UNEVALUATED = ("Unknown",)

@@ -126,7 +126,9 @@ def test_tdx_components(v: Any) -> None:
             with pytest.raises(PolicyError):
                 load_policy({**doc, "tdx": {**doc["tdx"], name: "any"}})
         assert refused(lambda d: d["tdx"].pop("minimum_tee_tcb_svn")) == {"tee_tcb_svn"}
-        assert refused(lambda d: d["tdx"].update(mrowner="any", mrownerconfig="any")) == set()
+        waived = {"mrowner": "any", "mrownerconfig": "any", "xfam": "any", "td_attributes": "any"}
+        assert refused(lambda d: d["tdx"].update(waived)) == set()
+        assert refused(lambda d: d["tdx"].pop("xfam")) == {"xfam"}
         # MRCONFIGID may also be pinned through host data (it is the TDX host data claim).
         assert refused(lambda d: (d["tdx"].pop("mrconfigid"), d.update(host_data=[body["mrconfigid"]]))) == set()
         assert refused(lambda d: d["tdx"].pop("mrconfigid")) == {"mrconfigid"}

@@ -73,14 +73,20 @@ class Chain:
         self.seq += 1
         return raw, self.seq
 
-    def genesis_entry(self) -> Entry:
+    def genesis_entry(
+        self,
+        node_policy: dict[str, Any] | None = None,
+        measurements: list[dict[str, Any]] | None = None,
+        info: node_messages.NodeInfo | None = None,
+    ) -> Entry:
+        """The genesis by node 0 (`info` replaces its evidence-bearing NodeInfo, e.g. a TDX one)."""
         n0 = self.nodes[0]
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         config = {
             "members": [{"name": "alice", "public_key": self.member.public_key.pem}],
             "users": [{"name": "u", "public_key": self.user.public_key.pem}],
-            "node_policy": {"environment": "development", "platforms": ["virtual"]},
-            "measurements": [{"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}],
+            "node_policy": node_policy or {"environment": "development", "platforms": ["virtual"]},
+            "measurements": measurements or [{"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}],
             "constitution": {**default_constitution(), "auto_trust_nodes": True},
         }
         cert = node_certificate(self.service_key, self.service_cert, n0.key.public_key, now)
@@ -88,7 +94,7 @@ class Chain:
             v=1,
             ledger=LEDGER,
             ts=self.ts,
-            node=n0.info("n0"),
+            node=info or n0.info("n0"),
             service_cert=self.service_cert,
             node_cert=cert,
             config=config,

@@ -217,3 +217,43 @@ async def test_tdx_join_judged_at_block_time_and_refused_for_stale_collateral(mo
     del nocrl_info.evidence["collateral"]["pck_crl.der"]
     refused = await _join_info(chain, m, nocrl, nocrl_info)
     assert refused is not None and "collateral_missing" in refused[1]
+
+
+async def test_genesis_on_tee_hardware_needs_a_production_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TDX genesis node refuses a development policy; the same genesis under production succeeds."""
+    from conclavium.attestation import verify_evidence
+    from conclavium.encoding import b64d
+
+    pki = IntelTestPki()
+    pki.pin(monkeypatch)
+    chain = Chain()
+    now = dt.datetime.fromtimestamp(chain.ts / 1000, dt.UTC)
+    tdx = chain.nodes[0]
+    enc = sealing.public_bytes(tdx.enc)
+    bound = node_messages.bound_keys(tdx.key.public_key.spki, enc)
+    from conclavium.attestation import expected_report_data
+
+    quote = pki.requote(V.quote, report_data=expected_report_data(bound))
+    col = pki.collateral(V.collateral, now, dates=(now - dt.timedelta(days=1), now + dt.timedelta(days=29)))
+    evidence = {"platform": "tdx", "evidence": b64e(quote), "collateral": {k: b64e(v) for k, v in col.items()}}
+    info = node_messages.NodeInfo(
+        id=tdx.id, signing_key=tdx.key.public_key.pem, encryption_key=enc.hex(), evidence=evidence, name="n0"
+    )
+    claims = verify_evidence("tdx", b64d(evidence["evidence"]), collateral=col, at=now)
+    measurements = [{"platform": "tdx", "measurement": claims.measurement}]
+    dev = new_machine(chain)
+    dev_policy = {"environment": "development", "platforms": ["virtual", "tdx"]}
+    _, out = await dev.apply(*chain.block([chain.genesis_entry(dev_policy, measurements, info)]))
+    assert out.invalid and out.invalid[0][1] == "attestation_refused" and "development_policy" in out.invalid[0][2]
+    assert not dev.genesis_done
+
+    chain2 = Chain()
+    chain2.nodes[0] = tdx
+    chain2.ts = chain.ts
+    prod = new_machine(chain2)
+    policy = accepting(claims)
+    policy.pop("measurements")
+    policy["platforms"] = ["tdx"]
+    _, out = await prod.apply(*chain2.block([chain2.genesis_entry(policy, measurements, info)]))
+    assert not out.invalid, out.invalid
+    assert prod.genesis_done and prod.state.get(NODES, tdx.id)["claims"]["platform"] == "tdx"
