@@ -9,6 +9,9 @@
 - A *commit signature* is a node's signature over a *statement*: (ledger, height, block hash,
   Merkle root of the block's leaves, quorum in force). It commits to all history through the block
   hash, and tells an offline verifier how many signatures make a commit.
+- A *clock signature* is a node's signature over its local clock: executors publish them with their
+  commit signatures and as a heartbeat, and bound the ledger's time by them (`ledger_clock.py` in
+  the executor), so the sequencer's timestamp can never move ledger time far from a quorum's clocks.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import hashlib
 
 import msgspec
 
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2
 GENESIS_PREV = bytes(32)
 
 
@@ -43,9 +46,16 @@ class CommitSig(msgspec.Struct, array_like=True, frozen=True):
     signature: bytes
 
 
+class ClockSig(msgspec.Struct, array_like=True, frozen=True):
+    node: str
+    clock_ms: int
+    signature: bytes
+
+
 class IntakeBatch(msgspec.Struct, array_like=True):
     entries: list[Entry] = []
     sigs: list[CommitSig] = []
+    clocks: list[ClockSig] = []
 
 
 class Block(msgspec.Struct, array_like=True):
@@ -56,6 +66,7 @@ class Block(msgspec.Struct, array_like=True):
     ts_ms: int
     entries: list[Entry]
     sigs: list[CommitSig]
+    clocks: list[ClockSig] = []
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -89,6 +100,14 @@ def statement(ledger: str, height: int, block_hash_: bytes, root: bytes, quorum:
 
 def sig_statement(sig: CommitSig, ledger: str) -> bytes:
     return statement(ledger, sig.height, sig.block_hash, sig.root, sig.quorum)
+
+
+CLOCK_DOMAIN = b"conclavium.clock.v1\x00"
+
+
+def clock_statement(ledger: str, node: str, clock_ms: int) -> bytes:
+    """The exact bytes a node signs to vouch for its local clock."""
+    return CLOCK_DOMAIN + _enc.encode([ledger, node, clock_ms])
 
 
 def leaf_data(entry_id: bytes, write_digest: bytes) -> bytes:

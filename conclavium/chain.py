@@ -1,7 +1,9 @@
 """The hash-chain rule: which block may follow the current tip.
 
 Executors apply it to every block they read, and the sequencer applies the same rule when it
-re-reads the stream tail, so both skip the same foreign or malformed blocks.
+re-reads the stream tail, so both skip the same foreign or malformed blocks. The block's timestamp
+is not part of the rule: it is the sequencer's claim, which executors bound by their own signed
+clocks when they execute the block (`services/executor/ledger_clock.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from conclavium.block import BLOCK_VERSION, GENESIS_PREV, Block, block_hash, dec
 
 @dataclass
 class Tip:
+    """The last block of the chain; `ts_ms` is its time as the holder knows it (the sequencer's
+    stamp for the sequencer, the bounded block time for an executor)."""
+
     height: int = 0
     hash: bytes = GENESIS_PREV
     seq: int = 0
@@ -41,6 +46,4 @@ def next_block(tip: Tip, raw: bytes, ledger: str) -> tuple[Block, bytes]:
         raise ChainError("bad_height", f"height {block.height} does not follow {tip.height}")
     if block.prev != tip.hash:
         raise ChainError("bad_prev", f"block {block.height} does not name the previous block's hash")
-    if block.ts_ms < tip.ts_ms:
-        raise ChainError("bad_time", f"block {block.height} goes back in time")
     return block, block_hash(raw)

@@ -21,7 +21,18 @@ from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conclavium import node_messages, streams
-from conclavium.block import CommitSig, Entry, IntakeBatch, Kind, decode_block, encode, entry_id, statement
+from conclavium.block import (
+    ClockSig,
+    CommitSig,
+    Entry,
+    IntakeBatch,
+    Kind,
+    clock_statement,
+    decode_block,
+    encode,
+    entry_id,
+    statement,
+)
 from conclavium.chain import ChainError
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64e, loads, pack
@@ -42,6 +53,12 @@ log = logging.getLogger("conclavium.executor")
 
 ENDORSE_GRACE_S = 5.0
 JOIN_RETRY_S = 5.0
+# Clock signatures (ledger_clock.py): at most one per CLOCK_MIN_INTERVAL_S rides with commit
+# signatures; a node that signed nothing for CLOCK_HEARTBEAT_S sends one alone, so the ledger's
+# reference time stays fresh while the ledger is idle.
+CLOCK_MIN_INTERVAL_S = 0.2
+CLOCK_HEARTBEAT_S = 2.0
+CLAMP_LOG_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -87,6 +104,8 @@ class Executor:
         self.stream_checked = False
         self.trusted_seen: dict[str, float] = {}
         self.last_join = 0.0
+        self._clock_sent = 0.0
+        self._clamp_logged = 0.0
         self.queries = QueryHandler(self)
         self.nc: Any = None
         self.js: Any = None
@@ -173,6 +192,7 @@ class Executor:
         while True:
             await asyncio.sleep(0.5)
             self._collect_snapshot()
+            await self._clock_heartbeat()
             try:
                 if not self.stream_checked:
                     info = await self.js.stream_info(streams.ledger_stream(self.cfg.ledger))
@@ -356,6 +376,9 @@ class Executor:
         invalid: list[list[Any]] = []
         now = now_ms()
         for out in outcomes:
+            if out.clamped:
+                m.BLOCK_TIME_CLAMPED.labels(out.clamped).inc()
+                self._log_clamp(out)
             for eid, code, message in out.invalid:
                 invalid.append([eid, code, message])
                 m.TX_INVALID.labels(code).inc()
@@ -378,6 +401,7 @@ class Executor:
         m.EXECUTED_HEIGHT.set(machine.tip.height)
         m.COMMITTED_HEIGHT.set(machine.committed_height)
         m.LAG.set(self.pending_in_stream)
+        m.LEDGER_TIME_OFFSET.set((machine.tip.ts_ms - now) / 1000)
         m.TRUSTED_NODES.set(len(machine.trusted_node_keys()))
         m.QUORUM.set(machine.quorum())
         if committed or invalid:
@@ -411,21 +435,63 @@ class Executor:
             )
             self.signed.add(rec.height)
         if sigs:
-            task = asyncio.create_task(self._publish_sigs(sigs))
+            clocks = []
+            if time.monotonic() - self._clock_sent >= CLOCK_MIN_INTERVAL_S:
+                clocks.append(self._sign_clock())
+                m.CLOCKS_SIGNED.labels("with_commit").inc()
+            task = asyncio.create_task(self._publish_sigs(sigs, clocks))
             self._sig_tasks.add(task)
             task.add_done_callback(self._sig_tasks.discard)
         if len(self.signed) > 100_000:
             self.signed = {h for h in self.signed if h in self.machine.uncommitted}
 
-    async def _publish_sigs(self, sigs: list[CommitSig]) -> None:
+    async def _publish_sigs(self, sigs: list[CommitSig], clocks: list[ClockSig]) -> None:
         """Off the block path: a publish stuck in a NATS outage must not stall execution. A failed
         one is forgotten, so the next batch signs those heights again."""
         try:
-            await self._publish_intake(IntakeBatch(sigs=sigs), f"sig:{self.node_id}:{sigs[-1].height}", timeout=2.0)
+            await self._publish_intake(
+                IntakeBatch(sigs=sigs, clocks=clocks), f"sig:{self.node_id}:{sigs[-1].height}", timeout=2.0
+            )
         except (TimeoutError, nats.errors.Error) as e:
             log.warning("could not publish commit signatures, will sign again: %s", type(e).__name__)
             for s in sigs:
                 self.signed.discard(s.height)
+            if clocks:
+                self._clock_sent = 0.0
+
+    def _sign_clock(self) -> ClockSig:
+        """This node's clock, signed, for the ledger's time bound (ledger_clock.py)."""
+        self._clock_sent = time.monotonic()
+        clock = now_ms()
+        signature = self.keys.signing.sign(clock_statement(self.cfg.ledger, self.node_id, clock))
+        return ClockSig(self.node_id, clock, signature)
+
+    async def _clock_heartbeat(self) -> None:
+        """A signer that published no clock for CLOCK_HEARTBEAT_S sends one alone."""
+        if self.machine.fork_reason or not self.is_signer():
+            return
+        if time.monotonic() - self._clock_sent < CLOCK_HEARTBEAT_S:
+            return
+        clock = self._sign_clock()
+        try:
+            await self._publish_intake(
+                IntakeBatch(clocks=[clock]), f"clock:{self.node_id}:{clock.clock_ms}", timeout=2.0
+            )
+            m.CLOCKS_SIGNED.labels("heartbeat").inc()
+        except (TimeoutError, nats.errors.Error) as e:
+            self._clock_sent = 0.0
+            log.warning("could not publish a clock heartbeat, will retry: %s", type(e).__name__)
+
+    def _log_clamp(self, out: BlockOutcome) -> None:
+        now = time.monotonic()
+        if now - self._clamp_logged >= CLAMP_LOG_INTERVAL_S:
+            self._clamp_logged = now
+            log.warning(
+                "block %d was dated %s of the executors' signed clocks by more than clock_tolerance_ms; "
+                "executed at the bound (is the sequencer's clock wrong?)",
+                out.height,
+                out.clamped,
+            )
 
     async def _publish_intake(self, batch: IntakeBatch, msg_id: str, timeout: float = 5.0) -> None:
         if not self.nc.is_connected:

@@ -30,6 +30,7 @@ from conclavium.governance.actions import apply_actions, current_node_policy, va
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
 from conclavium.tx import Op, TxBody, TxError, is_public_map, open_ops, opened_ops, parse_body, sealed_box
 
+from . import ledger_clock
 from .attest import EvidenceRefused, drifted_nodes, policy_document, verify_join_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
 from .receipt_index import CommittedBlock, ReceiptIndex
@@ -81,6 +82,7 @@ class BlockOutcome:
     governance: list[governance.Outcome] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     fork: str | None = None
+    clamped: str | None = None  # ledger_clock.AHEAD / BEHIND when the block's timestamp was bounded
 
 
 class LedgerMachine:
@@ -124,6 +126,8 @@ class LedgerMachine:
         self._verified: dict[bytes, tuple[str, bool]] = {}
         self._keys: dict[str, PublicKey] | None = None
         self._node_keys: dict[str, PublicKey] | None = None
+        # Time of the block being applied (ledger_clock.py); every time check in execution uses it.
+        self.block_time = 0
 
     # --- views of the governance tables ---------------------------------------------------------
 
@@ -191,13 +195,14 @@ class LedgerMachine:
         block, bhash = next_block(self.tip, raw, self.ledger)
         self._check_keys(block)
         out = BlockOutcome(block.height)
-        self._forget_old(block.ts_ms)
+        self.block_time, out.clamped = self._block_time(block)
+        self._forget_old(self.block_time)
         if self.genesis_done:
-            out.expired = governance.expire(self.state, governance.Context(block.height, block.ts_ms))
+            out.expired = governance.expire(self.state, governance.Context(block.height, self.block_time))
         self._apply_signatures(block.sigs, out)
         sig_ok = await self._preverify(block.entries)
         leaves: list[tuple[bytes, bytes]] = []
-        self._block_max_ts = block.ts_ms
+        self._block_max_ts = self.block_time
         for i, entry in enumerate(block.entries):
             eid = entry_id(entry)
             if eid in self.recent:
@@ -212,14 +217,22 @@ class LedgerMachine:
         if leaves:
             validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
             self.recent_blocks.append((self._block_max_ts + validity, block.height, [e for e, _ in leaves]))
-        self.tip = Tip(block.height, bhash, seq, block.ts_ms)
+        self.tip = Tip(block.height, bhash, seq, self.block_time)
         self.entries_executed += len(leaves)
         root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
-        rec = BlockRecord(block.height, bhash, root, self.quorum(), block.ts_ms, leaves)
+        rec = BlockRecord(block.height, bhash, root, self.quorum(), self.block_time, leaves)
         if leaves:
             self.uncommitted[block.height] = rec
         self._advance_commit(out)
         return block, out
+
+    def _block_time(self, block: Block) -> tuple[int, str | None]:
+        """Record the block's clock signatures, then bound its timestamp by them (ledger_clock.py)."""
+        trusted = self.trusted_node_keys()
+        ledger_clock.record(self.state, block.clocks, trusted, self.ledger)
+        ref = ledger_clock.reference(self.state, trusted, self.quorum())
+        tolerance = self.config("clock_tolerance_ms", ledger_clock.DEFAULT_CLOCK_TOLERANCE_MS)
+        return ledger_clock.block_time(self.tip.ts_ms, block.ts_ms, ref, tolerance)
 
     def _forget_old(self, now_ms: int) -> None:
         """Forget ids whose every copy would now be refused as expired (a transaction's timestamp
@@ -387,9 +400,9 @@ class LedgerMachine:
         if tx is None:
             tx = parse_body(entry.data, ledger=self.ledger)
         validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
-        if tx.ts < block.ts_ms - validity:
+        if tx.ts < self.block_time - validity:
             raise TxError("expired", "transaction timestamp is outside the validity window")
-        if tx.ts > block.ts_ms + validity:
+        if tx.ts > self.block_time + validity:
             raise TxError("not_yet_valid", "transaction timestamp is in the future")
         key = self.participant_keys().get(tx.sender)
         if key is None:
@@ -405,7 +418,7 @@ class LedgerMachine:
         self._block_max_ts = max(self._block_max_ts, tx.ts)
         writer = sys.intern(tx.sender)
         if tx.sealed is not None:
-            self._check_tx_key_current(tx.sealed.key, block.ts_ms)
+            self._check_tx_key_current(tx.sealed.key, self.block_time)
             opened = self._opened.pop(entry.data, None)
             ops = opened if opened is not None else open_ops(tx, self._open)
         else:
@@ -437,7 +450,9 @@ class LedgerMachine:
         if not self.genesis_done:
             raise TxError("no_service", "the service has no genesis yet")
         self.state.begin()
-        outcome = governance.apply(self.state, entry.data, governance.Context(block.height, block.ts_ms, self.ledger))
+        outcome = governance.apply(
+            self.state, entry.data, governance.Context(block.height, self.block_time, self.ledger)
+        )
         if outcome.status != "Applied":
             self.state.rollback()
             raise TxError(outcome.code or "governance_refused", outcome.reason or "refused")
@@ -522,6 +537,11 @@ class LedgerMachine:
             raise TxError("genesis_exists", "the ledger already has a genesis")
         cfg = msg.config
         node_policy = cfg.get("node_policy", {})
+        service_config = _service_config(cfg)
+        if not ledger_clock.valid_tolerance(service_config["clock_tolerance_ms"], service_config["tx_validity_ms"]):
+            raise TxError("invalid_genesis", "clock_tolerance_ms must be a positive integer below tx_validity_ms")
+        # No executor clock exists yet: the genesis node's signed timestamp is the first reference.
+        at, _ = ledger_clock.block_time(0, block.ts_ms, msg.ts, service_config["clock_tolerance_ms"])
         try:
             service_cert = load_cert(msg.service_cert)
             endorsed = verify_node_certificate(msg.node_cert, service_cert)
@@ -531,12 +551,12 @@ class LedgerMachine:
             raise TxError("bad_certificate", "node certificate is for another key")
         self.state.begin()
         try:
-            ctx = governance.Context(block.height, block.ts_ms)
+            ctx = governance.Context(block.height, at)
             allow = [
                 validate_action({"name": "allow_measurement", "args": m}) for m in cfg.get("measurements", [])
             ]
             apply_actions(self.state, allow, ctx)
-            claims = self._check_evidence(msg.node, bound, node_policy, block.ts_ms)
+            claims = self._check_evidence(msg.node, bound, node_policy, at)
             governance.genesis(
                 self.state,
                 members=[_person(r, weight=True) for r in cfg.get("members", [])],
@@ -559,10 +579,13 @@ class LedgerMachine:
             self.state.rollback()
             raise TxError("bad_tx_key", str(e)) from None
         self.state.put(SERVICE, CERTIFICATE, msg.service_cert)
-        self.state.put(SERVICE, CONFIG, _service_config(cfg))
-        self.state.put(SERVICE, TX_KEYS, [{**msg.tx_key, "from_height": block.height, "from_ts": block.ts_ms}])
+        self.state.put(SERVICE, CONFIG, service_config)
+        self.state.put(SERVICE, TX_KEYS, [{**msg.tx_key, "from_height": block.height, "from_ts": at}])
         self.state.put(SERVICE, SECRET_GENERATION, msg.tx_key["id"])
-        return write_digest(self.state.commit())
+        ledger_clock.seed(self.state, msg.node.id, msg.ts)
+        digest = write_digest(self.state.commit())
+        self.block_time = at
+        return digest
 
     def _join(self, msg: node_messages.Join, bound: list[bytes], block: Block) -> bytes:
         if not self.genesis_done:
@@ -570,11 +593,11 @@ class LedgerMachine:
         row = self.state.get(NODES, msg.node.id)
         if row is not None:
             raise TxError("already_joined", f"node is already {row['status']}")
-        claims = self._check_evidence(msg.node, bound, current_node_policy(self.state), block.ts_ms)
+        claims = self._check_evidence(msg.node, bound, current_node_policy(self.state), self.block_time)
         self.state.begin()
         try:
             governance.record_node_join(
-                self.state, self._governance_node(msg.node, claims), governance.Context(block.height, block.ts_ms)
+                self.state, self._governance_node(msg.node, claims), governance.Context(block.height, self.block_time)
             )
         except governance.GovernanceError as e:
             self.state.rollback()
@@ -802,5 +825,6 @@ def _person(row: dict[str, Any], weight: bool) -> dict[str, Any]:
 def _service_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "tx_validity_ms": int(cfg.get("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)),
+        "clock_tolerance_ms": cfg.get("clock_tolerance_ms", ledger_clock.DEFAULT_CLOCK_TOLERANCE_MS),
         "node_policy": cfg.get("node_policy", {}),
     }

@@ -34,3 +34,14 @@ GOV_PROPOSALS = Gauge("conclavium_governance_proposals", "Governance proposals b
 GOV_BALLOTS = Counter("conclavium_governance_ballots_total", "Ballots recorded in the ledger")
 CORRUPT_FILES = Counter("conclavium_executor_corrupt_files_total", "Ledger chunks or snapshots refused at load")
 SNAPSHOTS = Counter("conclavium_executor_snapshots_total", "Snapshots written")
+BLOCK_TIME_CLAMPED = Counter(
+    "conclavium_executor_block_time_clamped_total",
+    "Blocks whose timestamp lay more than clock_tolerance_ms from the executors' signed clocks",
+    ["direction"],
+)
+for _direction in ("ahead", "behind"):
+    BLOCK_TIME_CLAMPED.labels(_direction)
+LEDGER_TIME_OFFSET = Gauge(
+    "conclavium_executor_ledger_time_offset_seconds", "Time of the last executed block minus this node's clock"
+)
+CLOCKS_SIGNED = Counter("conclavium_executor_clock_signatures_total", "Clock signatures published", ["kind"])

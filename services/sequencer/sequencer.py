@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StorageType
 from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from conclavium import streams
-from conclavium.block import BLOCK_VERSION, Block, CommitSig, Entry, block_hash, decode_intake, encode
+from conclavium.block import BLOCK_VERSION, Block, ClockSig, CommitSig, Entry, block_hash, decode_intake, encode
 from conclavium.chain import ChainError, Tip, next_block
 from conclavium.encoding import pack, unpack
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
@@ -241,13 +241,14 @@ class Sequencer:
         """Take as many whole intake messages as fit in one block; the rest wait for the next."""
         entries: list[Entry] = []
         sigs: list[CommitSig] = []
+        clocks: list[ClockSig] = []
         seen: set[bytes] = set()
         size = 0
         taken: list[Any] = []
         for i, msg in enumerate(msgs):
             full = size + len(msg.data) > self.cfg.max_block_bytes or len(entries) >= self.cfg.max_block_entries
             if taken and full:
-                return taken, msgs[i:], self._block(entries, sigs)
+                return taken, msgs[i:], self._block(entries, sigs, clocks)
             taken.append(msg)
             size += len(msg.data)
             try:
@@ -260,11 +261,15 @@ class Sequencer:
                     seen.add(e.data)
                     entries.append(e)
             sigs.extend(batch.sigs)
-        return taken, [], self._block(entries, sigs)
+            clocks.extend(batch.clocks)
+        return taken, [], self._block(entries, sigs, clocks)
 
-    def _block(self, entries: list[Entry], sigs: list[CommitSig]) -> Block:
-        ts = max(now_ms(), self.tip.ts_ms)
-        return Block(BLOCK_VERSION, self.cfg.ledger, self.tip.height + 1, self.tip.hash, ts, entries, sigs)
+    def _block(self, entries: list[Entry], sigs: list[CommitSig], clocks: list[ClockSig]) -> Block:
+        # Its own clock, not max(now, tip): executors bound ledger time by their signed clocks, so a
+        # stamp is only a proposal, and one wrong stamp in the log must not hold later ones back.
+        return Block(
+            BLOCK_VERSION, self.cfg.ledger, self.tip.height + 1, self.tip.hash, now_ms(), entries, sigs, clocks
+        )
 
     async def _append(self, msgs: list[Any]) -> None:
         """Append blocks holding `msgs`; acknowledge each message once its block is durable."""

@@ -1,5 +1,5 @@
 """Build real blocks in-process for the executor's deterministic core: a genesis by a node whose
-keys the test holds, joins and endorsements, client transactions and commit signatures."""
+keys the test holds, joins and endorsements, client transactions, commit and clock signatures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ from typing import Any
 
 from conclavium import node_messages
 from conclavium.attestation import expected_report_data, make_virtual_evidence
-from conclavium.block import BLOCK_VERSION, Block, CommitSig, Entry, Kind, block_hash, encode, statement
+from conclavium.block import (
+    BLOCK_VERSION,
+    Block,
+    ClockSig,
+    CommitSig,
+    Entry,
+    Kind,
+    block_hash,
+    clock_statement,
+    encode,
+    statement,
+)
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64e
@@ -65,10 +76,23 @@ class Chain:
         self.ts = int(time.time() * 1000)
         self.seq = 0
 
-    def block(self, entries: list[Entry], sigs: list[CommitSig] | None = None) -> tuple[bytes, int]:
+    def block(
+        self,
+        entries: list[Entry],
+        sigs: list[CommitSig] | None = None,
+        clocks: list[ClockSig] | None = None,
+        ts: int | None = None,
+    ) -> tuple[bytes, int]:
+        """The next block, stamped `ts` (default: the chain's clock). Unless `clocks` is given it
+        carries every node's clock signature at the chain's clock, as honest executors send them."""
         self.height += 1
         self.ts += 10
-        raw = encode(Block(BLOCK_VERSION, LEDGER, self.height, self.prev, self.ts, entries, sigs or []))
+        if clocks is None:
+            clocks = [self.clock(i, self.ts) for i in range(len(self.nodes))]
+        block = Block(
+            BLOCK_VERSION, LEDGER, self.height, self.prev, self.ts if ts is None else ts, entries, sigs or [], clocks
+        )
+        raw = encode(block)
         self.prev = block_hash(raw)
         self.seq += 1
         return raw, self.seq
@@ -78,8 +102,11 @@ class Chain:
         node_policy: dict[str, Any] | None = None,
         measurements: list[dict[str, Any]] | None = None,
         info: node_messages.NodeInfo | None = None,
+        at: int | None = None,
+        config: dict[str, Any] | None = None,
     ) -> Entry:
-        """The genesis by node 0 (`info` replaces its evidence-bearing NodeInfo, e.g. a TDX one)."""
+        """The genesis by node 0 (`info` replaces its evidence-bearing NodeInfo, e.g. a TDX one),
+        signed at `at` (default: the chain's clock), `config` merged into its configuration."""
         n0 = self.nodes[0]
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         config = {
@@ -88,12 +115,13 @@ class Chain:
             "node_policy": node_policy or {"environment": "development", "platforms": ["virtual"]},
             "measurements": measurements or [{"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}],
             "constitution": {**default_constitution(), "auto_trust_nodes": True},
+            **(config or {}),
         }
         cert = node_certificate(self.service_key, self.service_cert, n0.key.public_key, now)
         msg = node_messages.Genesis(
             v=1,
             ledger=LEDGER,
-            ts=self.ts,
+            ts=self.ts if at is None else at,
             node=info or n0.info("n0"),
             service_cert=self.service_cert,
             node_cert=cert,
@@ -120,23 +148,26 @@ class Chain:
         )
         return node_messages.make_entry(msg, self.nodes[0].key)
 
-    def tx(self, key: str, value: Any, sender: PrivateKey | None = None) -> Entry:
+    def tx(self, key: str, value: Any, sender: PrivateKey | None = None, ts: int | None = None) -> Entry:
         who = sender or self.user
-        t = sign(
-            who, make_body(LEDGER, who.key_id, [{"op": "put", "map": "public:t", "key": key, "value": value}], self.ts)
-        )
+        ops = [{"op": "put", "map": "public:t", "key": key, "value": value}]
+        t = sign(who, make_body(LEDGER, who.key_id, ops, self.ts if ts is None else ts))
         return Entry(Kind.TX, t.body, t.signature)
+
+    def clock(self, i: int, clock_ms: int) -> ClockSig:
+        node = self.nodes[i]
+        return ClockSig(node.id, clock_ms, node.key.sign(clock_statement(LEDGER, node.id, clock_ms)))
 
     def sig(self, i: int, height: int, bhash: bytes, root: bytes, quorum: int) -> CommitSig:
         s = self.nodes[i].key.sign(statement(LEDGER, height, bhash, root, quorum))
         return CommitSig(self.nodes[i].id, height, bhash, root, quorum, s)
 
 
-async def bootstrap(chain: Chain, machine: LedgerMachine) -> None:
+async def bootstrap(chain: Chain, machine: LedgerMachine, config: dict[str, Any] | None = None) -> None:
     """Genesis, two joins and their endorsements, and an open_service vote: three signing nodes."""
     from conclavium.governance import documents
 
-    await machine.apply(*chain.block([chain.genesis_entry()]))
+    await machine.apply(*chain.block([chain.genesis_entry(config=config)]))
     await machine.apply(*chain.block([chain.join_entry(1), chain.join_entry(2)]))
     await machine.apply(*chain.block([chain.endorse_entry(1), chain.endorse_entry(2)]))
     doc = documents.make_proposal([{"name": "open_service", "args": {}}], chain.member, chain.ts // 1000, ledger=LEDGER)
