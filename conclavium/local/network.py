@@ -49,6 +49,7 @@ class NetworkOptions:
     log_level: str = "info"
     snapshot_every: int = 100_000  # executor snapshots after this many entries
     open_service: bool = True  # members vote the service open, as the README's walk-through does
+    genesis_config: dict[str, Any] | None = None  # merged into the genesis configuration
 
 
 def _http_ok(url: str) -> bool:
@@ -100,6 +101,8 @@ class LocalNetwork:
             "measurements": [{"platform": "virtual", "measurement": VIRTUAL_DEV_MEASUREMENT}],
             "constitution": {**default_constitution(), "auto_trust_nodes": True},
             "tx_validity_ms": 120_000,
+            "clock_tolerance_ms": 30_000,
+            **(self.opt.genesis_config or {}),
         }
         path.write_text(json.dumps(genesis, indent=2))
         return path
