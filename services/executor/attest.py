@@ -1,8 +1,9 @@
 """Attestation inside the executor: evidence about this node, and the check of a peer's evidence.
 
-Executors verify join evidence themselves with the shared verification library, at the block's
-timestamp (so every executor decides the same), against the policy in the ledger: the node policy
-from genesis plus the measurements governance allowed.
+Executors verify join evidence themselves with the shared verification library, at the block time
+(the sequencer's stamp bounded by the executors' signed clocks, `ledger_clock.py`, so every executor
+decides the same and nobody can hold time back to keep stale collateral acceptable), against the
+policy in the ledger: the node policy from genesis plus the measurements governance allowed.
 """
 
 from __future__ import annotations
