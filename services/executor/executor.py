@@ -193,6 +193,10 @@ class Executor:
             await asyncio.sleep(0.5)
             self._collect_snapshot()
             await self._clock_heartbeat()
+            if self.machine.genesis_done:
+                # Also between blocks: a ledger whose time stopped (clock signatures withheld, no
+                # quorum running) shows as a growing negative offset, not as a stale gauge.
+                m.LEDGER_TIME_OFFSET.set((self.machine.tip.ts_ms - now_ms()) / 1000)
             try:
                 if not self.stream_checked:
                     info = await self.js.stream_info(streams.ledger_stream(self.cfg.ledger))
