@@ -67,6 +67,18 @@ async def _append_after_tip(net: LocalNetwork, make: Callable[[int, bytes], Bloc
         await nc.close()
 
 
+async def _last_stamp(net: LocalNetwork) -> int:
+    """The timestamp of the last block in the ledger stream."""
+    nc = await nats.connect(net.nats_url)
+    try:
+        js = nc.jetstream()
+        stream = streams.ledger_stream(net.opt.ledger)
+        info = await js.stream_info(stream)
+        return decode_block((await js.get_msg(stream, info.state.last_seq)).data).ts_ms
+    finally:
+        await nc.close()
+
+
 async def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -131,6 +143,7 @@ async def test_a_block_dated_ten_years_ahead_does_not_brick_the_ledger(network: 
         for c in [user, *members]:
             await c.close()
     await _counted(network, "ahead", before)
+    assert abs(await _last_stamp(network) - _now_ms()) < 60_000, "the sequencer stamps its own clock, not the tip's"
     for port in _executor_ports(network):
         assert _metric(port, OFFSET) < TOLERANCE_S + 5, "ledger time stays within the bound of the clocks"
 
