@@ -27,6 +27,7 @@ CLOCKS = "public:sys.clocks"
 DEFAULT_CLOCK_TOLERANCE_MS = 30_000
 AHEAD = "ahead"
 BEHIND = "behind"
+MAX_TRIES_PER_NODE = 4
 
 
 class _Verifier(Protocol):
@@ -44,17 +45,24 @@ class _Table(Protocol):
 def record(state: _Table, clocks: list[ClockSig], trusted: dict[str, _Verifier], ledger: str) -> None:
     """Raise each trusted node's recorded clock to the highest of its valid signatures in `clocks`.
 
-    A signature that would not raise the node's clock is not even verified, so replays cost nothing.
+    Per node, candidates are tried from the highest down and only while they would raise its clock,
+    at most MAX_TRIES_PER_NODE of them: replays cost nothing, and a block stuffed with forged clock
+    signatures costs a bounded number of verifications (honest nodes send one per 200 ms at most).
     """
+    by_node: dict[str, list[ClockSig]] = {}
     for c in clocks:
-        key = trusted.get(c.node)
-        if key is None:
-            continue
-        row = state.get(CLOCKS, c.node)
-        if row is not None and c.clock_ms <= row["clock_ms"]:
-            continue
-        if key.verify(c.signature, clock_statement(ledger, c.node, c.clock_ms)):
-            state.put(CLOCKS, c.node, {"clock_ms": c.clock_ms})
+        if c.node in trusted:
+            by_node.setdefault(c.node, []).append(c)
+    for node in sorted(by_node):
+        row = state.get(CLOCKS, node)
+        current = row["clock_ms"] if row is not None else None
+        candidates = sorted(by_node[node], key=lambda c: c.clock_ms, reverse=True)
+        for c in candidates[:MAX_TRIES_PER_NODE]:
+            if current is not None and c.clock_ms <= current:
+                break
+            if trusted[node].verify(c.signature, clock_statement(ledger, node, c.clock_ms)):
+                state.put(CLOCKS, node, {"clock_ms": c.clock_ms})
+                break
 
 
 def seed(state: _Table, node: str, clock_ms: int) -> None:

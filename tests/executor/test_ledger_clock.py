@@ -50,6 +50,22 @@ def test_reference_is_the_quorum_th_highest_clock_of_trusted_nodes() -> None:
     assert ledger_clock.reference(State(), trusted, 2) is None
 
 
+def test_a_block_stuffed_with_forged_clocks_costs_a_bounded_number_of_verifications() -> None:
+    class Counting(_Key):
+        calls = 0
+
+        def verify(self, signature: bytes, data: bytes) -> bool:
+            Counting.calls += 1
+            return super().verify(signature, data)
+
+    state = State()
+    forged = [ClockSig("a", 10**12 + i, b"forged") for i in range(10_000)]
+    ledger_clock.record(state, [ClockSig("a", 500, b"ok"), *forged], {"a": Counting()}, LEDGER)
+    assert Counting.calls == ledger_clock.MAX_TRIES_PER_NODE and state.get(CLOCKS, "a") is None
+    ledger_clock.record(state, [ClockSig("a", 500, b"ok"), ClockSig("a", 400, b"ok")], {"a": Counting()}, LEDGER)
+    assert state.get(CLOCKS, "a") == {"clock_ms": 500}, "the highest valid one wins"
+
+
 async def test_a_block_dated_ten_years_ahead_executes_at_the_bound_and_the_ledger_goes_on() -> None:
     chain = Chain()
     m = new_machine(chain)
