@@ -405,7 +405,8 @@ class Executor:
         m.EXECUTED_HEIGHT.set(machine.tip.height)
         m.COMMITTED_HEIGHT.set(machine.committed_height)
         m.LAG.set(self.pending_in_stream)
-        m.LEDGER_TIME_OFFSET.set((machine.tip.ts_ms - now) / 1000)
+        if machine.genesis_done:
+            m.LEDGER_TIME_OFFSET.set((machine.tip.ts_ms - now) / 1000)
         m.TRUSTED_NODES.set(len(machine.trusted_node_keys()))
         m.QUORUM.set(machine.quorum())
         if committed or invalid:
