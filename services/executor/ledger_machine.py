@@ -537,7 +537,10 @@ class LedgerMachine:
             raise TxError("genesis_exists", "the ledger already has a genesis")
         cfg = msg.config
         node_policy = cfg.get("node_policy", {})
-        service_config = _service_config(cfg)
+        try:
+            service_config = _service_config(cfg)
+        except (TypeError, ValueError):
+            raise TxError("invalid_genesis", "tx_validity_ms must be an integer") from None
         if not ledger_clock.valid_tolerance(service_config["clock_tolerance_ms"], service_config["tx_validity_ms"]):
             raise TxError("invalid_genesis", "clock_tolerance_ms must be a positive integer below tx_validity_ms")
         # No executor clock exists yet: the genesis node's signed timestamp is the first reference.

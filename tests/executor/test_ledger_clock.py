@@ -175,6 +175,13 @@ async def test_a_genesis_with_a_bad_tolerance_is_invalid(tolerance: object) -> N
     assert [code for _, code, _ in out.invalid] == ["invalid_genesis"] and not m.genesis_done
 
 
+async def test_a_genesis_with_a_bad_validity_window_is_invalid() -> None:
+    chain = Chain()
+    m = new_machine(chain)
+    _, out = await m.apply(*chain.block([chain.genesis_entry(config={"tx_validity_ms": "soon"})]))
+    assert [code for _, code, _ in out.invalid] == ["invalid_genesis"] and not m.genesis_done
+
+
 async def test_a_genesis_may_set_the_tolerance() -> None:
     chain = Chain()
     m = new_machine(chain)
