@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["audit"]:
         from .audit import main as audit_main
 
-        if len(args) != 2:
-            sys.exit("usage: conclavium-executor audit DATA_DIR")
-        sys.exit(audit_main(Path(args[1])))
+        sys.exit(audit_main(args[1:]))
     cfg = parse_args(args)
     run_service(Executor(cfg).run)
 

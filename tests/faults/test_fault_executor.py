@@ -40,7 +40,7 @@ async def _ready(net: LocalNetwork, name: str, timeout: float = 60.0) -> dict:
 
 def _audit(directory: Path) -> tuple[int, dict]:
     p = subprocess.run([*AUDIT, str(directory)], capture_output=True, text=True, timeout=120)
-    return p.returncode, json.loads(p.stdout.strip().splitlines()[-1])
+    return p.returncode, json.loads(p.stdout)
 
 
 async def _network(tmp_path: Path) -> LocalNetwork:
@@ -68,7 +68,7 @@ async def test_kill_executor_and_restart_it(tmp_path: Path) -> None:
     finally:
         await asyncio.to_thread(net.stop)
     code, summary = _audit(net.dir / "nodes" / "executor-2")
-    assert code == 0 and summary["ok"] and summary["snapshots_checked"] >= 1, summary
+    assert code == 0 and summary["ok"] and summary["checked"]["snapshots"]["files_decrypted"] >= 1, summary
 
 
 async def test_wiped_executor_rebuilds_from_another_nodes_snapshot(tmp_path: Path) -> None:
