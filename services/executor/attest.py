@@ -65,7 +65,9 @@ def fetch_collateral(url: str, platform: str, evidence: bytes) -> dict[str, byte
     return {str(k): b64d(v) for k, v in files.items()}
 
 
-def local_evidence(public_keys: list[bytes], tee: str = "virtual", attestation_url: str = "") -> dict[str, Any]:
+def local_evidence(
+    public_keys: list[bytes], tee: str = "virtual", attestation_url: str = "", virtual_measurement: str = ""
+) -> dict[str, Any]:
     """Evidence from this node's TEE binding its public keys, with the collateral it needs.
 
     TDX and SGX quotes carry no TCB info, QE identity or CRLs, and an SNP report no VCEK unless
@@ -74,7 +76,7 @@ def local_evidence(public_keys: list[bytes], tee: str = "virtual", attestation_u
     """
     options: dict[str, Any] = {}
     if tee == "virtual":
-        options = {"measurement": bytes.fromhex(VIRTUAL_DEV_MEASUREMENT), "host_data": b""}
+        options = {"measurement": bytes.fromhex(virtual_measurement or VIRTUAL_DEV_MEASUREMENT), "host_data": b""}
     if tee == "sev-guest" and attestation_url:
         options = {"fetch_certs": lambda report: fetch_collateral(attestation_url, "snp", report)}
     provider = provider_from_config(tee, **options)

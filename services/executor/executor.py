@@ -75,6 +75,7 @@ class ExecutorConfig:
     stream_replicas: int = 1
     tee: str = "virtual"
     attestation_url: str = ""
+    virtual_measurement: str = ""
     snapshot_every: int = 100_000
     open_workers: int = 1
     blocks_per_chunk: int = 10_000
@@ -509,7 +510,7 @@ class Executor:
 
     def _evidence(self) -> dict[str, Any]:
         bound = node_messages.bound_keys(self.keys.signing.public_key.spki, self.keys.encryption_public)
-        return local_evidence(bound, self.cfg.tee, self.cfg.attestation_url)
+        return local_evidence(bound, self.cfg.tee, self.cfg.attestation_url, self.cfg.virtual_measurement)
 
     def _node_info(self) -> node_messages.NodeInfo:
         return node_messages.NodeInfo(

@@ -29,10 +29,22 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         default=os.environ.get("CONCLAVIUM_ATTESTATION_URL", ""),
         help="attestation service fetching the collateral this node's evidence needs (TDX, SGX, SNP without VCEK)",
     )
+    p.add_argument(
+        "--virtual-measurement",
+        default="",
+        help="hex measurement the virtual TEE reports (development: stands for a build, e.g. to rehearse upgrades)",
+    )
     p.add_argument("--snapshot-every", type=int, default=100_000, help="snapshot after this many entries")
     p.add_argument("--blocks-per-chunk", type=int, default=10_000)
     p.add_argument("--open-workers", type=int, default=1, help="processes opening sealed transactions (0: inline)")
     a = p.parse_args(argv)
+    if a.virtual_measurement:
+        try:
+            raw = bytes.fromhex(a.virtual_measurement)
+        except ValueError:
+            p.error("--virtual-measurement must be hex")
+        if not 0 < len(raw) <= 64 or a.tee != "virtual":
+            p.error("--virtual-measurement is 1-64 bytes of hex and only for --tee virtual")
     setup_logging(a.log_level)
     return ExecutorConfig(
         ledger=a.ledger,
@@ -46,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         stream_replicas=a.stream_replicas,
         tee=a.tee,
         attestation_url=a.attestation_url,
+        virtual_measurement=a.virtual_measurement,
         snapshot_every=a.snapshot_every,
         blocks_per_chunk=a.blocks_per_chunk,
         open_workers=a.open_workers,
