@@ -175,13 +175,17 @@ async def _run(data_dir: Path, secrets: LedgerSecrets | None) -> dict[str, Any]:
     try:
         for rec in records:
             nodes = machine.trusted_node_keys()  # the node set the block's commit signatures count against
+            where = f"{rec.path}: at byte {rec.offset}"
             try:
                 block, out = await machine.apply(rec.raw, rec.seq)
             except ChainError as e:
-                where = f"{rec.path}: at byte {rec.offset}"
                 if machine.tip.height == 0 and e.reason == "bad_height":
                     raise AuditFailure(f"{where}: the ledger files do not start at genesis ({e})") from None
                 raise AuditFailure(f"{where}: block refused: {e}") from None
+            except NeedSecrets:
+                raise
+            except Exception as e:  # an executor would be stuck on this block too: report where
+                raise AuditFailure(f"{where}: applying the block raised {type(e).__name__}: {e}") from None
             a.counts["blocks"] += 1
             _entries(a, block, out.invalid)
             _signatures(a, machine, block, nodes)
@@ -324,9 +328,11 @@ def _report(a: Audit, machine: LedgerMachine, torn: bool) -> dict[str, Any]:
         not_checked = {
             "sealed_entries_not_replayed": a.counts["not_replayed"],
             "blocks_root_not_recomputed": roots_unknown,
-            "state_not_recomputed": "private state needs the ledger secrets; snapshot digests were compared "
-            "between nodes and with the snapshot files' headers, not with a replayed state",
+            "snapshot_digests_not_recomputed": snapshots["recorded_digests"],
             "snapshot_files_not_decrypted": snapshots["files_checked"],
+            "why": "sealed operations, their write digests (so the roots of blocks holding them), the private "
+            "state and snapshot bodies need the ledger secrets; recorded snapshot digests were compared between "
+            "nodes and with the snapshot files' headers instead",
         }
     report: dict[str, Any] = {
         "ok": not a.problems,

@@ -262,6 +262,9 @@ async def test_documents_for_another_ledger_are_refused(gov_net: LocalNetwork, m
 
     headers = {cose.HDR_MSG_TYPE: "proposal", cose.HDR_CREATED_AT: int(time.time())}
     bare = cose.sign1(json.dumps({"actions": actions}).encode(), key0, headers)
+    with pytest.raises(ClientError) as e:
+        await c0._post_document("/v1/gov/proposals", bare)
+    assert (e.value.status, e.value.code) == (400, "missing_ledger")
     st = await c0.wait(await _publish_unchecked(gov_net, bare))
     assert (st["status"], st["reason"]) == ("Invalid", "missing_ledger"), st
 

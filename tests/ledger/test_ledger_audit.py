@@ -193,3 +193,14 @@ def test_tampered_ledger_files_are_caught_in_both_modes(stopped_net: LocalNetwor
         code, report = audit(copies["rechained"], *flags)
         assert code == 1 and not report["ok"], report
         assert any("signed block hash" in p for p in report["problems"]), report["problems"]
+
+
+def test_files_that_cannot_be_audited_get_a_reason(stopped_net: LocalNetwork, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, report = audit(tmp_path / "empty")
+    assert code == 1 and "no ledger chunks" in report["error"], report
+    headless = _member_copy(stopped_net, tmp_path / "headless")
+    path, blocks = _blocks(headless)
+    _write_blocks(path, blocks[1:])  # a node rebuilt from a snapshot holds only what came after it
+    code, report = audit(headless)
+    assert code == 1 and "do not start at genesis" in report["error"], report
