@@ -107,7 +107,10 @@ class ConfigfsTsmProvider(Provider):
         if not self.available():
             raise ProviderError(f"configfs-tsm not available at {self.root}")
         entry = self.root / f"conclavium-{uuid.uuid4().hex}"
-        self._make_entry(entry)
+        try:
+            self._make_entry(entry)
+        except OSError as e:
+            raise ProviderError(f"cannot create a configfs-tsm report entry: {e}") from e
         try:
             if self.privlevel is not None:
                 (entry / "privlevel").write_text(str(self.privlevel))

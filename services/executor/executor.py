@@ -21,6 +21,7 @@ from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conclavium import node_messages, streams
+from conclavium.attestation.providers import ProviderError
 from conclavium.block import (
     ClockSig,
     CommitSig,
@@ -530,7 +531,11 @@ class Executor:
             if self.cfg.genesis is None:
                 return
             if self.secrets is None and machine.tip.height == 0:
-                self._create_genesis(genesis_file)
+                try:
+                    self._create_genesis(genesis_file)
+                except ProviderError as e:
+                    log.error("cannot produce this node's genesis evidence, will retry: %s", e)
+                    return
             if genesis_file.exists():
                 raw = genesis_file.read_bytes()
                 entry = Entry(2, raw[64:], raw[:64])
@@ -540,8 +545,14 @@ class Executor:
         if row is None:
             if time.monotonic() - self.last_join > JOIN_RETRY_S:
                 self.last_join = time.monotonic()
+                try:
+                    # Evidence and its collateral (a blocking device call and HTTP fetch) off the loop.
+                    info = await asyncio.to_thread(self._node_info)
+                except ProviderError as e:
+                    log.error("cannot produce this node's join evidence, will retry: %s", e)
+                    return
                 msg = node_messages.Join(
-                    v=node_messages.NODE_MSG_VERSION, ledger=self.cfg.ledger, ts=now_ms(), node=self._node_info()
+                    v=node_messages.NODE_MSG_VERSION, ledger=self.cfg.ledger, ts=now_ms(), node=info
                 )
                 entry = node_messages.make_entry(msg, self.keys.signing)
                 await self._publish_intake(IntakeBatch(entries=[entry]), f"join:{entry_id(entry).hex()}")

@@ -167,3 +167,26 @@ async def test_upgrade_walkthrough_with_running_nodes(live_net: LocalNetwork) ->
             p.stop()
         await members.close()
         await user.close()
+
+
+async def test_tee_node_without_evidence_logs_and_retries(live_net: LocalNetwork) -> None:
+    """An executor told to use a TEE interface this host lacks says so and keeps retrying; it
+    neither crashes nor joins with something else."""
+    proc = _extra_executor(live_net, "no-tee")
+    proc.argv += ["--tee", "configfs-tsm"]
+    user = Client(live_net.gateway_url)
+    try:
+        proc.start()
+        proc.wait_ready()
+        deadline = time.monotonic() + 20
+        while (
+            "cannot produce this node's join evidence" not in proc.log_path.read_text() and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.3)
+        log = proc.log_path.read_text()
+        assert "cannot produce this node's join evidence" in log and "configfs-tsm" in log
+        assert proc.alive()
+        assert "no-tee" not in await _nodes(user)
+    finally:
+        proc.stop()
+        await user.close()
