@@ -111,7 +111,7 @@ def test_audit_with_secrets_replays_everything(stopped_net: LocalNetwork) -> Non
     checked = report["checked"]
     assert checked["entries_executed"] >= TXS and checked["entries_invalid"] == {}
     assert checked["block_roots_recomputed"] >= 1 and checked["commit_signatures_valid"] >= checked["blocks_committed"]
-    assert checked["committed_height"] >= report["height"] - 5
+    assert checked["committed_height"] > report["height"] // 2
     snaps = checked["snapshots"]
     assert snaps["files_decrypted"] >= 1 and snaps["state_recomputed_and_compared"] >= 1, snaps
     assert snaps["recorded_digests_agreed_by_several_nodes"] >= 1, snaps
@@ -130,7 +130,7 @@ def test_audit_without_secrets_checks_what_needs_no_plaintext(stopped_net: Local
         assert checked["trusted_nodes"] == 3 and checked["quorum"] == 3, "followed from governance"
         assert checked["blocks_committed"] >= 1
         assert checked["commit_signatures_valid"] >= 2 * checked["blocks_committed"]
-        assert checked["entries_invalid"] == {} and checked["committed_height"] >= report["height"] - 5
+        assert checked["entries_invalid"] == {} and checked["committed_height"] > report["height"] // 2
         assert checked["snapshots"]["recorded_digests"] >= 1 and checked["snapshots"]["files_checked"] >= 1
 
 
