@@ -22,13 +22,14 @@ from conclavium import cose, streams
 from conclavium.block import Entry, Kind, entry_id
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, dumps, loads, unpack
+from conclavium.governance.model import PROPOSAL_STATES
 from conclavium.runtime import connect_nats, metrics_handler
-from conclavium.tx import MAX_TX_BYTES, SignedTx, TxError, from_json, parse_body
+from conclavium.tx import MAP_NAME, MAX_KEY_LEN, MAX_TX_BYTES, SignedTx, TxError, from_json, parse_body
 
 from . import metrics as m
 from .admission import AdmissionBound
 from .intake import IntakeBatcher, IntakeUnavailable
-from .openapi import openapi_document
+from .openapi import MAX_HEIGHT, openapi_document
 from .status_store import MemoryStatusStore, RedisStatusStore
 
 log = logging.getLogger("conclavium.gateway")
@@ -77,6 +78,11 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
+def route_table(app: web.Application) -> list[tuple[str, str]]:
+    """(method, path) of every route, as the OpenAPI document names them."""
+    return [(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None]
+
+
 class Gateway:
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
@@ -101,7 +107,8 @@ class Gateway:
         r = app.router
         r.add_post("/v1/transactions", self.post_transaction)
         r.add_post("/v1/transactions/batch", self.post_batch)
-        r.add_get("/v1/transactions/{hash}", self.get_status)
+        # "batch" is the batch resource, not a hash: without the exclusion GET would match it too
+        r.add_get("/v1/transactions/{hash:(?!batch$)[^/]+}", self.get_status)
         r.add_get("/v1/transactions/{hash}/receipt", self.get_receipt)
         r.add_get("/v1/state/{map}/{key}", self.get_state)
         r.add_post("/v1/queries", self.post_query)
@@ -118,6 +125,7 @@ class Gateway:
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", metrics_handler)
+        self.openapi = openapi_document(route_table(app))
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
@@ -154,7 +162,8 @@ class Gateway:
             resp = error_response(413, "too_large", "request body is too large")
         except web.HTTPException as e:
             code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
-            resp = error_response(e.status, code, e.reason)
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            resp = error_response(e.status, code, e.reason, allow)
         except Exception:
             log.exception("unhandled error on %s", request.path)
             resp = error_response(500, "internal", "internal error")
@@ -315,7 +324,10 @@ class Gateway:
         return pid
 
     async def get_proposals(self, request: web.Request) -> web.Response:
-        return self._relay(await self.ask_fresh({"type": "gov_proposals", "state": request.query.get("state")}, 0))
+        state = request.query.get("state")
+        if state is not None and state not in PROPOSAL_STATES:
+            raise ApiError(400, "invalid_state", f"state is one of {', '.join(PROPOSAL_STATES)}")
+        return self._relay(await self.ask_fresh({"type": "gov_proposals", "state": state}, 0))
 
     async def get_proposal(self, request: web.Request) -> web.Response:
         pid = self._proposal_id(request)
@@ -386,13 +398,23 @@ class Gateway:
 
     async def ask_fresh(self, req: dict[str, Any], min_height: int) -> dict[str, Any]:
         """A read at least as new as what the caller saw and as the newest commit this gateway has
-        heard of (read-your-writes across executors); one still catching up is asked again."""
+        heard of (read-your-writes across executors); one still catching up is asked again. A height
+        still beyond every commit heard of when the wait ends conflicts with the ledger's state (409),
+        unlike a lagging executor (503)."""
         req["min_height"] = max(min_height, self.commit_height)
         deadline = time.monotonic() + FRESH_READ_WAIT_S
         while True:
             answer = await self.ask_executor(req)
             err = answer.get("error")
-            if err is None or err.get("code") != "behind" or time.monotonic() > deadline:
+            if err is None or err.get("code") != "behind":
+                return answer
+            if time.monotonic() > deadline:
+                if req["min_height"] > self.commit_height:
+                    raise ApiError(
+                        409,
+                        "ahead_of_ledger",
+                        f"no commit at height {req['min_height']} is known; min_height is a height the ledger returned",
+                    )
                 return answer
             await asyncio.sleep(0.02)
 
@@ -427,7 +449,10 @@ class Gateway:
         if err["code"] == "pending":
             raise ApiError(202, "pending", err["message"], {"Retry-After": "1"})
         if err["code"] == "not_found":
-            cached = await self.store.get(h)
+            try:
+                cached = await self.store.get(h)
+            except Exception:
+                cached = None
             if cached and cached["status"] == "Pending":
                 raise ApiError(202, "pending", "the transaction is not committed yet", {"Retry-After": "1"})
             if cached and cached["status"] == "Committed":
@@ -437,14 +462,25 @@ class Gateway:
         raise ApiError(400, err["code"], err["message"])
 
     async def get_state(self, request: web.Request) -> web.Response:
-        req: dict[str, Any] = {"type": "get", "map": request.match_info["map"], "key": request.match_info["key"]}
-        wanted = int(request.query["min_height"]) if request.query.get("min_height", "").isdigit() else 0
-        return self._relay(await self.ask_fresh(req, wanted))
+        map_name, key = request.match_info["map"], request.match_info["key"]
+        if not MAP_NAME.fullmatch(map_name):
+            raise ApiError(400, "invalid_map", f"invalid map name {map_name[:64]!r}")
+        if not 0 < len(key) <= MAX_KEY_LEN:
+            raise ApiError(400, "invalid_key", f"a key has 1 to {MAX_KEY_LEN} characters")
+        text = request.query.get("min_height", "0")
+        wanted = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else -1
+        if not 0 <= wanted <= MAX_HEIGHT:
+            raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
+        return self._relay(await self.ask_fresh({"type": "get", "map": map_name, "key": key}, wanted))
 
     async def post_query(self, request: web.Request) -> web.Response:
         obj = await self._read_json(request, MAX_SINGLE_BODY)
         req: dict[str, Any] = {"type": "query", "query": obj}
-        wanted = obj.get("min_height") if isinstance(obj, dict) and isinstance(obj.get("min_height"), int) else 0
+        wanted = obj.get("min_height", 0) if isinstance(obj, dict) else 0
+        if isinstance(wanted, float) and wanted.is_integer():
+            wanted = int(wanted)  # JSON has one number type: 7.0 is the integer 7
+        if type(wanted) is not int or not 0 <= wanted <= MAX_HEIGHT:
+            raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
         return self._relay(await self.ask_fresh(req, wanted))
 
     @staticmethod
@@ -482,7 +518,7 @@ class Gateway:
         return self._relay(await self.service_info())
 
     async def get_openapi(self, _: web.Request) -> web.Response:
-        return _json(openapi_document())
+        return _json(self.openapi)
 
     async def healthz(self, _: web.Request) -> web.Response:
         return _json({"status": "ok"})

@@ -1,0 +1,140 @@
+"""Schemathesis hooks for the gateway's conformance run (tests/ledger/test_openapi_conformance.py).
+
+JSON Schema cannot say what a signed body or a COSE document holds, so the document names those
+strings with custom formats (services/gateway/openapi.py) and this module gives schemathesis a
+strategy for each, built with the project's own producers: positive data is then a genuine
+transaction, query or governance document, not a random string the gateway must refuse. Two
+cross-field rules no schema states are restored on positive cases only (`map_case`): a signature
+is the sender's over that very body, and a ballot or withdrawal names the proposal of its URL;
+and about half of the positive reads name an identifier that exists, so 200 answers are checked
+against their schemas too.
+Negative cases are left exactly as schemathesis made them.
+
+Configured by environment (set by the test): CONCLAVIUM_ST_NET (the local network's directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+import schemathesis
+from hypothesis import strategies as st
+
+from conclavium import query
+from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import b64d, b64e
+from conclavium.governance import documents
+from conclavium.tx import make_body
+from services.gateway.openapi import FMT_COSE, FMT_QUERY_BODY, FMT_TX_BODY
+
+NET = Path(os.environ["CONCLAVIUM_ST_NET"])
+NETWORK = json.loads((NET / "local.json").read_text())
+LEDGER: str = NETWORK.get("ledger", "local")
+USER = PrivateKey.from_file(str(NET / NETWORK["users"][0]["key"]))
+STRANGER = PrivateKey.generate()  # not a member: its governance documents end Invalid, changing nothing
+
+
+def _get(path: str) -> Any:
+    with urlopen(NETWORK["gateway_url"] + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+_service = _get("/v1/service")
+TX_KEY = (_service["tx_key"]["id"], bytes.fromhex(_service["tx_key"]["public"])) if _service.get("tx_key") else None
+# Identifiers that exist, so that reads reach their 200 answers too: committed proposals (whose ids
+# are entry ids, with receipts) and the nodes.
+_proposals = [p["proposal_id"] for p in _get("/v1/gov/proposals")["proposals"]]
+KNOWN: dict[tuple[str, str], list[str]] = {
+    ("/v1/nodes/{id}/attestation", "id"): [n["id"] for n in _service["nodes"]],
+    ("/v1/gov/proposals/{id}", "id"): _proposals,
+    ("/v1/transactions/{hash}", "hash"): _proposals,
+    ("/v1/transactions/{hash}/receipt", "hash"): _proposals,
+}
+
+KEYS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24)
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=24),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+).filter(lambda v: v is not None)  # a put's value is never null
+OPS = st.lists(
+    st.one_of(
+        st.builds(lambda k, v: {"op": "put", "map": "public:conformance", "key": k, "value": v}, KEYS, VALUES),
+        st.builds(lambda k: {"op": "delete", "map": "public:conformance", "key": k}, KEYS),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _tx_body(ops: list[dict[str, Any]]) -> str:
+    return b64e(make_body(LEDGER, USER.key_id, ops, _now_ms()))
+
+
+def _query_body(key: str) -> str:
+    assert TX_KEY is not None, "the service has no transaction key"
+    signed, _, _ = query.make(USER, LEDGER, "conformance", key, _now_ms(), TX_KEY)
+    return signed["body"]
+
+
+def _proposal() -> bytes:
+    return documents.make_proposal([{"name": "open_service", "args": {}}], STRANGER, int(time.time()), ledger=LEDGER)
+
+
+schemathesis.openapi.format(FMT_TX_BODY, OPS.map(_tx_body))
+schemathesis.openapi.format(FMT_QUERY_BODY, KEYS.map(_query_body))
+schemathesis.openapi.format(FMT_COSE, st.just(None).map(lambda _: b64e(_proposal())))
+
+
+def _signed(item: Any) -> Any:
+    """The same transaction or query, signed by its sender over its body."""
+    if isinstance(item, dict) and isinstance(item.get("body"), str):
+        return {**item, "signature": b64e(USER.sign(b64d(item["body"])))}
+    return item
+
+
+def _document(path: str, proposal_id: str | None) -> bytes:
+    now = int(time.time())
+    if path.endswith("/ballots"):
+        assert proposal_id is not None
+        return documents.make_ballot(proposal_id.lower(), True, STRANGER, now, ledger=LEDGER)
+    if path.endswith("/withdraw"):
+        assert proposal_id is not None
+        return documents.make_withdrawal(proposal_id.lower(), STRANGER, now, ledger=LEDGER)
+    return _proposal()
+
+
+def _known(path: str, name: str, value: Any) -> Any:
+    """About half of the generated hex identifiers (chosen by their first byte) become existing ones."""
+    known = KNOWN.get((path, name))
+    if not known or not isinstance(value, str) or len(value) < 2 or int(value[:2], 16) >= 128:
+        return value
+    return known[int(value[2:4] or "0", 16) % len(known)]
+
+
+@schemathesis.hook
+def map_case(ctx: Any, case: Any) -> Any:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    path = case.operation.path
+    if case.method.upper() == "GET":
+        case.path_parameters = {k: _known(path, k, v) for k, v in (case.path_parameters or {}).items()}
+        return case
+    if path in ("/v1/transactions", "/v1/queries"):
+        case.body = _signed(case.body)
+    elif path == "/v1/transactions/batch" and isinstance(case.body, dict):
+        case.body = {**case.body, "transactions": [_signed(t) for t in case.body.get("transactions", [])]}
+    elif path.startswith("/v1/gov/"):
+        doc = _document(path, (case.path_parameters or {}).get("id"))
+        case.body = doc if case.media_type == "application/cose" else {"document": b64e(doc)}
+    return case
