@@ -85,6 +85,32 @@ async def test_wrong_method_answers_405_with_allow(network: LocalNetwork) -> Non
                     assert body["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("GET", "/v1/gov/proposals?state=Nonsense", None, 400, "invalid_state"),
+        ("GET", "/v1/state/bad%20map!/k", None, 400, "invalid_map"),
+        ("GET", f"/v1/state/public:x/{'k' * 513}", None, 400, "invalid_key"),
+        ("GET", "/v1/state/public:x/k?min_height=-1", None, 400, "invalid_min_height"),
+        ("GET", f"/v1/state/public:x/k?min_height={'9' * 5000}", None, 400, "invalid_min_height"),
+        ("GET", f"/v1/state/public:x/k?min_height={2**63}", None, 400, "invalid_min_height"),
+        ("GET", f"/v1/state/public:x/k?min_height={2**62}", None, 409, "ahead_of_ledger"),
+        ("POST", "/v1/queries", {"body": "e30=", "signature": "", "min_height": -3}, 400, "invalid_min_height"),
+        ("POST", "/v1/queries", {"body": "e30=", "signature": "", "min_height": "1"}, 400, "invalid_min_height"),
+        ("GET", "/v1/transactions/batch", None, 405, "method_not_allowed"),
+        ("GET", "/v1/transactions/nothex", None, 400, "invalid_hash"),
+    ],
+)
+async def test_read_parameters_get_clear_errors(
+    network: LocalNetwork, method: str, path: str, body: dict | None, status: int, code: str
+) -> None:
+    async with aiohttp.ClientSession() as s, s.request(method, network.gateway_url + path, json=body) as r:
+        payload = await r.json()
+        assert (r.status, payload["error"]["code"]) == (status, code), payload
+        if status == 405:
+            assert r.headers["Allow"] == "POST"
+
+
 @pytest.mark.slow
 def test_schemathesis_all_checks_against_live_gateway(network: LocalNetwork, tmp_path: Path) -> None:
     """Schemathesis with every check (`--checks all`) against the live gateway: coverage, fuzzing
