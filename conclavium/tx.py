@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from conclavium import values
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e, canonical_json
@@ -96,7 +97,8 @@ def check_map_name(name: str) -> None:
 
 
 def parse_body(body: bytes, *, ledger: str | None = None) -> TxBody:
-    """Decode and validate a body; raises TxError naming the first problem."""
+    """Decode and validate a body; raises TxError naming the first problem. Gateway and executors
+    both call this, so both refuse the same bodies for the same reason."""
     if len(body) > MAX_TX_BYTES:
         raise TxError("too_large", f"transaction body exceeds {MAX_TX_BYTES} bytes")
     try:
@@ -105,6 +107,9 @@ def parse_body(body: bytes, *, ledger: str | None = None) -> TxBody:
         raise TxError("invalid_body", f"transaction body does not match the schema: {e}") from None
     except msgspec.DecodeError:
         raise TxError("invalid_body", "transaction body is not valid JSON") from None
+    except RecursionError:
+        # far beyond MAX_DEPTH: the same reason and words as the value check gives
+        raise TxError(values.TOO_DEEP, values.TOO_DEEP_MESSAGE) from None
     if tx.v != TX_VERSION:
         raise TxError("unsupported_version", f"transaction version {tx.v} is not supported")
     if ledger is not None and tx.ledger != ledger:
@@ -119,14 +124,20 @@ def parse_body(body: bytes, *, ledger: str | None = None) -> TxBody:
 
 
 def check_ops(ops: list[Op]) -> None:
+    """Operation rules, the value domain (`conclavium.values`) included."""
     if not 1 <= len(ops) <= MAX_OPS:
         raise TxError("invalid_body", f"a transaction has 1 to {MAX_OPS} operations")
-    for op in ops:
+    for i, op in enumerate(ops):
         check_map_name(op.map)
         if not op.key or len(op.key) > MAX_KEY_LEN:
             raise TxError("invalid_key", f"keys are 1 to {MAX_KEY_LEN} characters")
         if op.op == "put" and op.value is None:
             raise TxError("invalid_body", "put needs a value")
+        try:
+            values.check_string(op.key, f"ops[{i}].key")
+            values.check(op.value, f"ops[{i}].value")
+        except values.ValueDomainError as e:
+            raise TxError(e.code, e.message) from None
 
 
 def seal_context(header: dict[str, Any]) -> bytes:
@@ -146,14 +157,18 @@ def sealed_box(tx: TxBody) -> tuple[bytes, bytes]:
 
 def opened_ops(plaintext: bytes) -> list[Op]:
     """Validate opened operations. Errors name what went wrong without repeating sealed content."""
+    if len(plaintext) > MAX_TX_BYTES:
+        raise TxError("too_large", f"sealed operations exceed {MAX_TX_BYTES} bytes")
     try:
         ops = _ops_decoder.decode(plaintext)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise TxError("invalid_sealed_ops", "the sealed operations do not match the schema") from None
+    except RecursionError:
+        raise TxError(values.TOO_DEEP, values.TOO_DEEP_MESSAGE) from None
     try:
         check_ops(ops)
     except TxError as e:
-        raise TxError(e.code, "a sealed operation is invalid") from None
+        raise TxError(e.code, f"a sealed operation is invalid ({e.code})") from None
     return ops
 
 
@@ -186,7 +201,14 @@ def make_body(
     tx_key: tuple[str, bytes] | None = None,
 ) -> bytes:
     """The canonical body. With `tx_key` (key id, X25519 public key) the operations are sealed
-    whenever one of them touches a private map; without it they stay in clear."""
+    whenever one of them touches a private map; without it they stay in clear. Raises TxError for
+    a value outside the value domain or a body over the size limit, before anything is signed."""
+    for i, op in enumerate(ops):
+        try:
+            values.check(op.get("value"), f"ops[{i}].value")
+            values.check_string(op.get("key"), f"ops[{i}].key")
+        except values.ValueDomainError as e:
+            raise TxError(e.code, e.message) from None
     header: dict[str, Any] = {
         "v": TX_VERSION,
         "ledger": ledger,
@@ -198,8 +220,12 @@ def make_body(
     if tx_key is not None and any(not is_public_map(op["map"]) for op in ops):
         key_id, public = tx_key
         box = sealing.seal(canonical_json(ops), public, seal_context(header))
-        return canonical_json({**header, "sealed": {"key": key_id, "ct": b64e(box)}})
-    return canonical_json({**header, "ops": ops})
+        body = canonical_json({**header, "sealed": {"key": key_id, "ct": b64e(box)}})
+    else:
+        body = canonical_json({**header, "ops": ops})
+    if len(body) > MAX_TX_BYTES:
+        raise TxError("too_large", f"transaction body is {len(body)} bytes; the limit is {MAX_TX_BYTES}")
+    return body
 
 
 def sign(key: PrivateKey, body: bytes) -> SignedTx:
