@@ -293,9 +293,9 @@ def expire(tables: Tables, ctx: Context) -> list[str]:
     expired = []
     for proposal_id, proposal in sorted(tables.items(PROPOSALS)):
         if proposal["state"] == OPEN and ctx.timestamp_ms >= proposal["expires_at_ms"]:
-            proposal["state"] = EXPIRED
-            proposal["final_height"] = ctx.height
-            tables.put(PROPOSALS, proposal_id, proposal)
+            # a new row, not the stored one changed in place: a block that is rolled back must
+            # leave the stored proposal as it was
+            tables.put(PROPOSALS, proposal_id, {**proposal, "state": EXPIRED, "final_height": ctx.height})
             expired.append(proposal_id)
     return expired
 

@@ -12,9 +12,11 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import sys
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -85,6 +87,16 @@ class BlockOutcome:
     clamped: str | None = None  # ledger_clock.AHEAD / BEHIND when the block's timestamp was bounded
 
 
+@dataclass
+class _BlockStage:
+    """What a block changes besides state, kept aside until all of its entries have run."""
+
+    forget: int  # how many of the oldest replay-window blocks this block forgets
+    forgotten: set[bytes]  # the ids those blocks hold: no longer replays
+    executed: set[bytes] = field(default_factory=set)
+    leaves: list[tuple[bytes, bytes]] = field(default_factory=list)  # (entry id, write digest)
+
+
 class LedgerMachine:
     """Blocks in, state and commits out. Memory stays bounded: committed blocks go to the receipt
     index, and only entries inside the replay window are remembered for de-duplication (an older
@@ -123,7 +135,7 @@ class LedgerMachine:
         self._block_max_ts = 0
         self.recent_invalid: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self.fork_reason: str | None = None
-        self._verified: dict[bytes, tuple[str, bool]] = {}
+        self._verified: dict[tuple[bytes, bytes], tuple[str, bool]] = {}  # (entry id, signature) -> (sender, ok)
         self._keys: dict[str, PublicKey] | None = None
         self._node_keys: dict[str, PublicKey] | None = None
         # Time of the block being applied (ledger_clock.py); every time check in execution uses it.
@@ -190,33 +202,101 @@ class LedgerMachine:
     # --- blocks ---------------------------------------------------------------------------------
 
     async def apply(self, raw: bytes, seq: int) -> tuple[Block, BlockOutcome]:
-        """Apply one block from the stream; raises ChainError (and changes nothing) if it does
-        not extend the chain."""
+        """Apply one block from the stream, all or nothing.
+
+        Raises ChainError if the block does not extend the chain, and NeedSecrets if it needs
+        ledger secrets this node does not hold yet; either way nothing has changed, so the same
+        block applied later gives the same result. Otherwise every entry ends executed or Invalid
+        with a reason (an unexpected exception from one entry makes that entry Invalid
+        `internal_error`), and state, replay window, invalid list, leaves and counters change
+        together at the end."""
         block, bhash = next_block(self.tip, raw, self.ledger)
         self._check_keys(block)
+        eids = [entry_id(e) for e in block.entries]
+        sig_ok = await self._preverify(block.entries, eids)
         out = BlockOutcome(block.height)
-        self.block_time, out.clamped = self._block_time(block)
-        self._forget_old(self.block_time)
-        if self.genesis_done:
-            out.expired = governance.expire(self.state, governance.Context(block.height, self.block_time))
-        self._apply_signatures(block.sigs, out)
-        sig_ok = await self._preverify(block.entries)
-        leaves: list[tuple[bytes, bytes]] = []
-        self._block_max_ts = self.block_time
-        for i, entry in enumerate(block.entries):
-            eid = entry_id(entry)
-            if eid in self.recent:
-                continue  # a resubmission: the first copy stands, this one is ignored
-            try:
-                digest = self._execute(entry, sig_ok[i], block, out)
-            except TxError as e:
-                self._invalid(eid, e.code, e.message, out)
-                continue
+        # From here to the commit nothing awaits, so no query ever reads a block half applied.
+        self.state.begin_block()
+        try:
+            self.block_time, out.clamped = self._block_time(block)
+            forget = self._expiring(self.block_time)
+            stage = _BlockStage(forget, {eid for _, _, ids in islice(self.recent_blocks, forget) for eid in ids})
+            self._block_max_ts = self.block_time
+            if self.genesis_done:
+                out.expired = governance.expire(self.state, governance.Context(block.height, self.block_time))
+            votes = self._check_signatures(block.sigs)
+            for i, entry in enumerate(block.entries):
+                self._apply_entry(entry, eids[i], sig_ok[i], block, stage, out)
+        except BaseException:  # NeedSecrets, or a fault of this node: the block is applied again later
+            self.state.rollback_block()
+            self._keys = self._node_keys = None
+            raise
+        self._commit_block(block, bhash, seq, stage, votes, out)
+        return block, out
+
+    def _apply_entry(
+        self,
+        entry: Entry,
+        eid: bytes,
+        pre: tuple[str, bool] | None,
+        block: Block,
+        stage: _BlockStage,
+        out: BlockOutcome,
+    ) -> None:
+        """Execute one entry into the block being staged, or record it Invalid. Only NeedSecrets
+        (the whole block waits) and MemoryError (a local failure, not the entry's: calling it
+        Invalid would make this node diverge) leave here."""
+        if eid in stage.executed or (eid in self.recent and eid not in stage.forgotten):
+            return  # a resubmission: the first copy stands, this one is ignored
+        marks = (len(out.governance), len(out.endorsed))
+        self.state.savepoint()
+        try:
+            digest = self._execute(entry, pre, block, out)
+        except TxError as e:
+            self._refuse_entry(eid, e.code, e.message, marks, out)
+            return
+        except (NeedSecrets, MemoryError):
+            raise
+        except Exception as e:
+            # Deterministic code raises the same exception on every executor for the same entry.
+            log.warning("entry %s at height %d raised %r", eid.hex()[:16], block.height, e, exc_info=True)
+            self._refuse_entry(eid, "internal_error", _exception_text(e), marks, out)
+            return
+        stage.executed.add(eid)
+        stage.leaves.append((eid, digest))
+
+    def _refuse_entry(self, eid: bytes, code: str, message: str, marks: tuple[int, int], out: BlockOutcome) -> None:
+        """An Invalid entry leaves nothing behind: its writes and outcomes are dropped."""
+        self.state.rollback_entry()
+        del out.governance[marks[0] :], out.endorsed[marks[1] :]
+        out.invalid.append((eid, code, message))
+
+    def _commit_block(
+        self,
+        block: Block,
+        bhash: bytes,
+        seq: int,
+        stage: _BlockStage,
+        votes: list[tuple[BlockRecord, str, bytes, bool]],
+        out: BlockOutcome,
+    ) -> None:
+        """Everything the block changed, at once; nothing here can fail on the block's content."""
+        self.state.commit_block()
+        for _ in range(stage.forget):
+            _, _, ids = self.recent_blocks.popleft()
+            for eid in ids:
+                self.recent.pop(eid, None)
+        leaves = stage.leaves
+        for eid, _ in leaves:
             self.recent[eid] = block.height
-            leaves.append((eid, digest))
         if leaves:
             validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
             self.recent_blocks.append((self._block_max_ts + validity, block.height, [e for e, _ in leaves]))
+        for eid, code, message in out.invalid:
+            self.recent_invalid[eid] = (code, message)
+        while len(self.recent_invalid) > MAX_RECENT_INVALID:
+            self.recent_invalid.popitem(last=False)
+        self._count_signatures(votes, out)
         self.tip = Tip(block.height, bhash, seq, self.block_time)
         self.entries_executed += len(leaves)
         root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
@@ -224,7 +304,6 @@ class LedgerMachine:
         if leaves:
             self.uncommitted[block.height] = rec
         self._advance_commit(out)
-        return block, out
 
     def _block_time(self, block: Block) -> tuple[int, str | None]:
         """Record the block's clock signatures, then bound its timestamp by them (ledger_clock.py)."""
@@ -234,16 +313,16 @@ class LedgerMachine:
         tolerance = self.config("clock_tolerance_ms", ledger_clock.DEFAULT_CLOCK_TOLERANCE_MS)
         return ledger_clock.block_time(self.tip.ts_ms, block.ts_ms, ref, tolerance)
 
-    def _forget_old(self, now_ms: int) -> None:
-        """Forget ids whose every copy would now be refused as expired (a transaction's timestamp
-        bounds when it can be replayed); blocks not yet committed are kept for their status."""
-        while self.recent_blocks:
-            forget_after, height, ids = self.recent_blocks[0]
+    def _expiring(self, now_ms: int) -> int:
+        """How many of the oldest replay-window blocks a block at `now_ms` forgets: those whose
+        every entry would now be refused as expired (a transaction's timestamp bounds when it can
+        be replayed); blocks not yet committed are kept for their status."""
+        n = 0
+        for forget_after, height, _ in self.recent_blocks:
             if forget_after >= now_ms or height in self.uncommitted:
                 break
-            self.recent_blocks.popleft()
-            for eid in ids:
-                self.recent.pop(eid, None)
+            n += 1
+        return n
 
     def _check_keys(self, block: Block) -> None:
         """Raise NeedSecrets, before changing anything, when the block holds operations sealed to a
@@ -299,17 +378,13 @@ class LedgerMachine:
         body = canonical_json([[m, k, v] for m, k, v in writes])
         return hmac.new(gen.write_digest_key, body, hashlib.sha256).digest()
 
-    def _invalid(self, eid: bytes, code: str, message: str, out: BlockOutcome) -> None:
-        out.invalid.append((eid, code, message))
-        self.recent_invalid[eid] = (code, message)
-        while len(self.recent_invalid) > MAX_RECENT_INVALID:
-            self.recent_invalid.popitem(last=False)
-
     async def preverify_blocks(self, raws: list[bytes]) -> None:
         """Verify the client signatures of blocks not applied yet, so that verification (on the
-        thread pool) overlaps with executing earlier blocks. Results are hints kept by signature:
-        `_preverify` uses one only when the parsed sender matches, so keys that change meanwhile
-        cost a second verification, never a wrong verdict."""
+        thread pool) overlaps with executing earlier blocks. A verdict is kept by what was signed:
+        the entry id (SHA-256 of the exact bytes) and the signature, with the sender key id it was
+        checked for (itself read from those bytes), and `_execute_tx` uses it only when the parsed
+        sender is that one. So a verdict never serves another body that carries the same
+        signature, and it does not depend on how the stream was batched."""
         entries: list[Entry] = []
         for raw in raws:
             try:
@@ -320,10 +395,12 @@ class LedgerMachine:
             if len(cache) > 200_000:  # hints only: whatever is dropped is simply done again in order
                 cache.clear()
         opening = asyncio.ensure_future(self._open_ahead(entries))
-        fresh = [e for e in entries if e.signature not in self._verified]
-        for e, verdict in zip(fresh, await self._verify_senders(fresh), strict=True):
+        signed = [(entry_id(e), e.signature) for e in entries]
+        fresh = [i for i, what in enumerate(signed) if what not in self._verified]
+        verdicts = await self._verify_senders([entries[i] for i in fresh])
+        for i, verdict in zip(fresh, verdicts, strict=True):
             if verdict is not None:
-                self._verified[e.signature] = verdict
+                self._verified[signed[i]] = verdict
         await opening
 
     async def _open_ahead(self, entries: list[Entry]) -> None:
@@ -354,10 +431,10 @@ class LedgerMachine:
                 with contextlib.suppress(TxError):
                     self._opened[body] = opened_ops(plaintext)
 
-    async def _preverify(self, entries: list[Entry]) -> list[tuple[str, bool] | None]:
+    async def _preverify(self, entries: list[Entry], eids: list[bytes]) -> list[tuple[str, bool] | None]:
         """Verify client signatures of the block in one batch, with the keys known at its start.
         Each result is (sender assumed, verdict); None marks an entry checked later, in order."""
-        known = [self._verified.pop(e.signature, None) for e in entries]
+        known = [self._verified.pop((eid, e.signature), None) for e, eid in zip(entries, eids, strict=True)]
         missing = [i for i, k in enumerate(known) if k is None]
         for i, verdict in zip(missing, await self._verify_senders([entries[i] for i in missing]), strict=True):
             known[i] = verdict
@@ -688,22 +765,29 @@ class LedgerMachine:
 
     # --- commit signatures and the commit rule --------------------------------------------------
 
-    def _apply_signatures(self, sigs: list[CommitSig], out: BlockOutcome) -> None:
+    def _check_signatures(self, sigs: list[CommitSig]) -> list[tuple[BlockRecord, str, bytes, bool]]:
+        """Verify the block's commit signatures with the node keys in force at its start; returns
+        (record, node, signature, agrees) for each valid one, counted when the block commits."""
         nodes = self.trusted_node_keys()
+        votes = []
         for s in sigs:
             key = nodes.get(s.node)
             rec = self.uncommitted.get(s.height)
             if key is None or rec is None or not key.verify(s.signature, sig_statement(s, self.ledger)):
                 continue
-            if (s.block_hash, s.root, s.quorum) == (rec.hash, rec.root, rec.quorum):
-                rec.signatures.setdefault(s.node, s.signature)
-            else:
-                rec.divergent.add(s.node)
-                if len(rec.divergent) >= max(rec.quorum, 1) and self.fork_reason is None:
-                    self.fork_reason = (
-                        f"a quorum signed a different root at height {s.height}: this node diverged"
-                    )
-                    out.fork = self.fork_reason
+            agrees = (s.block_hash, s.root, s.quorum) == (rec.hash, rec.root, rec.quorum)
+            votes.append((rec, s.node, s.signature, agrees))
+        return votes
+
+    def _count_signatures(self, votes: list[tuple[BlockRecord, str, bytes, bool]], out: BlockOutcome) -> None:
+        for rec, node, signature, agrees in votes:
+            if agrees:
+                rec.signatures.setdefault(node, signature)
+                continue
+            rec.divergent.add(node)
+            if len(rec.divergent) >= max(rec.quorum, 1) and self.fork_reason is None:
+                self.fork_reason = f"a quorum signed a different root at height {rec.height}: this node diverged"
+                out.fork = self.fork_reason
 
     def _advance_commit(self, out: BlockOutcome) -> None:
         while self.uncommitted:
@@ -811,6 +895,13 @@ def _sender_of(body: bytes) -> str | None:
     if i < 0:
         return None
     return body[i + 10 : i + 74].decode("ascii", "replace")
+
+
+def _exception_text(e: Exception) -> str:
+    """An unexpected exception as an Invalid entry's message: its type and words, without the
+    memory addresses some reprs carry (they differ between executors), and bounded."""
+    text = re.sub(r"0x[0-9a-fA-F]+", "0x…", f"{type(e).__name__}: {e}")
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _person(row: dict[str, Any], weight: bool) -> dict[str, Any]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
+import nats
 
+from conclavium import streams
+from conclavium.block import Entry, block_hash, decode_block, encode
 from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import dumps, loads
 from conclavium.local.network import LocalNetwork
 from conclavium.sdk.client import Client
 
@@ -43,3 +49,78 @@ async def wait_all(client: Client, hashes: list[str], timeout: float = 60.0) -> 
             return await client.wait(h, timeout=timeout)
 
     return await asyncio.gather(*(one(h) for h in hashes))
+
+
+async def append_entries_after_tip(net: LocalNetwork, entries: list[Entry]) -> None:
+    """Order `entries` in a correctly chained block right after the current tip, the way a
+    malicious sequencer would: the executors see a block like any other."""
+    nc = await nats.connect(net.nats_url)
+    js = nc.jetstream()
+    stream = streams.ledger_stream(net.opt.ledger)
+    try:
+        for _ in range(20):
+            info = await js.stream_info(stream)
+            last = await js.get_msg(stream, info.state.last_seq)
+            tip = decode_block(last.data)
+            block = msgspec.structs.replace(
+                tip,
+                height=tip.height + 1,
+                prev=block_hash(last.data),
+                ts_ms=max(tip.ts_ms, int(time.time() * 1000)),
+                entries=entries,
+                sigs=[],
+            )
+            try:
+                await js.publish(
+                    streams.ledger_subject(net.opt.ledger),
+                    encode(block),
+                    headers={"Nats-Expected-Last-Sequence": str(info.state.last_seq)},
+                )
+                return
+            except nats.js.errors.APIError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("could not append after the tip")
+    finally:
+        await nc.close()
+
+
+def executor_names(net: LocalNetwork) -> list[str]:
+    return sorted(n for n in net.procs if n.startswith("executor-"))
+
+
+async def ask_each_executor(net: LocalNetwork, request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`request` answered by every executor directly over NATS, not by whichever one the gateway's
+    queue group picks."""
+    nc = await nats.connect(net.nats_url)
+    try:
+        answers = {}
+        for name in executor_names(net):
+            msg = await nc.request(streams.node_query_subject(net.opt.ledger, name), dumps(request), timeout=5)
+            answers[name] = loads(msg.data)
+        return answers
+    finally:
+        await nc.close()
+
+
+async def status_everywhere(net: LocalNetwork, tx_hash: str, until: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The transaction's status on every executor, once all of them report `until` (or, on timeout,
+    as they are)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = await ask_each_executor(net, {"type": "status", "tx": tx_hash})
+        if all(a.get("status") == until for a in answers.values()) or time.monotonic() > deadline:
+            return answers
+        await asyncio.sleep(0.3)
+
+
+async def agreeing_roots(net: LocalNetwork, timeout: float = 30.0) -> tuple[int, str]:
+    """Wait until every executor reports the same committed height and root, unforked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sts = await ask_each_executor(net, {"type": "node_status"})
+        views = {(s.get("committed_height"), s.get("root")) for s in sts.values()}
+        if len(views) == 1 and not any(s.get("fork") for s in sts.values()):
+            return views.pop()  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"executors disagree: {sts}")
+        await asyncio.sleep(0.3)
