@@ -44,6 +44,7 @@ INVALID_VALUE = "invalid_value"
 # Always the same words: a too-deep value may be refused by the JSON decoder's own recursion guard
 # or by `check`, and executors must record the same reason either way.
 TOO_DEEP_MESSAGE = f"values may nest at most {MAX_DEPTH} arrays or objects"
+INT_OUT_OF_RANGE_MESSAGE = "integers must lie within ±(2**53 - 1); send larger ones as strings"
 
 
 class ValueDomainError(ValueError):
@@ -104,7 +105,7 @@ def _check(v: Any, room: int) -> None:
             raise _Refused(INVALID_STRING, _BAD_STRING)
     elif t is int:
         if not MIN_INT <= v <= MAX_INT:
-            raise _Refused(INT_OUT_OF_RANGE, "integers must lie within ±(2**53 - 1); send larger ones as strings")
+            raise _Refused(INT_OUT_OF_RANGE, INT_OUT_OF_RANGE_MESSAGE)
     elif v is None or t is bool:
         pass
     elif t is float:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conclavium.crypto.keys import PrivateKey
+from conclavium.crypto.keys import KeyError_, PrivateKey
 from conclavium.sdk.client import Client
 
 
@@ -16,16 +16,31 @@ class CliError(Exception):
     """A usage or environment problem the CLI reports in one line with exit code 2."""
 
 
+NEEDS_KEY = "this command signs what it sends: give --key FILE (or --net DIR, optionally with --as NAME)"
+
+
 def load_net(net: Path) -> dict[str, Any]:
     path = net / "local.json"
     if not path.exists():
         raise CliError(f"{path} not found: is `conclavium local up --dir {net}` running?")
-    return dict(json.loads(path.read_text()))
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise CliError(f"cannot read {path}: {e}") from None
+
+
+def _load_key(path: str) -> PrivateKey:
+    try:
+        return PrivateKey.from_file(path)
+    except OSError as e:
+        raise CliError(f"cannot read key file {path}: {e.strerror or e}") from None
+    except KeyError_ as e:
+        raise CliError(f"{path} is not a private key file: {e}") from None
 
 
 def identity(args: argparse.Namespace, default_role: str = "users") -> PrivateKey | None:
     if getattr(args, "key_file", None):
-        return PrivateKey.from_file(args.key_file)
+        return _load_key(args.key_file)
     if not args.net:
         return None
     net = load_net(args.net)
@@ -39,7 +54,7 @@ def identity(args: argparse.Namespace, default_role: str = "users") -> PrivateKe
         chosen = people[0]
     else:
         return None
-    return PrivateKey.from_file(str(args.net / chosen["key"]))
+    return _load_key(str(args.net / chosen["key"]))
 
 
 def gateway_url(args: argparse.Namespace) -> str:
@@ -50,10 +65,14 @@ def gateway_url(args: argparse.Namespace) -> str:
     raise CliError("say where the ledger is: --net DIR or --gateway URL")
 
 
-def client(args: argparse.Namespace, default_role: str = "users") -> Client:
-    """A client for the chosen identity; with --net it pins the network's service certificate."""
+def client(args: argparse.Namespace, default_role: str = "users", *, signs: bool = False) -> Client:
+    """A client for the chosen identity; with --net it pins the network's service certificate.
+    `signs`: the command signs what it sends, so an identity is required up front."""
     cert = None
     if args.net and not args.gateway:
         cert_path = args.net / load_net(args.net)["service_cert"]
         cert = cert_path.read_text() if cert_path.exists() else None
-    return Client(gateway_url(args), identity(args, default_role), service_cert=cert)
+    key = identity(args, default_role)
+    if signs and key is None:
+        raise CliError(NEEDS_KEY)
+    return Client(gateway_url(args), key, service_cert=cert)

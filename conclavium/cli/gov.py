@@ -48,7 +48,7 @@ async def cmd_propose(args: argparse.Namespace) -> int:
         actions = parse_proposal_json(json.dumps(doc))
     except (OSError, GovernanceError, ValueError) as e:
         raise CliError(f"proposal file {args.file}: {e}") from None
-    async with client(args, "members") as c:
+    async with client(args, "members", signs=True) as c:
         submitted = await c.propose(actions)
         code = await _recorded(c, submitted, args.timeout)
         print(submitted["proposal_id"])
@@ -56,12 +56,12 @@ async def cmd_propose(args: argparse.Namespace) -> int:
 
 
 async def cmd_vote(args: argparse.Namespace) -> int:
-    async with client(args, "members") as c:
+    async with client(args, "members", signs=True) as c:
         return await _recorded(c, await c.vote(args.id, approve=args.approve), args.timeout)
 
 
 async def cmd_withdraw(args: argparse.Namespace) -> int:
-    async with client(args, "members") as c:
+    async with client(args, "members", signs=True) as c:
         return await _recorded(c, await c.withdraw(args.id), args.timeout)
 
 

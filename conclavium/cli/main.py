@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from conclavium.crypto.keys import ALGORITHMS
 from conclavium.keyfiles import write_identity
-from conclavium.sdk.client import ClientError
+from conclavium.sdk.client import ClientError, NoSigningKey
+from conclavium.tx import TxError
+from conclavium.values import ValueDomainError
 
 from . import attestation, gov, ledger, local, receipts, tx
-from .context import CliError
+from .context import NEEDS_KEY, CliError
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -43,22 +48,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Every error a user can cause ends in one line on stderr and a non-zero
+    exit: 2 for usage and input (bad arguments, files, values), 1 for what the service or the
+    network answered. Set CONCLAVIUM_TRACEBACK=1 to see the traceback of an unexpected error."""
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "afunc", None):
             code = asyncio.run(args.afunc(args))
         else:
             code = args.func(args)
-    except CliError as e:
-        print(f"conclavium: {e}", file=sys.stderr)
-        code = 2
-    except ClientError as e:
-        print(json.dumps({"error": {"status": e.status, "code": e.code, "message": e.message}}), file=sys.stderr)
-        code = 1
-    except (TimeoutError, OSError) as e:
-        print(f"conclavium: {type(e).__name__}: {e}", file=sys.stderr)
-        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:
+        if os.environ.get("CONCLAVIUM_TRACEBACK") == "1":
+            raise
+        message, code = _one_line(e)
+        print(message, file=sys.stderr)
     sys.exit(code)
+
+
+def _one_line(e: Exception) -> tuple[str, int]:
+    """The error as one line and an exit code."""
+    if isinstance(e, CliError):
+        return f"conclavium: {e}", 2
+    if isinstance(e, ClientError):
+        return json.dumps({"error": {"status": e.status, "code": e.code, "message": e.message}}), 1
+    if isinstance(e, NoSigningKey):
+        return f"conclavium: {NEEDS_KEY}", 2
+    if isinstance(e, TxError | ValueDomainError):
+        return f"conclavium: {e.message} ({e.code})", 2
+    if isinstance(e, aiohttp.InvalidURL):
+        return f"conclavium: not a gateway URL: {e}", 2
+    if isinstance(e, aiohttp.ContentTypeError | aiohttp.ClientResponseError):
+        return f"conclavium: the gateway's answer is not what a Conclavium gateway sends: {e}", 1
+    if isinstance(e, FileNotFoundError | FileExistsError | PermissionError | IsADirectoryError | NotADirectoryError):
+        return f"conclavium: {e.strerror or e}: {e.filename}", 2
+    if isinstance(e, aiohttp.ClientConnectionError | TimeoutError | OSError):
+        return f"conclavium: {type(e).__name__}: {e}", 1
+    return f"conclavium: unexpected error: {type(e).__name__}: {e} (CONCLAVIUM_TRACEBACK=1 shows where)", 1
 
 
 if __name__ == "__main__":

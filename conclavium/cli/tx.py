@@ -6,26 +6,36 @@ import argparse
 import json
 from typing import Any
 
+from conclavium import values
 from conclavium.sdk.client import Client
 
 from .context import CliError, client
 
 
 def _value(text: str) -> Any:
+    """VALUE as JSON, in the ledger's value domain (refused here, before anything is signed)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise CliError(f"VALUE must be JSON (for a string, quote it: '\"{text}\"')") from None
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise CliError(f"VALUE must be JSON (for a string, quote it: '\"{text[:64]}\"')") from None
+    except ValueError:  # an integer with more digits than Python converts: far out of range
+        raise CliError(f"VALUE: {values.INT_OUT_OF_RANGE_MESSAGE} ({values.INT_OUT_OF_RANGE})") from None
+    try:
+        values.check(value, "VALUE")
+    except values.ValueDomainError as e:
+        raise CliError(f"{e.message} ({e.code})") from None
+    return value
 
 
 async def cmd_put(args: argparse.Namespace) -> int:
-    async with client(args) as c:
-        h = await c.put(args.map, args.key, _value(args.value))
+    value = _value(args.value)
+    async with client(args, signs=True) as c:
+        h = await c.put(args.map, args.key, value)
         return await _maybe_wait(c, h, args)
 
 
 async def cmd_delete(args: argparse.Namespace) -> int:
-    async with client(args) as c:
+    async with client(args, signs=True) as c:
         h = await c.delete(args.map, args.key)
         return await _maybe_wait(c, h, args)
 

@@ -32,6 +32,10 @@ class ClientError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class NoSigningKey(ValueError):
+    """An operation that signs, asked of a client without a key."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -75,7 +79,12 @@ class Client:
 
     async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with self.session.request(method, self.url + path, json=body) as r:
-            data = await r.json(content_type=None)
+            try:
+                data = await r.json(content_type=None)
+            except ValueError:
+                raise ClientError(
+                    r.status, "not_json", f"{self.url} answered {r.status} without JSON: is it a Conclavium gateway?"
+                ) from None
             if r.status >= 400:
                 err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
                 raise ClientError(r.status, err.get("code", "http_error"), err.get("message", r.reason or ""))
@@ -102,7 +111,7 @@ class Client:
 
     def _key(self) -> PrivateKey:
         if self.key is None:
-            raise ValueError("this operation needs a signing key")
+            raise NoSigningKey("this operation signs what it sends: the client needs a signing key")
         return self.key
 
     async def tx_key(self) -> tuple[str, bytes]:

@@ -138,3 +138,59 @@ def test_readme_governance_walkthrough(local_up: Path) -> None:
     assert again.returncode == 1 and json.loads(again.stdout)["status"] == "Invalid"
     listed = json.loads(run("--net", "net", "gov", "list", "--state", "Accepted", cwd=w).stdout)
     assert pid in {p["proposal_id"] for p in listed}
+
+
+
+DEEP = "[" * 100 + "]" * 100
+NOWHERE = ["--gateway", "http://127.0.0.1:9"]
+PUT = [*NOWHERE, "--key", "me.key", "tx", "put", "public:x", "k"]
+
+
+@pytest.fixture(scope="module")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli-keys")
+    run("keygen", "--out", "me", cwd=d)
+    (d / "a-file").write_text("")
+    return d
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        ([*NOWHERE, "tx", "put", "public:x", "k", "1"], 2, "--key FILE"),
+        ([*NOWHERE, "gov", "vote", "ab" * 32, "--approve"], 2, "--key FILE"),
+        ([*PUT, "1" + "0" * 23], 2, "int_out_of_range"),
+        ([*PUT, "1" + "0" * 5000], 2, "int_out_of_range"),
+        ([*PUT, "NaN"], 2, "float_not_finite"),
+        ([*PUT, DEEP], 2, "too_deep"),
+        ([*PUT, "[" * 5000], 2, "VALUE must be JSON"),
+        ([*NOWHERE, "--key", "missing.key", "tx", "put", "public:x", "k", "1"], 2, "cannot read key file missing.key"),
+        ([*NOWHERE, "--key", "me.pub.pem", "tx", "put", "public:x", "k", "1"], 2, "not a private key file"),
+        ([*PUT, "1"], 1, "Cannot connect"),
+        (["--gateway", "not-a-url", "tx", "status", "ab" * 32], 2, "not a gateway URL"),
+        (["--net", "nowhere", "tx", "status", "ab" * 32], 2, "nowhere/local.json not found"),
+        ([*NOWHERE, "--key", "me.key", "gov", "propose", "missing.json"], 2, "proposal file missing.json"),
+        (["receipt", "verify", "missing.json", "--service-cert", "missing.pem"], 2, "cannot read receipt"),
+        (["keygen", "--out", "a-file/k"], 2, "File exists: a-file"),
+    ],
+)
+def test_user_errors_are_one_line_with_a_non_zero_exit(keys_dir: Path, args: list[str], code: int, words: str) -> None:
+    p = run(*args, cwd=keys_dir, check=False)
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert words in p.stderr, p.stderr
+
+
+def test_user_errors_against_a_running_ledger(local_up: Path) -> None:
+    w = local_up
+    gateway = json.loads((w / "net" / "local.json").read_text())["gateway_url"]
+    for args, code, words in (
+        (["--gateway", gateway, "tx", "put", "public:x", "k", "1"], 2, "--key FILE"),
+        (["--net", "net", "tx", "put", "public:x", "k", "100000000000000000000000"], 2, "int_out_of_range"),
+        (["--net", "net", "tx", "put", "public:x", "k", DEEP], 2, "too_deep"),
+        (["--gateway", gateway, "tx", "status", "not-a-hash"], 1, "invalid_hash"),
+    ):
+        p = run(*args, cwd=w, check=False)
+        assert p.returncode == code, (args, p.returncode, p.stderr)
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert words in p.stderr, p.stderr
