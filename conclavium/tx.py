@@ -112,6 +112,9 @@ def parse_body(body: bytes, *, ledger: str | None = None) -> TxBody:
         raise TxError(values.TOO_DEEP, values.TOO_DEEP_MESSAGE) from None
     if tx.v != TX_VERSION:
         raise TxError("unsupported_version", f"transaction version {tx.v} is not supported")
+    if not 0 <= tx.ts <= values.MAX_INT:
+        # the header is hashed into the sealing context as canonical JSON: it keeps to the domain too
+        raise TxError(values.INT_OUT_OF_RANGE, f"ts: {values.INT_OUT_OF_RANGE_MESSAGE}, and not negative")
     if ledger is not None and tx.ledger != ledger:
         raise TxError("wrong_ledger", "transaction is for another ledger")
     if not re.fullmatch(r"[0-9a-f]{64}", tx.sender):

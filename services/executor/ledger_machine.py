@@ -333,7 +333,7 @@ class LedgerMachine:
                 continue
             try:
                 tx = self._parse(e.data)
-            except TxError:
+            except Exception:  # refused when the entry executes, with the reason
                 continue
             if tx.sealed is not None and tx.sealed.key in known:
                 if self.secrets is None or self.secrets.by_id(tx.sealed.key) is None:
@@ -395,13 +395,19 @@ class LedgerMachine:
             if len(cache) > 200_000:  # hints only: whatever is dropped is simply done again in order
                 cache.clear()
         opening = asyncio.ensure_future(self._open_ahead(entries))
-        signed = [(entry_id(e), e.signature) for e in entries]
-        fresh = [i for i, what in enumerate(signed) if what not in self._verified]
-        verdicts = await self._verify_senders([entries[i] for i in fresh])
-        for i, verdict in zip(fresh, verdicts, strict=True):
-            if verdict is not None:
-                self._verified[signed[i]] = verdict
-        await opening
+        try:
+            signed = [(entry_id(e), e.signature) for e in entries]
+            fresh = [i for i, what in enumerate(signed) if what not in self._verified]
+            verdicts = await self._verify_senders([entries[i] for i in fresh])
+            for i, verdict in zip(fresh, verdicts, strict=True):
+                if verdict is not None:
+                    self._verified[signed[i]] = verdict
+        except Exception:  # hints only: a failure here must not stop the pipeline
+            log.exception("verifying signatures ahead failed; they are verified in order instead")
+        try:
+            await opening
+        except Exception:
+            log.exception("opening sealed operations ahead failed; they are opened in order instead")
 
     async def _open_ahead(self, entries: list[Entry]) -> None:
         """Parse the transactions of entries not applied yet and open their sealed operations on
@@ -419,7 +425,7 @@ class LedgerMachine:
                 if gen is None or self.openers is None:
                     continue
                 box, info = sealed_box(tx)
-            except TxError:
+            except Exception:  # done again in order, which reports why
                 continue
             jobs.append((gen.tx_private, box, info))
             bodies.append(e.data)
@@ -428,7 +434,7 @@ class LedgerMachine:
         assert self.openers is not None
         for body, plaintext in zip(bodies, await self.openers.open(jobs), strict=True):
             if plaintext is not None:
-                with contextlib.suppress(TxError):
+                with contextlib.suppress(Exception):
                     self._opened[body] = opened_ops(plaintext)
 
     async def _preverify(self, entries: list[Entry], eids: list[bytes]) -> list[tuple[str, bool] | None]:
@@ -901,6 +907,7 @@ def _exception_text(e: Exception) -> str:
     """An unexpected exception as an Invalid entry's message: its type and words, without the
     memory addresses some reprs carry (they differ between executors), and bounded."""
     text = re.sub(r"0x[0-9a-fA-F]+", "0x…", f"{type(e).__name__}: {e}")
+    text = text.encode("utf-8", "backslashreplace").decode()
     return text if len(text) <= 300 else text[:299] + "…"
 
 

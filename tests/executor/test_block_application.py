@@ -175,3 +175,24 @@ async def test_a_signature_verdict_is_never_reused_for_other_bytes() -> None:
         assert [(e, code) for e, code, _ in o.invalid] == [(hashlib.sha256(forged_body).digest(), "bad_signature")]
     assert m.state.get("public:t", "amount")["value"] == 100
     assert m.snapshot() == twin.snapshot()
+
+
+async def test_a_timestamp_outside_the_domain_stops_neither_the_pipeline_nor_the_block() -> None:
+    """The header of a sealed body is hashed into its sealing context as canonical JSON: an
+    integer beyond what that encodes once made opening ahead raise out of the pipeline."""
+    from services.executor.sealed_openers import SealedOpenerPool
+
+    chain, m = await _ready()
+    m.openers = SealedOpenerPool(1)
+    try:
+        gen = chain.secrets.current
+        ops = [{"op": "put", "map": "private", "key": "k", "value": 1}]
+        body = make_body(LEDGER, chain.user.key_id, ops, chain.ts, tx_key=(gen.id, gen.tx_public))
+        bad = body.replace(f'"ts":{chain.ts}'.encode(), b'"ts":100000000000000000000000')
+        raw, seq = chain.block([Entry(Kind.TX, bad, chain.user.sign(bad)), chain.tx("after", 1)])
+        await m.preverify_blocks([raw])
+        _, out = await m.apply(raw, seq)
+        assert [code for _, code, _ in out.invalid] == ["int_out_of_range"]
+        assert m.state.get("public:t", "after")["value"] == 1
+    finally:
+        m.openers.close()

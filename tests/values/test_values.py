@@ -126,3 +126,10 @@ def test_the_sdk_refuses_to_build_what_the_ledger_would_refuse() -> None:
     with pytest.raises(TxError) as e:
         make_body("l", key.key_id, [{"op": "put", "map": "public:m", "key": "k", "value": "x" * MAX_TX_BYTES}], 1)
     assert e.value.code == "too_large"
+
+
+@pytest.mark.parametrize("ts", [b"100000000000000000000000", b"9007199254740992", b"-1"])
+def test_the_header_timestamp_keeps_to_the_domain(ts: bytes) -> None:
+    with pytest.raises(TxError) as e:
+        parse_body(_body(b"1").replace(b'"ts":1', b'"ts":' + ts))
+    assert e.value.code == "int_out_of_range"
