@@ -15,6 +15,7 @@ Configured by environment (set by the test): CONCLAVIUM_ST_NET (the local networ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -49,11 +50,17 @@ TX_KEY = (_service["tx_key"]["id"], bytes.fromhex(_service["tx_key"]["public"]))
 # Identifiers that exist, so that reads reach their 200 answers too: committed proposals (whose ids
 # are entry ids, with receipts) and the nodes.
 _proposals = [p["proposal_id"] for p in _get("/v1/gov/proposals")["proposals"]]
+# CONCLAVIUM_ST_KNOWN: "<tx hash> <key>" of a transaction that wrote <key> in the private map
+# `conformance` and the public map `public:conformance` (the test commits it before the run).
+_known_tx, KNOWN_KEY = os.environ.get("CONCLAVIUM_ST_KNOWN", " ").split(" ")
+_txs = [*_proposals, *([_known_tx] if _known_tx else [])]
 KNOWN: dict[tuple[str, str], list[str]] = {
     ("/v1/nodes/{id}/attestation", "id"): [n["id"] for n in _service["nodes"]],
     ("/v1/gov/proposals/{id}", "id"): _proposals,
-    ("/v1/transactions/{hash}", "hash"): _proposals,
-    ("/v1/transactions/{hash}/receipt", "hash"): _proposals,
+    ("/v1/transactions/{hash}", "hash"): _txs,
+    ("/v1/transactions/{hash}/receipt", "hash"): _txs,
+    ("/v1/state/{map}/{key}", "map"): ["public:conformance"],
+    ("/v1/state/{map}/{key}", "key"): [KNOWN_KEY] if KNOWN_KEY else [],
 }
 
 KEYS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=24)
@@ -91,7 +98,7 @@ def _proposal() -> bytes:
 
 
 schemathesis.openapi.format(FMT_TX_BODY, OPS.map(_tx_body))
-schemathesis.openapi.format(FMT_QUERY_BODY, KEYS.map(_query_body))
+schemathesis.openapi.format(FMT_QUERY_BODY, ((st.just(KNOWN_KEY) if KNOWN_KEY else KEYS) | KEYS).map(_query_body))
 schemathesis.openapi.format(FMT_COSE, st.just(None).map(lambda _: b64e(_proposal())))
 
 
@@ -114,11 +121,12 @@ def _document(path: str, proposal_id: str | None) -> bytes:
 
 
 def _known(path: str, name: str, value: Any) -> Any:
-    """About half of the generated hex identifiers (chosen by their first byte) become existing ones."""
+    """About half of the generated identifiers (chosen by their digest) become existing ones."""
     known = KNOWN.get((path, name))
-    if not known or not isinstance(value, str) or len(value) < 2 or int(value[:2], 16) >= 128:
+    if not known or not isinstance(value, str):
         return value
-    return known[int(value[2:4] or "0", 16) % len(known)]
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+    return known[digest[1] % len(known)] if digest[0] < 128 else value
 
 
 @schemathesis.hook

@@ -4,6 +4,7 @@ local network (real NATS, Redis, sequencer, executors and gateway)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -15,7 +16,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from conclavium.crypto.keys import PrivateKey
 from conclavium.local.network import LocalNetwork
+from conclavium.sdk.client import Client
 from services.gateway import app as gateway_app
 from services.gateway import openapi
 from services.gateway.app import Gateway, GatewayConfig, route_table
@@ -25,6 +28,7 @@ ROOT = HERE.parents[1]
 # The run's bounds: examples per operation and phase, and a hard wall-clock limit.
 MAX_EXAMPLES = 15
 TIME_BUDGET_S = 120
+KNOWN_KEY = "known"
 
 
 def _app() -> tuple[Gateway, web.Application]:
@@ -111,6 +115,16 @@ async def test_read_parameters_get_clear_errors(
             assert r.headers["Allow"] == "POST"
 
 
+async def _write_known(net: LocalNetwork) -> str:
+    """One committed transaction writing KNOWN_KEY in a private and a public map, so that reads,
+    queries and receipts in the run also reach their 200 answers; returns its hash."""
+    ops = [{"op": "put", "map": m, "key": KNOWN_KEY, "value": {"n": 1}} for m in ("conformance", "public:conformance")]
+    async with Client(net.gateway_url, PrivateKey.from_file(str(net.dir / net.users[0]["key"]))) as c:
+        h = await c.submit(await c.build(ops))
+        assert (await c.wait(h))["status"] == "Committed"
+    return h
+
+
 @pytest.mark.slow
 def test_schemathesis_all_checks_against_live_gateway(network: LocalNetwork, tmp_path: Path) -> None:
     """Schemathesis with every check (`--checks all`) against the live gateway: coverage, fuzzing
@@ -126,6 +140,7 @@ def test_schemathesis_all_checks_against_live_gateway(network: LocalNetwork, tmp
     env = {
         **os.environ,
         "CONCLAVIUM_ST_NET": str(network.dir),
+        "CONCLAVIUM_ST_KNOWN": f"{asyncio.run(_write_known(network))} {KNOWN_KEY}",
         "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
         "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
