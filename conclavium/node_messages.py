@@ -23,11 +23,21 @@ VIRTUAL_DEV_MEASUREMENT = hashlib.sha256(b"conclavium-executor virtual tee v1").
 """What a `virtual` (development) executor reports as its measurement; local genesis allows it."""
 
 
+class Evidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Attestation evidence as a join carries it; decoding refuses any other shape, so a malformed
+    request is Invalid with a reason before any check looks inside it."""
+
+    platform: str
+    evidence: str  # base64 report or quote
+    certs: dict[str, str] = {}  # name -> base64 DER certificate
+    collateral: dict[str, str] = {}  # name -> base64 collateral document
+
+
 class NodeInfo(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     signing_key: str  # PEM
     encryption_key: str  # hex, X25519 raw
-    evidence: dict[str, Any]  # {"platform", "evidence": base64, "certs": {name: base64}, "collateral": {...}}
+    evidence: Evidence
     name: str = ""
 
 
@@ -78,6 +88,7 @@ class Rekey(msgspec.Struct, tag="rekey", forbid_unknown_fields=True):
     ledger: str
     ts: int
     sender: str
+    proposal: str  # the accepted rotate_ledger_secret proposal this rekey answers
     generation: str
     tx_key: dict[str, str]
     shares: dict[str, str]  # node id -> base64 HPKE box of the generation

@@ -27,9 +27,7 @@ from conclavium.block import (
     CommitSig,
     Entry,
     IntakeBatch,
-    Kind,
     clock_statement,
-    decode_block,
     encode,
     entry_id,
     statement,
@@ -41,6 +39,7 @@ from conclavium.identity import node_certificate, sign_tx_key
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
 from . import metrics as m
+from . import node_auth
 from .attest import local_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
 from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets
@@ -303,12 +302,20 @@ class Executor:
 
     async def _wait_for_secrets(self) -> None:
         """A joining node cannot execute sealed transactions before its endorsement, which comes
-        later in the ledger: scan ahead (decoding only) for the endorsement and rekeys addressed to
-        this node, take the secrets, then resume executing where it stopped."""
+        later in the ledger: scan ahead from the tip (following the hash chain, decoding only) for
+        an endorsement of this node that `node_auth.JoinScan` accepts (signed by a trusted node,
+        in a block a commit quorum signed, service key matching the certificate), take its
+        secrets, then resume executing where it stopped. Rekeys are taken later, in order."""
         await self._bootstrap(force_join=True)
-        start = self.machine.tip.seq + 1
+        machine = self.machine
+        cert = machine.service_certificate()
+        if cert is None:
+            return
+        start = machine.tip.seq + 1
+        scan = node_auth.JoinScan(
+            self.cfg.ledger, machine.tip, self.keys, machine.trusted_node_keys(), machine.quorum(), cert
+        )
         found: LedgerSecrets | None = None
-        generations: list[Any] = []
         sub = await self.js.subscribe(
             streams.ledger_subject(self.cfg.ledger),
             ordered_consumer=True,
@@ -322,22 +329,20 @@ class Executor:
                 except nats.errors.TimeoutError:
                     await self._bootstrap(force_join=True)
                     continue
-                for secrets, gen in scan_block_for_secrets(msg.data, self.cfg.ledger, self.keys):
-                    if secrets is not None and secrets.service_cert == self.machine.service_certificate():
-                        found = secrets
-                    if gen is not None:
-                        generations.append(gen)
+                found = scan.feed(msg.data)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         if found is None:
             return
-        for gen in generations:
-            found.add(gen)
-        self.machine.secrets = found
+        machine.secrets = found
         found.save(self.cfg.data_dir)
         self.awaiting_secrets = None
-        log.info("received the ledger secrets; resuming execution at stream sequence %d", start)
+        log.info(
+            "received the ledger secrets (endorsement committed by height %d); resuming at stream sequence %d",
+            scan.tip.height,
+            start,
+        )
 
     def _maybe_snapshot(self) -> None:
         """Snapshot when the executed-entry count crosses a multiple of `snapshot_every`: every
@@ -646,6 +651,7 @@ class Executor:
             ledger=self.cfg.ledger,
             ts=now_ms(),
             sender=self.node_id,
+            proposal=str(pending.get("proposal_id")),
             generation=gen.id,
             tx_key=sign_tx_key(self.secrets.service_key, self.cfg.ledger, gen.id, gen.tx_public),
             shares=shares,
@@ -654,27 +660,3 @@ class Executor:
         await self._publish_intake(IntakeBatch(entries=[entry]), f"rekey:{gen.id}")
         log.info("proposed ledger secret generation %s", gen.id)
 
-
-def scan_block_for_secrets(raw: bytes, ledger: str, keys: NodeKeys) -> list[tuple[LedgerSecrets | None, Any]]:
-    """Secrets addressed to this node in a block, found without executing it: endorsements carry
-    the whole ring, rekeys one new generation. Only a box sealed to this node's key opens."""
-    found: list[tuple[LedgerSecrets | None, Any]] = []
-    try:
-        block = decode_block(raw)
-    except Exception:
-        return found
-    for e in block.entries:
-        if e.kind != Kind.NODE:
-            continue
-        try:
-            msg = node_messages.decode(e.data)
-        except Exception:
-            continue
-        try:
-            if isinstance(msg, node_messages.Endorse) and msg.node == keys.id:
-                found.append((LedgerSecrets.open_endorsement(msg.wrapped_secrets, ledger, keys), None))
-            elif isinstance(msg, node_messages.Rekey) and keys.id in msg.shares:
-                found.append((None, Generation.open_share(msg.shares[keys.id], ledger, msg.generation, keys)))
-        except ValueError:
-            continue
-    return found

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from conclavium import governance, merkle, node_messages
-from conclavium.block import Block, CommitSig, Entry, Kind, decode_block, entry_id, leaf_data, sig_statement
+from conclavium.block import Block, CommitSig, Entry, Kind, decode_block, entry_id, leaf_data
 from conclavium.chain import Tip, next_block
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import KeyError_, PublicKey
@@ -32,7 +32,7 @@ from conclavium.governance.actions import apply_actions, current_node_policy, va
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
 from conclavium.tx import Op, TxBody, TxError, is_public_map, open_ops, opened_ops, parse_body, sealed_box
 
-from . import ledger_clock
+from . import ledger_clock, node_auth
 from .attest import EvidenceRefused, drifted_nodes, policy_document, verify_join_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
 from .receipt_index import CommittedBlock, ReceiptIndex
@@ -554,23 +554,23 @@ class LedgerMachine:
             raise TxError("invalid_node_message", f"node message does not decode: {e}") from None
         if msg.ledger != self.ledger:
             raise TxError("wrong_ledger", "node message is for another ledger")
-        if isinstance(msg, node_messages.Endorse):
-            return self._endorse(msg, entry, out)
-        if isinstance(msg, node_messages.SnapshotDigest):
-            return self._snapshot_digest(msg, entry)
-        if isinstance(msg, node_messages.Rekey):
-            return self._rekey(msg, entry)
-        try:
-            key = PublicKey.load(msg.node.signing_key)
-            enc = bytes.fromhex(msg.node.encryption_key)
-            bound = node_messages.bound_keys(key.spki, enc)
-        except (KeyError_, ValueError) as e:
-            raise TxError("invalid_node_message", f"node keys are malformed: {e}") from None
-        if key.key_id != msg.node.id or not key.verify(entry.signature, entry.data):
-            raise TxError("bad_signature", "node message is not signed by the key it carries")
         if isinstance(msg, node_messages.Genesis):
+            key, bound = node_auth.self_signed(msg, entry)
             return self._genesis(msg, key, bound, block)
-        return self._join(msg, bound, block)
+        validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
+        if isinstance(msg, node_messages.Join):
+            _, bound = node_auth.self_signed(msg, entry)
+            node_auth.check_fresh(msg.ts, self.block_time, validity)
+            return self._join(msg, bound, block)
+        node_auth.trusted_sender(msg, entry, self.trusted_node_keys())
+        if isinstance(msg, node_messages.Rekey):
+            node_auth.check_rekey(msg, self.state.get(REKEY, "pending"), self.state.get(SERVICE, TX_KEYS) or [])
+        node_auth.check_fresh(msg.ts, self.block_time, validity)
+        if isinstance(msg, node_messages.Endorse):
+            return self._endorse(msg, out)
+        if isinstance(msg, node_messages.SnapshotDigest):
+            return self._snapshot_digest(msg)
+        return self._rekey(msg)
 
     def attestation_drift(self) -> list[str]:
         """Trusted nodes whose recorded claims fail the current node policy (nothing is revoked)."""
@@ -582,7 +582,7 @@ class LedgerMachine:
     ) -> dict[str, Any]:
         policy = policy_document(node_policy, list(self.state.items(MEASUREMENTS)))
         try:
-            claims = verify_join_evidence(node.evidence, bound, policy, at_ms)
+            claims = verify_join_evidence(msgspec.to_builtins(node.evidence), bound, policy, at_ms)
         except EvidenceRefused as e:
             raise TxError("attestation_refused", str(e)) from None
         if claims.get("platform") != "virtual" and policy.get("environment") == "development":
@@ -600,7 +600,7 @@ class LedgerMachine:
             "name": node.name,
             "signing_key": node.signing_key,
             "encryption_key": node.encryption_key,
-            "evidence": node.evidence,
+            "evidence": msgspec.to_builtins(node.evidence),
             "claims": claims,
             "cert": cert,
         }
@@ -692,10 +692,7 @@ class LedgerMachine:
         self.state.put(NODES, msg.node.id, {**row, **self._node_fields(msg.node, claims, None)})
         return write_digest(self.state.commit())
 
-    def _endorse(self, msg: node_messages.Endorse, entry: Entry, out: BlockOutcome) -> bytes:
-        sender = self.trusted_node_keys().get(msg.sender)
-        if sender is None or not sender.verify(entry.signature, entry.data):
-            raise TxError("bad_signature", "endorsement is not signed by a trusted node")
+    def _endorse(self, msg: node_messages.Endorse, out: BlockOutcome) -> bytes:
         row = self.state.get(NODES, msg.node)
         if row is None or row["status"] != "Trusted":
             raise TxError("not_trusted", "only a trusted node can be endorsed")
@@ -718,17 +715,18 @@ class LedgerMachine:
         """This node's own ledger secrets, sealed to its encryption key in an endorsement."""
         assert self.node_keys is not None
         try:
-            self.secrets = LedgerSecrets.open_endorsement(wrapped, self.ledger, self.node_keys)
-            self.secrets_changed = True
-        except ValueError as e:
+            secrets = LedgerSecrets.open_endorsement(wrapped, self.ledger, self.node_keys)
+        except (ValueError, KeyError, TypeError) as e:
             log.error("could not open the ledger secrets sent to this node: %s", e)
+            return
+        if not node_auth.secrets_match_certificate(secrets, self.service_certificate()):
+            log.error("the ledger secrets sent to this node hold another service key than the certificate's")
+            return
+        self.secrets = secrets
+        self.secrets_changed = True
 
-    def _rekey(self, msg: node_messages.Rekey, entry: Entry) -> bytes:
-        sender = self.trusted_node_keys().get(msg.sender)
-        if sender is None or not sender.verify(entry.signature, entry.data):
-            raise TxError("bad_signature", "rekey is not signed by a trusted node")
-        if self.state.get(REKEY, "pending") is None:
-            raise TxError("no_pending_rekey", "no accepted rotate_ledger_secret proposal is waiting")
+    def _rekey(self, msg: node_messages.Rekey) -> bytes:
+        """Authenticated and bound to the waiting rotation by `node_auth` before this runs."""
         try:
             verify_tx_key(msg.tx_key, self.ledger, self.state.get(SERVICE, CERTIFICATE))
         except CertificateError as e:
@@ -752,10 +750,7 @@ class LedgerMachine:
         self.state.delete(REKEY, "pending")
         return write_digest(self.state.commit())
 
-    def _snapshot_digest(self, msg: node_messages.SnapshotDigest, entry: Entry) -> bytes:
-        sender = self.trusted_node_keys().get(msg.sender)
-        if sender is None or not sender.verify(entry.signature, entry.data):
-            raise TxError("bad_signature", "snapshot digest is not signed by a trusted node")
+    def _snapshot_digest(self, msg: node_messages.SnapshotDigest) -> bytes:
         if not 0 < msg.height <= self.tip.height:
             raise TxError("invalid_node_message", "snapshot digest for a height not yet executed")
         key = f"{msg.height:012d}"
@@ -777,9 +772,8 @@ class LedgerMachine:
         nodes = self.trusted_node_keys()
         votes = []
         for s in sigs:
-            key = nodes.get(s.node)
             rec = self.uncommitted.get(s.height)
-            if key is None or rec is None or not key.verify(s.signature, sig_statement(s, self.ledger)):
+            if rec is None or not node_auth.commit_sig_ok(s, nodes, self.ledger):
                 continue
             agrees = (s.block_hash, s.root, s.quorum) == (rec.hash, rec.root, rec.quorum)
             votes.append((rec, s.node, s.signature, agrees))
