@@ -1,8 +1,11 @@
-"""Messages executors put in the ledger about themselves: genesis, join, endorse, snapshot digests.
+"""Messages executors put in the ledger about themselves: genesis, join, endorse, rekey, snapshot
+digests.
 
 Each is canonical JSON signed by the sending node's key (an Entry of kind NODE). Genesis and join
 carry the sender's public keys and attestation evidence binding them, so they verify against the
-key they carry; endorse is verified against the key of an already trusted sender.
+key they carry; the others are verified against the key of an already trusted sender. What each
+must carry and who must sign it is checked in `services/executor/node_auth.py` and described in
+docs/formats.md.
 """
 
 from __future__ import annotations
