@@ -641,7 +641,13 @@ class Executor:
             return
         self.last_rekey = now
         gen = Generation.create()
-        nodes = {nid: self.machine.state.get(NODES, nid) for nid in signers}
+        # Trusted nodes still waiting for their endorsement get a share too: the ring their
+        # endorsement carries may have been sealed before this generation existed.
+        nodes = {
+            nid: row
+            for nid, row in self.machine.state.items(NODES)
+            if row["status"] == "Trusted" and row.get("encryption_key")
+        }
         shares = {
             nid: gen.seal_share(self.cfg.ledger, nid, bytes.fromhex(row["encryption_key"]))
             for nid, row in nodes.items()
