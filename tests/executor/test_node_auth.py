@@ -109,9 +109,9 @@ async def test_join_scan_takes_only_a_committed_endorsement_by_a_trusted_node() 
 async def _accepted_rotation(chain: Chain, m: LedgerMachine, n: int) -> str:
     """Accept the n-th rotate_ledger_secret proposal (n makes each document distinct)."""
     at = chain.ts // 1000 + n
-    doc = documents.make_proposal([{"name": "rotate_ledger_secret", "args": {}}], chain.member, at)
+    doc = documents.make_proposal([{"name": "rotate_ledger_secret", "args": {}}], chain.member, at, ledger=LEDGER)
     pid = hashlib.sha256(doc).hexdigest()
-    ballot = documents.make_ballot(pid, True, chain.member, at)
+    ballot = documents.make_ballot(pid, True, chain.member, at, ledger=LEDGER)
     await m.apply(*chain.block([Entry(Kind.GOV, doc, b""), Entry(Kind.GOV, ballot, b"")]))
     assert m.state.get(REKEY, "pending")["proposal_id"] == pid
     return pid
