@@ -232,7 +232,7 @@ async def test_replayed_rekey_does_not_answer_a_new_rotation(tmp_path: Path) -> 
     queue, so nothing honest can come between): it is refused, the generation never goes back, and
     the second rotation gets a new generation."""
     n = await asyncio.to_thread(
-        start_network, tmp_path, redis=False, genesis_config={"tx_validity_ms": 3000}
+        start_network, tmp_path, redis=False, genesis_config={"tx_validity_ms": 3000, "clock_tolerance_ms": 1000}
     )
     members = [Client(n.gateway_url, n.member_key(i)) for i in range(2)]
     user = _user(n)
