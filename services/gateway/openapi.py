@@ -69,8 +69,9 @@ NODE_PARAM = path_param("id", {"type": "string", "pattern": HEX64}, "Node id, 64
 
 E400_TX = (
     "Malformed transaction: `invalid_json`, `invalid_body`, `missing_field`, `invalid_encoding`, "
-    "`unsupported_version`, `wrong_ledger`, `invalid_map`, `reserved_map`, `invalid_key`, `too_many_ops`, "
-    "`bad_signature` (only with the optional early signature check), or a value-domain code"
+    "`unsupported_version`, `wrong_ledger`, `invalid_map`, `reserved_map`, `invalid_key`, "
+    "`bad_signature` (only with the optional early signature check), or a value-domain code: `int_out_of_range`, "
+    "`float_not_finite`, `invalid_string`, `too_deep`, `invalid_value` (docs/formats.md)"
 )
 E413 = "The body is too large (`too_large`), or a batch holds too many transactions (`too_many`)"
 E415 = "The body's Content-Type is not one this operation takes (`unsupported_media_type`)"
@@ -214,7 +215,8 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
                 "200": ok("The answer, sealed to the query's reply key", ref("SealedReply")),
                 "400": err(
                     "Malformed query: `invalid_json`, `invalid_body`, `missing_field`, `invalid_encoding`, "
-                    "`unsupported_version`, `wrong_ledger`, `invalid_sealed_request`, `invalid_reply_key`"
+                    "`unsupported_version`, `wrong_ledger`, `invalid_sealed_request`, `invalid_reply_key`, "
+                    "`invalid_min_height`"
                 ),
                 "401": err("The caller is not who it says (`bad_signature`, `unknown_sender`, `stale_query`)"),
                 "404": err("No entry readable by this caller (`not_found`)"),
