@@ -163,6 +163,8 @@ class Executor:
             time.perf_counter() - t0,
         )
         self._last_snapshot_bucket = self.machine.entries_executed // max(1, self.cfg.snapshot_every)
+        if self.machine.genesis_done:
+            self._governance_gauges()  # proposals and attestation drift as restored, before new blocks
         consume = asyncio.create_task(self._consume())
         tick = asyncio.create_task(self._ticker())
         await stop.wait()
