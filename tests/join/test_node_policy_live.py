@@ -111,6 +111,12 @@ async def test_policy_vote_refuses_next_join_and_shows_drift(live_net: LocalNetw
             await asyncio.sleep(0.3)
         assert _metric(executor, "conclavium_executor_attestation_drift_nodes") == 3
         await _commits(user, "still-committing")
+        # A restarted executor reports the drift from its restored state, before any new block.
+        executor.stop()
+        executor.start()
+        executor.wait_ready()
+        await _wait_ready(live_net, ["executor-0"])
+        assert _metric(executor, "conclavium_executor_attestation_drift_nodes") == 3
         back = {"environment": "development", "platforms": ["virtual"]}
         assert await members.decide([{"name": "set_node_policy", "args": {"policy": back}}]) == "Accepted"
         deadline = time.monotonic() + 15
