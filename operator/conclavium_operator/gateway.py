@@ -104,6 +104,8 @@ class Gateway:
             st = await self._guard(client.wait(answer["tx_hash"], timeout=timeout))
         except TimeoutError as e:
             raise GatewayUnavailable(f"proposal not committed within {timeout}s") from e
+        except ClientError as e:  # 4xx (5xx and 429 are GatewayUnavailable): this proposal is refused as it is
+            raise ProposalRefused(f"{e.code}: {e.message}") from e
         finally:
             await client.close()
         if st["status"] != "Committed":

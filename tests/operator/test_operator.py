@@ -352,6 +352,33 @@ async def test_unreachable_gateway_is_reported_and_retried(k8s: RVEmulator, oper
     await wait_for(lambda: metrics.value("ConsortiumMember", "error") > errors, 10, "retries counted as errors")
 
 
+async def test_proposals_are_signed_for_the_consortiums_ledger(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
+    """A Consortium whose ledgerId is not the gateway's ledger: the operator's proposal names the
+    Consortium's ledger, so this ledger refuses it (the member key may govern both) and says why."""
+    await operator_for(net.gateway_url)
+    cert, key = member_pem(net, 0)
+    await k8s.post(url("consortiums"), json=consortium(ledger="another-ledger"))
+    await k8s.post(url("secrets"), json=secret("alice-identity", {"tls.crt": cert, "private.key": key}))
+    identity = {
+        "keyAlgorithm": "Ed25519",
+        "secretRef": {"name": "alice-identity", "certificateKey": "tls.crt", "privateKeyKey": "private.key"},
+        "inClusterSigning": True,
+    }
+    await k8s.post(url("consortiummembers"), json=member("alice", identity, executors=0))
+    await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Admitted", "True"), 20, "alice admitted")
+    frank = {"keyAlgorithm": "Ed25519", "publicKeyPem": PrivateKey.generate().public_key.pem}
+    await k8s.post(url("consortiummembers"), json=member("frank", frank, executors=0))
+    await wait_for(
+        lambda: cond_is(k8s, "consortiummembers", "frank", "Admitted", "False", "ProposalRefused"), 20, "refused"
+    )
+    message = condition(obj(k8s, "consortiummembers", "frank"), "Admitted")["message"]  # type: ignore[index]
+    assert "wrong_ledger" in message, message
+    assert cond_is(k8s, "consortiums", "demo", "LedgerMatches", "False")
+    assert not [p for p in await _open(net) if p["actions"][0]["args"].get("name") == "frank"]
+
+
 async def _open(net: LocalNetwork) -> list[dict[str, Any]]:
     async with Client(net.gateway_url) as c:
         return await c.proposals("Open")
