@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from conclavium.block import ClockSig, clock_statement
+from conclavium.block import ClockSig
+
+from . import node_auth
 
 CLOCKS = "public:sys.clocks"
 DEFAULT_CLOCK_TOLERANCE_MS = 30_000
@@ -60,7 +62,7 @@ def record(state: _Table, clocks: list[ClockSig], trusted: dict[str, _Verifier],
         for c in candidates[:MAX_TRIES_PER_NODE]:
             if current is not None and c.clock_ms <= current:
                 break
-            if trusted[node].verify(c.signature, clock_statement(ledger, node, c.clock_ms)):
+            if node_auth.clock_sig_ok(c, trusted, ledger):
                 state.put(CLOCKS, node, {"clock_ms": c.clock_ms})
                 break
 

@@ -6,7 +6,8 @@ Every node message is an entry in the ordered chain, signed by a node key:
 - `Genesis` and `Join` by the key they carry (their attestation evidence binds it);
 - `Endorse`, `Rekey` and `SnapshotDigest` by a node that is trusted and endorsed in the state the
   message executes against;
-- commit signatures by a trusted node, over the statement naming the block they vouch for.
+- commit signatures by a trusted node, over the statement naming the block they vouch for, and
+  clock signatures by a trusted node, over the clock they carry (`ledger_clock.py`).
 
 A message counts once: its id stays in the replay window while its timestamp is valid, and a
 message outside the validity window around the block time is refused. A `Rekey` must also name
@@ -17,20 +18,21 @@ tip, signed by a node it trusts, in a block a commit quorum of those nodes signe
 is the one in the service certificate.
 
 The service key is shared by every trusted node today; the endorsement model that replaces it
-changes `trusted_sender`, `endorsement_for` and `secrets_match_certificate`, nothing else.
+belongs here, in `trusted_sender`, `endorsement_for` and `secrets_match_certificate`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from conclavium import node_messages
-from conclavium.block import CommitSig, Entry, Kind, sig_statement
+from conclavium.block import ClockSig, CommitSig, Entry, Kind, clock_statement, sig_statement
 from conclavium.chain import ChainError, Tip, next_block
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate
@@ -42,6 +44,11 @@ log = logging.getLogger("conclavium.executor")
 
 SignedBySender = node_messages.Endorse | node_messages.Rekey | node_messages.SnapshotDigest
 SelfSigned = node_messages.Genesis | node_messages.Join
+
+
+class Verifier(Protocol):
+    def verify(self, signature: bytes, data: bytes) -> bool: ...
+
 
 WHAT = {
     node_messages.Endorse: "endorsement",
@@ -93,10 +100,17 @@ def check_rekey(msg: node_messages.Rekey, pending: dict[str, Any] | None, tx_key
         raise TxError("generation_reused", f"generation {msg.generation[:16]} is already in the ledger")
 
 
-def commit_sig_ok(sig: CommitSig, trusted: dict[str, PublicKey], ledger: str) -> bool:
+def commit_sig_ok(sig: CommitSig, trusted: Mapping[str, Verifier], ledger: str) -> bool:
     """A commit signature counts when a trusted node signed the statement it carries."""
     key = trusted.get(sig.node)
     return key is not None and key.verify(sig.signature, sig_statement(sig, ledger))
+
+
+def clock_sig_ok(sig: ClockSig, trusted: Mapping[str, Verifier], ledger: str) -> bool:
+    """A clock signature counts when a trusted node signed the clock it carries (ledger_clock.py
+    decides which of them to try)."""
+    key = trusted.get(sig.node)
+    return key is not None and key.verify(sig.signature, clock_statement(ledger, sig.node, sig.clock_ms))
 
 
 def secrets_match_certificate(secrets: LedgerSecrets, service_cert: str | None) -> bool:
