@@ -18,6 +18,7 @@ from typing import Any
 from conclavium.attestation import (
     AttestationError,
     Claims,
+    Policy,
     evaluate_policy,
     expected_report_data,
     load_policy,
@@ -132,27 +133,30 @@ def verify_join_evidence(
     return claims.to_dict()
 
 
+def policy_failures(row: dict[str, Any], parsed: Policy) -> list[dict[str, str]]:
+    """What the policy would now refuse in a node's recorded claims (empty: it still meets it).
+
+    The node is judged at its own verification time and against its own, already checked, key
+    binding, so only the policy's components (measurements, TCB floors, RTMRs, ...) can drift, not
+    the passage of time.
+    """
+    try:
+        claims = Claims.from_dict(row.get("claims") or {})
+        at = dt.datetime.fromisoformat(claims.verified_at.replace("Z", "+00:00"))
+        result = evaluate_policy(claims, parsed, report_data=bytes.fromhex(claims.report_data), at=at)
+    except (TypeError, ValueError, KeyError):
+        return [{"check": "claims_format", "message": "the recorded claims cannot be evaluated"}]
+    return [{"check": c, "message": m} for c, m in result.failures]
+
+
 def drifted_nodes(nodes: Iterable[tuple[str, dict[str, Any]]], policy: dict[str, Any]) -> list[str]:
     """Ids of trusted nodes whose recorded claims the policy would now refuse ("attestation drift").
 
-    Each node is judged at its own verification time and against its own, already checked, key
-    binding, so only the policy's components (measurements, TCB floors, RTMRs, ...) can drift, not
-    the passage of time. A policy that no longer loads drifts every node.
+    A policy that no longer loads drifts every node.
     """
     trusted = sorted((node_id, row) for node_id, row in nodes if row.get("status") == "Trusted")
     try:
         parsed = load_policy(policy)
     except AttestationError:
         return [node_id for node_id, _ in trusted]
-    out = []
-    for node_id, row in trusted:
-        try:
-            claims = Claims.from_dict(row.get("claims") or {})
-            at = dt.datetime.fromisoformat(claims.verified_at.replace("Z", "+00:00"))
-            result = evaluate_policy(claims, parsed, report_data=bytes.fromhex(claims.report_data), at=at)
-        except (TypeError, ValueError, KeyError):
-            out.append(node_id)
-            continue
-        if not result.allowed:
-            out.append(node_id)
-    return out
+    return [node_id for node_id, row in trusted if policy_failures(row, parsed)]

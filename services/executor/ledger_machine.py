@@ -574,8 +574,11 @@ class LedgerMachine:
 
     def attestation_drift(self) -> list[str]:
         """Trusted nodes whose recorded claims fail the current node policy (nothing is revoked)."""
-        policy = policy_document(current_node_policy(self.state), list(self.state.items(MEASUREMENTS)))
-        return drifted_nodes(self.state.items(NODES), policy)
+        return drifted_nodes(self.state.items(NODES), self.node_policy())
+
+    def node_policy(self) -> dict[str, Any]:
+        """The policy document the next join is judged by: node policy plus allowed measurements."""
+        return policy_document(current_node_policy(self.state), list(self.state.items(MEASUREMENTS)))
 
     def _check_evidence(
         self, node: node_messages.NodeInfo, bound: list[bytes], node_policy: dict[str, Any], at_ms: int

@@ -11,12 +11,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conclavium import merkle, query, receipt
+from conclavium.attestation import AttestationError, load_policy
 from conclavium.block import leaf_data
 from conclavium.encoding import dumps, loads
 from conclavium.governance import queries as gov_queries
 from conclavium.tx import TxError, is_public_map
 
 from . import metrics as m
+from .attest import policy_failures
 from .ledger_machine import MEMBERS, NODES, SERVICE, USERS
 
 if TYPE_CHECKING:
@@ -205,11 +207,17 @@ class QueryHandler:
         row = self.ex.machine.state.get(NODES, str(req.get("id")))
         if row is None:
             raise QueryError("not_found", "no such node")
+        try:
+            failures = policy_failures(row, load_policy(self.ex.machine.node_policy())) if row.get("claims") else []
+        except AttestationError as e:
+            failures = [{"check": e.check, "message": e.message}]
         return {
             "node_id": req["id"],
             "status": row["status"],
             "evidence": row.get("evidence"),
             "claims": row.get("claims"),
+            # What the current node policy would refuse in this node's recorded evidence (drift).
+            "policy_failures": failures,
         }
 
     def q_node_status(self, _: dict[str, Any]) -> dict[str, Any]:

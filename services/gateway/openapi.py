@@ -497,7 +497,17 @@ SCHEMAS: dict[str, Any] = {
     "NodeAttestation": {
         "type": "object",
         "required": ["node_id", "status"],
-        "properties": {"node_id": {"type": "string"}, "status": {"type": "string"}, "evidence": {}, "claims": {}},
+        "properties": {
+            "node_id": {"type": "string"},
+            "status": {"type": "string"},
+            "evidence": {},
+            "claims": {},
+            "policy_failures": {
+                "type": "array",
+                "description": "what the current node policy would refuse in the recorded evidence (drift)",
+                "items": {"type": "object", "properties": {"check": {"type": "string"}, "message": {"type": "string"}}},
+            },
+        },
     },
     "Health": {
         "type": "object",

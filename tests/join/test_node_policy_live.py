@@ -111,6 +111,9 @@ async def test_policy_vote_refuses_next_join_and_shows_drift(live_net: LocalNetw
             await asyncio.sleep(0.3)
         assert _metric(executor, "conclavium_executor_attestation_drift_nodes") == 3
         await _commits(user, "still-committing")
+        node_id = (await _nodes(user))["executor-1"]["id"]
+        _, att = await user._request("GET", f"/v1/nodes/{node_id}/attestation")
+        assert [f["check"] for f in att["policy_failures"]] == ["host_data_not_allowed"], att["policy_failures"]
         # A restarted executor reports the drift from its restored state, before any new block.
         executor.stop()
         executor.start()
@@ -123,6 +126,8 @@ async def test_policy_vote_refuses_next_join_and_shows_drift(live_net: LocalNetw
         while _metric(executor, "conclavium_executor_attestation_drift_nodes") != 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.3)
         assert _metric(executor, "conclavium_executor_attestation_drift_nodes") == 0
+        _, att = await user._request("GET", f"/v1/nodes/{node_id}/attestation")
+        assert att["policy_failures"] == []
     finally:
         await members.close()
         await user.close()
