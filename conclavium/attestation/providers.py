@@ -345,3 +345,178 @@ def detect_provider(
     if allow_virtual:
         return VirtualProvider()
     raise ProviderError("no TEE evidence interface found (configfs-tsm, /dev/sev-guest, /dev/attestation)")
+
+
+# --- sealing keys ----------------------------------------------------------------------------------
+#
+# Beside the evidence providers, the one other thing a TEE gives an executor: a key only this
+# enclave (this measurement, this policy) can derive again after a restart, to seal what it keeps
+# on disk. SEV-SNP derives one in firmware, Gramine exposes SGX's; TDX has no sealing key, so a TDX
+# node keeps its secrets in memory only and joins again after a restart.
+
+SEALING_KEY_LEN = 32
+VIRTUAL_SEALING_KEY_FILE = "dev-sealing-key.INSECURE"
+
+# SNP_GET_DERIVED_KEY (SEV-SNP firmware ABI, MSG_KEY_REQ / MSG_KEY_RSP; Linux uapi sev-guest.h).
+SNP_GET_DERIVED_KEY = _iowr(0x1, ctypes.sizeof(_SnpGuestRequest))
+SNP_ROOT_KEY_VCEK = 0
+SNP_ROOT_KEY_VMRK = 1
+# GUEST_FIELD_SELECT bits: what the firmware mixes into the derived key.
+SNP_FIELD_POLICY = 1 << 0
+SNP_FIELD_IMAGE_ID = 1 << 1
+SNP_FIELD_FAMILY_ID = 1 << 2
+SNP_FIELD_MEASUREMENT = 1 << 3
+SNP_FIELD_GUEST_SVN = 1 << 4
+SNP_FIELD_TCB_VERSION = 1 << 5
+SNP_KEY_REQ_SIZE = 32
+SNP_KEY_RESP_SIZE = 64
+
+
+def encode_snp_derived_key_request(
+    fields: int, vmpl: int = 0, root_key: int = SNP_ROOT_KEY_VCEK, guest_svn: int = 0, tcb_version: int = 0
+) -> bytes:
+    """MSG_KEY_REQ: u32 root_key_select, u32 reserved, u64 guest_field_select, u32 vmpl,
+    u32 guest_svn, u64 tcb_version (32 bytes, little-endian)."""
+    if root_key not in (SNP_ROOT_KEY_VCEK, SNP_ROOT_KEY_VMRK):
+        raise ProviderError(f"SNP root key select must be 0 (VCEK) or 1 (VMRK), not {root_key}")
+    if fields >> 6 or not 0 <= vmpl <= 3:
+        raise ProviderError("SNP guest field select uses bits 0-5 only and VMPL is 0-3")
+    return struct.pack("<IIQIIQ", root_key, 0, fields, vmpl, guest_svn, tcb_version)
+
+
+def parse_snp_derived_key_response(resp: bytes) -> bytes:
+    """MSG_KEY_RSP: u32 status, 28 reserved bytes, then the 32-byte derived key."""
+    if len(resp) < SNP_KEY_RESP_SIZE:
+        raise ProviderError("SNP derived-key response is truncated")
+    (status,) = struct.unpack_from("<I", resp, 0)
+    if status != 0:
+        raise ProviderError(f"SNP firmware refused the derived key: status {status:#x}")
+    key = resp[32:64]
+    if not any(key):
+        raise ProviderError("SNP firmware returned an all-zero derived key")
+    return key
+
+
+def _expand(material: bytes, label: bytes) -> bytes:
+    """The platform key, never used directly: HKDF-SHA256 to a 32-byte key for this one use."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(hashes.SHA256(), SEALING_KEY_LEN, salt=None, info=b"conclavium.sealing.v1\0" + label).derive(material)
+
+
+class SealingKeySource:
+    """Where this node's sealing key comes from. `derive()` returns 32 bytes, or None when the
+    platform has no sealing key and nothing secret may be written to disk at all."""
+
+    name = "base"
+
+    def derive(self) -> bytes | None:
+        raise NotImplementedError
+
+
+class SevGuestSealing(SealingKeySource):
+    """SEV-SNP: SNP_GET_DERIVED_KEY on `/dev/sev-guest`, rooted in the chip's VCEK and mixing in
+    the guest policy and the launch measurement, so another image or policy derives another key."""
+
+    name = "sev-guest"
+
+    def __init__(
+        self, device: str = SEV_GUEST_DEVICE, vmpl: int = 0, fields: int = SNP_FIELD_POLICY | SNP_FIELD_MEASUREMENT
+    ) -> None:
+        self.device = device
+        self.vmpl = vmpl
+        self.fields = fields
+
+    def _ioctl(self, fd: int, request: int, arg: ctypes.Structure) -> None:
+        """The kernel boundary (tests emulate the driver here)."""
+        fcntl.ioctl(fd, request, arg)
+
+    def derive(self) -> bytes:
+        req = ctypes.create_string_buffer(encode_snp_derived_key_request(self.fields, self.vmpl), SNP_KEY_REQ_SIZE)
+        resp = ctypes.create_string_buffer(SNP_KEY_RESP_SIZE)
+        ioreq = _SnpGuestRequest(1, ctypes.addressof(req), ctypes.addressof(resp), 0)
+        try:
+            fd = os.open(self.device, os.O_RDWR)
+        except OSError as e:
+            raise ProviderError(f"cannot open {self.device} for the sealing key: {e}") from e
+        try:
+            self._ioctl(fd, SNP_GET_DERIVED_KEY, ioreq)
+        except OSError as e:
+            raise ProviderError(f"SNP_GET_DERIVED_KEY failed: {e} (exitinfo2 {ioreq.exitinfo2:#x})") from e
+        finally:
+            os.close(fd)
+        return _expand(parse_snp_derived_key_response(resp.raw), b"snp")
+
+
+class GramineSealing(SealingKeySource):
+    """SGX under Gramine: the MRENCLAVE-bound sealing key, `/dev/attestation/keys/_sgx_mrenclave`
+    (16 bytes); a new enclave build cannot read what the old one sealed."""
+
+    name = "gramine"
+
+    def __init__(self, root: str = GRAMINE_ROOT) -> None:
+        self.root = Path(root)
+
+    def derive(self) -> bytes:
+        path = self.root / "keys" / "_sgx_mrenclave"
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ProviderError(f"cannot read the Gramine sealing key {path}: {e}") from e
+        if len(raw) != 16 or not any(raw):
+            raise ProviderError(f"the Gramine sealing key {path} is not 16 non-zero bytes")
+        return _expand(raw, b"sgx-mrenclave")
+
+
+class MemoryOnly(SealingKeySource):
+    """TDX: no sealing key. Secrets stay in memory; after a restart the node joins again."""
+
+    name = "memory-only"
+
+    def derive(self) -> None:
+        return None
+
+
+class VirtualSealing(SealingKeySource):
+    """Development only: a random key in a file named as insecure, beside what it seals. It protects
+    nothing against whoever reads the volume; production node policy refuses `virtual` nodes."""
+
+    name = "virtual"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / VIRTUAL_SEALING_KEY_FILE
+
+    def derive(self) -> bytes:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(os.urandom(SEALING_KEY_LEN))
+                    f.flush()
+                    os.fsync(f.fileno())
+        raw = self.path.read_bytes()
+        if len(raw) != SEALING_KEY_LEN:
+            raise ProviderError(f"{self.path} is not a {SEALING_KEY_LEN}-byte key")
+        return raw
+
+
+def sealing_from_config(
+    tee: str,
+    data_dir: Path,
+    *,
+    sev_guest: str = SEV_GUEST_DEVICE,
+    gramine_root: str = GRAMINE_ROOT,
+) -> SealingKeySource:
+    """The sealing-key source of an executor's `--tee`. configfs-tsm serves SNP and TDX guests: an
+    SNP guest also has `/dev/sev-guest` and derives its key there; a TDX guest has none."""
+    if tee == "virtual":
+        return VirtualSealing(data_dir)
+    if tee == "sev-guest":
+        return SevGuestSealing(sev_guest)
+    if tee == "gramine":
+        return GramineSealing(gramine_root)
+    if tee == "configfs-tsm":
+        return SevGuestSealing(sev_guest) if os.path.exists(sev_guest) else MemoryOnly()
+    raise ProviderError(f"unknown TEE {tee!r} for sealing")

@@ -107,7 +107,7 @@ class Audit:
 
 async def audit(data_dir: Path, use_secrets: bool = True) -> dict[str, Any]:
     """Audit `data_dir`; with `use_secrets` the directory's ledger secrets are used if present."""
-    secrets = LedgerSecrets.load(data_dir) if use_secrets else None
+    secrets = LedgerSecrets.load_for_audit(data_dir) if use_secrets else None
     if secrets is not None:
         try:
             return await _run(data_dir, secrets)

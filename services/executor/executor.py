@@ -21,7 +21,7 @@ from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conclavium import node_messages, streams
-from conclavium.attestation.providers import ProviderError
+from conclavium.attestation.providers import ProviderError, sealing_from_config
 from conclavium.block import (
     ClockSig,
     CommitSig,
@@ -36,12 +36,13 @@ from conclavium.chain import ChainError
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64e, loads, pack
 from conclavium.identity import node_certificate, sign_tx_key
+from conclavium.ledger_files import chunk_files
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
 from . import metrics as m
 from . import node_auth
 from .attest import local_evidence
-from .enclave import Generation, LedgerSecrets, NodeKeys
+from .enclave import Generation, LedgerSecrets, NodeKeys, SealedStore
 from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets
 from .persistence import LedgerStore
 from .queries import QueryHandler
@@ -84,14 +85,22 @@ class ExecutorConfig:
 class Executor:
     def __init__(self, cfg: ExecutorConfig) -> None:
         self.cfg = cfg
-        self.keys = NodeKeys.load_or_create(cfg.data_dir)
+        # Sealed to this enclave; on TDX nothing is persisted and the node joins again (new keys).
+        self.sealed = SealedStore(cfg.data_dir, cfg.ledger, sealing_from_config(cfg.tee, cfg.data_dir))
+        if not self.sealed.persistent and chunk_files(cfg.data_dir / "ledger"):
+            raise RuntimeError(
+                f"--tee {cfg.tee} has no sealing key, so this node's keys did not survive its restart and "
+                f"it cannot resume from the ledger files in {cfg.data_dir}: start it on an empty data "
+                "directory, it joins again as a new node (see docs/confidentiality.md)"
+            )
+        self.keys = NodeKeys.load_or_create(self.sealed)
         self.verifier = BatchVerifier(cfg.verify_threads)
         self.store = LedgerStore(cfg.data_dir, cfg.blocks_per_chunk)
         self.machine = LedgerMachine(
             cfg.ledger,
             self.verifier,
             ReceiptIndex(cfg.data_dir / "receipts.sqlite"),
-            secrets=LedgerSecrets.load(cfg.data_dir),
+            secrets=LedgerSecrets.load(self.sealed, self.keys.id),
             node_keys=self.keys,
             openers=SealedOpenerPool(cfg.open_workers),
         )
@@ -294,7 +303,7 @@ class Executor:
         self.machine.index.flush()
         self._collect_snapshot()
         if self.machine.secrets_changed and self.secrets is not None:
-            self.secrets.save(self.cfg.data_dir)
+            self.secrets.save(self.sealed, self.node_id)
             self.machine.secrets_changed = False
         if outcomes:
             await self._after_blocks(outcomes)
@@ -338,7 +347,7 @@ class Executor:
         if found is None:
             return
         machine.secrets = found
-        found.save(self.cfg.data_dir)
+        found.save(self.sealed, self.node_id)
         self.awaiting_secrets = None
         log.info(
             "received the ledger secrets (endorsement committed by height %d); resuming at stream sequence %d",
@@ -586,7 +595,7 @@ class Executor:
             tx_key=sign_tx_key(secrets.service_key, self.cfg.ledger, secrets.current.id, secrets.current.tx_public),
         )
         entry = node_messages.make_entry(msg, self.keys.signing)
-        secrets.save(self.cfg.data_dir)
+        secrets.save(self.sealed, self.node_id)
         path.write_bytes(entry.signature + entry.data)
         self.machine.secrets = secrets
         log.info("created the service identity and the genesis entry")

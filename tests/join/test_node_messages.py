@@ -19,6 +19,7 @@ import pytest
 
 from conclavium import node_messages, streams
 from conclavium.attestation import expected_report_data, make_virtual_evidence
+from conclavium.attestation.providers import VirtualSealing
 from conclavium.block import BLOCK_VERSION, Block, Entry, IntakeBatch, block_hash, decode_block, encode, entry_id
 from conclavium.cli.local import _node_status
 from conclavium.crypto import sealing
@@ -27,7 +28,7 @@ from conclavium.encoding import b64e
 from conclavium.local.network import LocalNetwork, start_network
 from conclavium.local.processes import Process, free_port, service_command
 from conclavium.sdk.client import Client
-from services.executor.enclave import Generation, LedgerSecrets, NodeKeys
+from services.executor.enclave import Generation, LedgerSecrets, NodeKeys, SealedStore
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,8 @@ async def test_forged_endorse_and_rekey_for_a_joining_node_are_ignored(net: Loca
     endorsement, and its ledger secrets are the service's."""
     user = _user(net)
     extra, data = _extra_executor(net, "executor-7")
-    keys = NodeKeys.load_or_create(data)
+    store = SealedStore(data, net.opt.ledger, VirtualSealing(data))
+    keys = NodeKeys.load_or_create(store)
     service = await user.service()
     cert = (net.dir / "service_cert.pem").read_text()
     trusted = next(n for n in service["nodes"] if n["status"] == "Trusted")
@@ -211,7 +213,7 @@ async def test_forged_endorse_and_rekey_for_a_joining_node_are_ignored(net: Loca
                 break
             await asyncio.sleep(0.3)
         assert st.get("ready"), st
-        held = LedgerSecrets.load(data)
+        held = LedgerSecrets.load(store, keys.id)
         assert held is not None
         assert held.service_key.public_key.pem != forged.service_key.public_key.pem
         ids = {g.id for g in held.generations}
