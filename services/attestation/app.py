@@ -257,6 +257,12 @@ class AttestationService:
                 status = 422 if e.code == "evidence_unreadable" else 502
                 raise RequestError(status, e.code, e.message) from e
             encoded = {k: _b64e(v) for k, v in collateral.items()}
+        if not certs and platform == "snp" and self.source is not None:
+            try:
+                certs = list((await self.source.snp(evidence)).values())
+            except CollateralUnavailable as e:
+                status = 422 if e.code == "evidence_unreadable" else 502
+                raise RequestError(status, e.code, e.message) from e
         if collateral:
             collateral_ref = await self.cache.put(encoded)  # type: ignore[arg-type]
         at = datetime.now(UTC)

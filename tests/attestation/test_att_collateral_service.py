@@ -213,6 +213,10 @@ async def test_snp_vcek_fetched_from_kds(services: dict[str, str]) -> None:
         certs = _files(doc, "certs")
         claims = verify_evidence("snp", v.report, certs=list(certs.values()), at=v.at)
         assert claims.platform == "snp", name
+    v = SNP["milan-v2-virtee"]
+    verify = {"platform": "snp", "evidence": b64(v.report), "at": v.at.isoformat()}
+    status, doc = await _post(services["tdx"], "/v1/attestation/verify", verify)
+    assert status == 200 and doc["claims"]["product"] == "Milan", doc
     vlek = SNP["milan-v3-vlek-trustee"]
     status, doc = await _post(
         services["tdx"], "/v1/attestation/collateral", {"platform": "snp", "evidence": b64(vlek.report)}
