@@ -346,7 +346,7 @@ class Executor:
                 await sub.unsubscribe()
         if found is None:
             return
-        machine.secrets = found
+        machine.receive_secrets(found)
         found.save(self.sealed, self.node_id)
         self.awaiting_secrets = None
         log.info(

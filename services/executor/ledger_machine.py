@@ -116,6 +116,7 @@ class LedgerMachine:
         self.secrets = secrets
         self.node_keys = node_keys
         self.secrets_changed = False
+        self._early_shares: dict[str, str] = {}  # generation -> this node's share, before its secrets
         self.openers = openers
         # Work done ahead of execution, by transaction body: each body is parsed once and its sealed
         # operations opened once, on the worker processes, while earlier blocks execute.
@@ -725,7 +726,33 @@ class LedgerMachine:
         if not node_auth.secrets_match_certificate(secrets, self.service_certificate()):
             log.error("the ledger secrets sent to this node hold another service key than the certificate's")
             return
+        self.receive_secrets(secrets)
+
+    def receive_secrets(self, secrets: LedgerSecrets) -> None:
+        """This node's ledger secrets, from its endorsement (executed, or found by `JoinScan`), plus
+        the shares of generations that reached it before them."""
         self.secrets = secrets
+        self.secrets_changed = True
+        for generation, share in self._early_shares.items():
+            self._take_share(generation, share)
+        self._early_shares.clear()
+
+    def _take_share(self, generation: str, share: str) -> None:
+        """This node's share of a new generation. Whether it opens depends on this node's key, so it
+        never decides the rekey's validity (that would make this node's root differ); a node that
+        cannot open its share misses the generation and waits for it like a joining node. A share
+        that arrives before this node's secrets (a rekey ordered before its endorsement, whose ring
+        may predate the generation) is kept until they come."""
+        assert self.node_keys is not None
+        if self.secrets is None:
+            self._early_shares[generation] = share
+            return
+        try:
+            gen = Generation.open_share(share, self.ledger, generation, self.node_keys)
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("this node's share of generation %s does not open: %s", generation[:16], e)
+            return
+        self.secrets.add(gen)
         self.secrets_changed = True
 
     def _rekey(self, msg: node_messages.Rekey) -> bytes:
@@ -739,13 +766,8 @@ class LedgerMachine:
         missing = sorted(set(self.trusted_node_keys()) - set(msg.shares))
         if missing:
             raise TxError("incomplete_rekey", f"no share for trusted node(s) {', '.join(m[:16] for m in missing)}")
-        if self.node_keys is not None and self.secrets is not None and self.node_keys.id in msg.shares:
-            try:
-                gen = Generation.open_share(msg.shares[self.node_keys.id], self.ledger, msg.generation, self.node_keys)
-            except ValueError as e:
-                raise TxError("bad_share", f"this node's share does not open: {e}") from None
-            self.secrets.add(gen)
-            self.secrets_changed = True
+        if self.node_keys is not None and self.node_keys.id in msg.shares:
+            self._take_share(msg.generation, msg.shares[self.node_keys.id])
         self.state.begin()
         keys = self.state.get(SERVICE, TX_KEYS) or []
         self.state.put(SERVICE, TX_KEYS, [*keys, {**msg.tx_key, "from_height": self.tip.height + 1, "from_ts": msg.ts}])

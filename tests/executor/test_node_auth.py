@@ -18,6 +18,7 @@ from conclavium.identity import node_certificate, sign_tx_key
 from services.executor.enclave import Generation, LedgerSecrets, NodeKeys
 from services.executor.ledger_machine import REKEY, LedgerMachine
 from services.executor.node_auth import JoinScan
+from services.executor.verifier import BatchVerifier
 
 
 def _keys(node: Node) -> NodeKeys:
@@ -40,13 +41,20 @@ def _endorse(chain: Chain, signer: PrivateKey, node: Node, secrets: LedgerSecret
     return node_messages.make_entry(msg, signer)
 
 
-def _rekey(chain: Chain, machine: LedgerMachine, proposal: str, gen: Generation | None = None, ts: int = 0) -> Entry:
+def _rekey(
+    chain: Chain,
+    machine: LedgerMachine,
+    proposal: str,
+    gen: Generation | None = None,
+    ts: int = 0,
+    extra: dict[str, Node] | None = None,
+    bad_share_for: str = "",
+) -> Entry:
     gen = gen or Generation.create()
-    shares = {
-        nid: gen.seal_share(LEDGER, nid, sealing.public_bytes(n.enc))
-        for n in chain.nodes
-        if (nid := n.id) in machine.trusted_node_keys()
-    }
+    recipients = {n.id: n for n in chain.nodes if n.id in machine.trusted_node_keys()} | (extra or {})
+    shares = {nid: gen.seal_share(LEDGER, nid, sealing.public_bytes(n.enc)) for nid, n in recipients.items()}
+    if bad_share_for:
+        shares[bad_share_for] = b64e(b"not a share")
     msg = node_messages.Rekey(
         v=1,
         ledger=LEDGER,
@@ -157,3 +165,49 @@ async def test_join_evidence_with_certs_as_a_list_is_invalid() -> None:
     assert code == "invalid_node_message" and "certs" in message
     _, out = await m.apply(*chain.block([chain.tx("after", 1)]))
     assert not out.invalid
+
+
+
+class _Both:
+    """Two machines fed the same blocks: a trusted executor's and the joining node's own."""
+
+    def __init__(self, first: LedgerMachine, second: LedgerMachine) -> None:
+        self.first, self.second = first, second
+
+    async def apply(self, raw: bytes, seq: int) -> tuple:
+        out = await self.first.apply(raw, seq)
+        await self.second.apply(raw, seq)
+        assert self.first.tip.hash == self.second.tip.hash
+        assert [(r.height, r.root) for r in self.first.uncommitted.values()] == [
+            (r.height, r.root) for r in self.second.uncommitted.values()
+        ]
+        return out
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.first, name)
+
+
+async def test_a_share_ordered_before_the_endorsement_is_kept_and_a_bad_share_decides_nothing() -> None:
+    chain = Chain()
+    joiner = Node()
+    own = LedgerMachine(LEDGER, BatchVerifier(1), node_keys=_keys(joiner))
+    both = _Both(new_machine(chain), own)
+    await bootstrap(chain, both)  # type: ignore[arg-type]
+    chain.nodes.append(joiner)
+    await both.apply(*chain.block([chain.join_entry(3)]))
+    p1 = await _accepted_rotation(chain, both, 1)  # type: ignore[arg-type]
+    gen = Generation.create()
+    rekey = _rekey(chain, both.first, p1, gen, extra={joiner.id: joiner})
+    await both.apply(*chain.block([rekey]))
+    assert own.secrets is None
+    # the endorsement's ring was sealed before the new generation existed
+    _, out = await both.apply(*chain.block([_endorse(chain, chain.nodes[0].key, joiner, chain.secrets)]))
+    assert not out.invalid
+    assert own.secrets is not None and own.secrets.by_id(gen.id) is not None
+    assert own.secrets.by_id(chain.secrets.current.id) is not None
+    # a share that does not open on one node does not make that node refuse what the others accept
+    p2 = await _accepted_rotation(chain, both, 2)  # type: ignore[arg-type]
+    gen2 = Generation.create()
+    entry = _rekey(chain, both.first, p2, gen2, bad_share_for=joiner.id)
+    _, out = await both.apply(*chain.block([entry]))
+    assert not out.invalid and own.secrets.by_id(gen2.id) is None
