@@ -26,14 +26,17 @@ class State:
     def __init__(self) -> None:
         self.maps: dict[str, dict[str, Any]] = {}
         self._block: dict[str, dict[str, Any]] | None = None  # map -> key -> value or _DELETED
+        self._block_deletes: set[str] = set()  # maps the block deletes from
         self._pending: dict[tuple[str, str], Any] | None = None
-        self._undo: list[tuple[str, str, Any]] | None = None  # block writes since the savepoint
+        # block writes since the savepoint: (the block's dict of that map, key, previous value)
+        self._undo: list[tuple[dict[str, Any], str, Any]] | None = None
         self.changed_maps: set[str] = set()
 
     # --- the block ---------------------------------------------------------------------------
 
     def begin_block(self) -> None:
         self._block = {}
+        self._block_deletes = set()
         self._pending = self._undo = None
 
     def commit_block(self) -> None:
@@ -42,6 +45,12 @@ class State:
         self._pending = self._undo = None
         for m, writes in block.items():
             target = self.maps.get(m)
+            if m not in self._block_deletes:
+                if writes:
+                    if target is None:
+                        target = self.maps[m] = {}
+                    target.update(writes)
+                continue
             for k, v in writes.items():
                 if v is _DELETED:
                     if target is not None:
@@ -65,12 +74,13 @@ class State:
 
     def rollback_entry(self) -> None:
         self._pending = None
-        if self._block is not None and self._undo:
-            for m, k, previous in reversed(self._undo):
+        if self._undo:
+            self.changed_maps.update(self._block or ())  # caches built from undone writes are rebuilt
+            for staged, k, previous in reversed(self._undo):
                 if previous is _ABSENT:
-                    del self._block[m][k]
+                    del staged[k]
                 else:
-                    self._block[m][k] = previous
+                    staged[k] = previous
         self._undo = [] if self._undo is not None else None
 
     # --- one entry -----------------------------------------------------------------------------
@@ -98,17 +108,19 @@ class State:
     # --- reads and writes ----------------------------------------------------------------------
 
     def get(self, map_name: str, key: str) -> Any | None:
-        if self._pending:
-            v = self._pending.get((map_name, key), _ABSENT)
+        pending = self._pending
+        if pending:
+            v = pending.get((map_name, key), _ABSENT)
             if v is not _ABSENT:
                 return None if v is _DELETED else v
-        if self._block:
-            staged = self._block.get(map_name)
+        block = self._block
+        if block:
+            staged = block.get(map_name)
             if staged is not None:
                 v = staged.get(key, _ABSENT)
                 if v is not _ABSENT:
                     return None if v is _DELETED else v
-        return self.maps.get(map_name, {}).get(key)
+        return self.maps.get(map_name, _EMPTY).get(key)
 
     def put(self, map_name: str, key: str, value: Any) -> None:
         if self._pending is None:
@@ -124,20 +136,23 @@ class State:
 
     def _write(self, m: str, k: str, v: Any) -> None:
         self.changed_maps.add(m)
-        if self._block is not None:
-            staged = self._block.get(m)
+        block = self._block
+        if block is not None:
+            staged = block.get(m)
             if staged is None:
-                staged = self._block[m] = {}
+                staged = block[m] = {}
             if self._undo is not None:
-                self._undo.append((m, k, staged.get(k, _ABSENT)))
+                self._undo.append((staged, k, staged.get(k, _ABSENT)))
+            if v is _DELETED:
+                self._block_deletes.add(m)
             staged[k] = v
         elif v is _DELETED:
-            self.maps.get(m, {}).pop(k, None)
+            self.maps.get(m, _EMPTY).pop(k, None)
         else:
             self.maps.setdefault(m, {})[k] = v
 
     def items(self, map_name: str) -> Iterator[tuple[str, Any]]:
-        base = dict(self.maps.get(map_name, {}))
+        base = dict(self.maps.get(map_name, _EMPTY))
         overlays: list[Any] = []
         if self._block and map_name in self._block:
             overlays.append(self._block[map_name].items())
@@ -150,6 +165,9 @@ class State:
                 else:
                     base[k] = v
         return iter(list(base.items()))
+
+
+_EMPTY: dict[str, Any] = {}  # read only
 
 
 def write_digest(writes: list[tuple[str, str, Any]]) -> bytes:

@@ -18,9 +18,12 @@ from ledger_support import (
     user_keys,
 )
 
+from conclavium import node_messages
+from conclavium.attestation import expected_report_data, make_virtual_evidence
 from conclavium.block import Entry, Kind
+from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
-from conclavium.encoding import dumps
+from conclavium.encoding import b64e, dumps
 from conclavium.local.network import LocalNetwork
 from conclavium.sdk.client import Client, ClientError
 from conclavium.tx import make_body, sign
@@ -106,4 +109,37 @@ async def test_a_forged_body_with_a_genuine_signature_does_not_execute(network: 
         await c.close()
     answers = await status_everywhere(network, genuine.hash.hex(), "Committed")
     assert {a["status"] for a in answers.values()} == {"Committed"}, answers
+    await agreeing_roots(network)
+
+
+async def test_a_node_message_that_trips_the_executor_is_invalid_and_the_ledger_goes_on(
+    network: LocalNetwork,
+) -> None:
+    """A join whose evidence has the wrong shape (certificates as a list) once raised out of block
+    application on every executor; whatever the reason it is refused with, it is refused, the same
+    everywhere, and the next transaction commits."""
+    key, enc = PrivateKey.generate(), sealing.generate_key()
+    enc_raw = sealing.public_bytes(enc)
+    bound = node_messages.bound_keys(key.public_key.spki, enc_raw)
+    measurement = bytes.fromhex(node_messages.VIRTUAL_DEV_MEASUREMENT)
+    evidence = make_virtual_evidence(measurement, b"", expected_report_data(bound))
+    info = node_messages.NodeInfo(
+        id=key.key_id,
+        signing_key=key.public_key.pem,
+        encryption_key=enc_raw.hex(),
+        evidence={"platform": "virtual", "evidence": b64e(evidence), "certs": ["not", "a", "map"]},
+        name="odd-shape",
+    )
+    msg = node_messages.Join(v=1, ledger=network.opt.ledger, ts=int(time.time() * 1000), node=info)
+    entry = node_messages.make_entry(msg, key)
+    await append_entries_after_tip(network, [entry])
+    answers = await status_everywhere(network, hashlib.sha256(entry.data).hexdigest(), "Invalid")
+    assert len({(a.get("status"), a.get("reason"), a.get("message")) for a in answers.values()}) == 1, answers
+    assert {a.get("status") for a in answers.values()} == {"Invalid"}, answers
+    c = Client(network.gateway_url, user_keys(network)[0])
+    try:
+        h = await c.put("public:poison", "after-join", 1)
+        assert (await c.wait(h, timeout=30))["status"] == "Committed"
+    finally:
+        await c.close()
     await agreeing_roots(network)
