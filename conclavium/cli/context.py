@@ -66,10 +66,18 @@ def gateway_url(args: argparse.Namespace) -> str:
 
 
 def client(args: argparse.Namespace, default_role: str = "users", *, signs: bool = False) -> Client:
-    """A client for the chosen identity; with --net it pins the network's service certificate.
-    `signs`: the command signs what it sends, so an identity is required up front."""
+    """A client for the chosen identity, pinning --service-cert, or with --net (and no --gateway)
+    the network's service certificate. `signs`: the command signs what it sends, so an identity is
+    required up front."""
     cert = None
-    if args.net and not args.gateway:
+    if getattr(args, "pin_cert", None):
+        try:
+            cert = Path(args.pin_cert).read_text()
+        except OSError as e:
+            raise CliError(f"cannot read --service-cert {args.pin_cert}: {e}") from None
+        if "BEGIN CERTIFICATE" not in cert:
+            raise CliError(f"--service-cert {args.pin_cert} is not a PEM certificate")
+    elif args.net and not args.gateway:
         cert_path = args.net / load_net(args.net)["service_cert"]
         cert = cert_path.read_text() if cert_path.exists() else None
     key = identity(args, default_role)

@@ -112,7 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 async def _demo_traffic(net: LocalNetwork, count: int) -> dict[str, Any]:
     users = [PrivateKey.from_file(str(net.dir / u["key"])) for u in net.users]
     cert = (net.dir / "service_cert.pem").read_text()
-    clients = [Client(net.gateway_url, k) for k in users]
+    clients = [Client(net.gateway_url, k, service_cert=cert) for k in users]
     try:
         t0 = time.perf_counter()
         jobs = [clients[i % len(clients)].put("public:greetings", f"hello-{i}", {"n": i}) for i in range(count)]

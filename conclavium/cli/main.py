@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="conclavium", description="Conclavium: a confidential consortium ledger")
     p.add_argument("--net", type=Path, help="a local network's directory (reads DIR/local.json)")
     p.add_argument("--gateway", help="gateway URL of any deployment")
+    p.add_argument(
+        "--service-cert",
+        dest="pin_cert",
+        type=Path,
+        help="the service certificate (PEM) to pin: private operations are sealed only to a transaction key "
+        "it signed and commits are reported only with a receipt that verifies against it (with --net: "
+        "the network's own by default)",
+    )
     p.add_argument("--as", dest="as_name", help="act as this member or user of the local network")
     p.add_argument("--key", dest="key_file", help="sign with this private key file")
     sub = p.add_subparsers(dest="command", required=True)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from conclavium import query
+from conclavium import query, receipt
 from conclavium.crypto.keys import PrivateKey
 from conclavium.governance import documents
 from conclavium.identity import CertificateError, service_ledger, verify_tx_key
@@ -48,8 +48,10 @@ class Client:
         ledger: str | None = None,
         service_cert: str | None = None,
     ) -> None:
-        """`service_cert` (PEM) pins the service: the transaction key is used only if that
-        certificate's key signed it. Without it the key is taken from the gateway on trust."""
+        """`service_cert` (PEM) pins the service: private operations are sealed only to a
+        transaction key that certificate's key signed, and `wait()` reports Committed only with a
+        receipt that verifies against it. Without it nothing is sealed (the gateway's word for the
+        key is not enough) and `wait()` says its answer is unverified."""
         self.url = gateway_url.rstrip("/")
         self.key = key
         self.ledger = ledger
@@ -124,13 +126,17 @@ class Client:
         doc = info.get("tx_key")
         if not doc:
             raise ClientError(503, "no_tx_key", "the ledger has no transaction key yet")
-        if self.service_cert is not None:
-            try:
-                public = verify_tx_key(doc, info["ledger"], self.service_cert)
-            except CertificateError as e:
-                raise ClientError(502, "untrusted_tx_key", str(e)) from None
-        else:
-            public = bytes.fromhex(doc["public"])
+        if self.service_cert is None:
+            raise ClientError(
+                400,
+                "no_service_cert",
+                "sealing private operations needs the service certificate pinned (Client(service_cert=...), "
+                "CLI --service-cert FILE): a transaction key the gateway hands out is not trusted on its word",
+            )
+        try:
+            public = verify_tx_key(doc, await self.ledger_id(), self.service_cert)
+        except (CertificateError, KeyError, TypeError, ValueError) as e:
+            raise ClientError(502, "untrusted_tx_key", f"the transaction key does not verify: {e}") from None
         self._tx_key = (now, (doc["id"], public))
         return self._tx_key[1]
 
@@ -162,7 +168,11 @@ class Client:
         return dict((await self._request("GET", f"/v1/transactions/{tx_hash}"))[1])
 
     async def wait(self, tx_hash: str, timeout: float = 30.0, poll: float = 0.05) -> dict[str, Any]:
-        """Poll until Committed or Invalid; raises TimeoutError otherwise."""
+        """Poll until Committed or Invalid; raises TimeoutError otherwise. With a pinned service
+        certificate Committed is reported only with the receipt, fetched and verified against it
+        (`"verified": True`, `"receipt"`); the status events the gateway relays are unsigned, so a
+        Committed without a receipt that verifies is ClientError `unverified_commit`. Without a
+        pinned certificate the status is the gateway's word (`"verified": False`)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -171,12 +181,45 @@ class Client:
                 if isinstance(e, ClientError) and e.status != 503:
                     raise
                 st = {"status": "Unavailable"}  # transient (NATS or executors restarting): keep polling
+            if st["status"] == "Committed" and self.service_cert is not None:
+                return await self._verified_commit(tx_hash, st, deadline)
             if st["status"] in ("Committed", "Invalid"):
                 self.seen_height = max(self.seen_height, int(st.get("height") or 0))
-                return st
+                return {**st, "verified": False} if st["status"] == "Committed" else st
             if time.monotonic() > deadline:
                 raise TimeoutError(f"transaction {tx_hash} still {st['status']} after {timeout}s")
             await asyncio.sleep(poll)
+
+    async def _verified_commit(self, tx_hash: str, st: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """The receipt of a transaction reported Committed, verified against the pinned certificate
+        (an executor still catching up answers 202: polled until the deadline)."""
+        assert self.service_cert is not None
+        why = "no receipt was given"
+        while True:
+            try:
+                status, data = await self._request("GET", f"/v1/transactions/{tx_hash}/receipt")
+            except ClientError as e:
+                if e.status not in (404, 503):
+                    raise
+                status, data, why = e.status, None, f"the receipt was refused: {e.code}"
+            except aiohttp.ClientConnectionError as e:
+                status, data, why = 503, None, f"the gateway did not answer: {e}"
+            if status == 200:
+                try:
+                    checked = receipt.verify(data, self.service_cert, tx_hash=tx_hash)
+                    if checked.ledger != service_ledger(self.service_cert):
+                        raise receipt.ReceiptError("wrong_ledger", f"the receipt is for ledger {checked.ledger!r}")
+                except (receipt.ReceiptError, CertificateError) as e:
+                    raise ClientError(
+                        502, "unverified_commit", f"reported Committed, but the receipt does not verify: {e}"
+                    ) from None
+                self.seen_height = max(self.seen_height, checked.height)
+                return {**st, "height": checked.height, "verified": True, "receipt": data}
+            if time.monotonic() > deadline:
+                raise ClientError(
+                    502, "unverified_commit", f"transaction {tx_hash} was reported Committed, but {why}"
+                )
+            await asyncio.sleep(0.1)
 
     async def receipt(self, tx_hash: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -49,7 +49,9 @@ async def test_thousand_transactions_commit_with_verifiable_receipts(network: Lo
 
 async def test_private_map_needs_an_authorised_signed_query(network: LocalNetwork) -> None:
     alice_user, bob_user = user_keys(network)
-    writer, other = Client(network.gateway_url, alice_user), Client(network.gateway_url, bob_user)
+    cert = service_cert(network)
+    writer = Client(network.gateway_url, alice_user, service_cert=cert)
+    other = Client(network.gateway_url, bob_user, service_cert=cert)
     anonymous = Client(network.gateway_url)
     try:
         h = await writer.put("medical", "patient-7", {"blood": "O-"})

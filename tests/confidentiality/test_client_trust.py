@@ -1,0 +1,181 @@
+"""Clients trust only what they verify, tried through a hostile proxy in front of a real gateway:
+it substitutes the transaction key (the SDK and the CLI refuse to seal), and it answers Committed
+for a transaction that never committed or hands out another transaction's receipt (`wait()`
+refuses to report the commit). Without a pinned service certificate nothing is sealed at all."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conclavium.crypto import sealing
+from conclavium.crypto.keys import PrivateKey
+from conclavium.identity import sign_tx_key
+from conclavium.local.network import LocalNetwork
+from conclavium.local.processes import free_port
+from conclavium.sdk.client import Client, ClientError
+
+
+class HostileProxy:
+    """Relays everything to the gateway, except what `mode` makes it lie about."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.mode = "relay"
+        self.attacker_key = sealing.generate_key()
+        self.attacker_service = PrivateKey.generate("Ed25519")
+        self.sealed_seen: list[bytes] = []
+        self.dropped: set[str] = set()
+        self.stolen_receipt: Any = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        path = request.path_qs
+        if request.method == "POST" and request.path == "/v1/transactions":
+            tx_body = base64.b64decode(json.loads(body)["body"])
+            if b'"sealed"' in tx_body:
+                self.sealed_seen.append(tx_body)
+            if self.mode == "fake_commit":
+                h = hashlib.sha256(tx_body).hexdigest()
+                self.dropped.add(h)
+                return web.json_response({"tx_hash": h}, status=202)
+        parts = request.path.split("/")
+        if self.mode in ("fake_commit", "stolen_receipt") and len(parts) == 4 and parts[2] == "transactions":
+            if parts[3] in self.dropped or self.mode == "stolen_receipt":
+                return web.json_response({"tx_hash": parts[3], "status": "Committed", "height": 5})
+        if self.mode == "stolen_receipt" and request.path.endswith("/receipt"):
+            return web.json_response(self.stolen_receipt)
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(
+                request.method, self.upstream + path, data=body, headers={"Content-Type": request.content_type}
+            ) as r,
+        ):
+            data = await r.read()
+            status = r.status
+        if request.path == "/v1/service" and self.mode.startswith("swap_key"):
+            info = json.loads(data)
+            doc = info["tx_key"]
+            public = sealing.public_bytes(self.attacker_key)
+            if self.mode == "swap_key":
+                doc = {**doc, "public": public.hex()}
+            else:  # re-signed with a service key of the attacker's own
+                doc = sign_tx_key(self.attacker_service, info["ledger"], doc["id"], public)
+            data = json.dumps({**info, "tx_key": doc}).encode()
+        return web.Response(body=data, status=status, content_type="application/json")
+
+
+@pytest.fixture
+async def proxy(network: LocalNetwork) -> AsyncIterator[HostileProxy]:
+    p = HostileProxy(network.gateway_url)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", p.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", p.port).start()
+    try:
+        yield p
+    finally:
+        await runner.cleanup()
+
+
+def _user(network: LocalNetwork) -> PrivateKey:
+    return PrivateKey.from_file(str(network.dir / network.users[0]["key"]))
+
+
+def _cert(network: LocalNetwork) -> str:
+    return (network.dir / "service_cert.pem").read_text()
+
+
+@pytest.mark.parametrize("mode", ["swap_key", "swap_key_resigned"])
+async def test_sdk_refuses_to_seal_to_a_substituted_tx_key(
+    network: LocalNetwork, proxy: HostileProxy, mode: str
+) -> None:
+    proxy.mode = mode
+    async with Client(proxy.url, _user(network), service_cert=_cert(network)) as c:
+        with pytest.raises(ClientError) as e:
+            await c.put("clinic", "patient-1", {"secret": "O-"})
+        assert (e.value.status, e.value.code) == (502, "untrusted_tx_key"), e.value
+        with pytest.raises(ClientError) as e:
+            await c.get("clinic", "patient-1")
+        assert e.value.code == "untrusted_tx_key"
+    assert proxy.sealed_seen == []
+
+
+async def test_sdk_without_a_pinned_certificate_seals_nothing(network: LocalNetwork, proxy: HostileProxy) -> None:
+    async with Client(proxy.url, _user(network)) as c:
+        with pytest.raises(ClientError) as e:
+            await c.put("clinic", "patient-2", {"secret": "B+"})
+        assert (e.value.status, e.value.code) == (400, "no_service_cert")
+        assert "--service-cert" in e.value.message
+        h = await c.put("public:notice", "unpinned", 1)
+        st = await c.wait(h)
+        assert st["status"] == "Committed" and st["verified"] is False
+    assert proxy.sealed_seen == []
+
+
+async def test_wait_refuses_a_commit_that_never_happened(network: LocalNetwork, proxy: HostileProxy) -> None:
+    proxy.mode = "fake_commit"
+    async with Client(proxy.url, _user(network), service_cert=_cert(network)) as c:
+        h = await c.put("clinic", "patient-3", {"secret": "A-"})
+        assert h in proxy.dropped
+        assert (await c.status(h))["status"] == "Committed"  # the proxy's lie
+        with pytest.raises(ClientError) as e:
+            await c.wait(h, timeout=3)
+        assert (e.value.status, e.value.code) == (502, "unverified_commit"), e.value
+
+
+async def test_wait_refuses_another_transactions_receipt(network: LocalNetwork, proxy: HostileProxy) -> None:
+    async with Client(proxy.url, _user(network), service_cert=_cert(network)) as c:
+        real = await c.put("clinic", "patient-4", {"secret": "AB"})
+        st = await c.wait(real)
+        assert st["status"] == "Committed" and st["verified"] is True and st["receipt"]["tx_hash"] == real
+        proxy.stolen_receipt = st["receipt"]
+        proxy.mode = "stolen_receipt"
+        with pytest.raises(ClientError) as e:
+            await c.wait(os.urandom(32).hex(), timeout=3)
+        assert e.value.code == "unverified_commit" and "another transaction" in e.value.message
+        forged = {**st["receipt"], "root": "00" * 32}
+        proxy.stolen_receipt = forged
+        with pytest.raises(ClientError) as e:
+            await c.wait(real, timeout=3)
+        assert e.value.code == "unverified_commit"
+
+
+async def test_cli_pins_a_service_certificate_with_gateway(
+    network: LocalNetwork, proxy: HostileProxy, tmp_path: Path
+) -> None:
+    key_file = network.dir / network.users[0]["key"]
+    cert_file = network.dir / "service_cert.pem"
+
+    def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "conclavium.cli.main", "--gateway", url, "--key", str(key_file)]
+        return subprocess.run(
+            [*argv, "--service-cert", str(cert_file), *args], capture_output=True, text=True, timeout=60
+        )
+
+    ok = await asyncio.to_thread(cli, network.gateway_url, "tx", "put", "clinic", "cli-key", '"cli-value"', "--wait")
+    assert ok.returncode == 0, ok.stderr
+    proxy.mode = "swap_key"
+    bad = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "cli-key-2", '"v"')
+    assert bad.returncode == 1 and "untrusted_tx_key" in bad.stderr, (bad.stdout, bad.stderr)
+    assert proxy.sealed_seen == []
+    not_pem = tmp_path / "x.pem"
+    not_pem.write_text("nope")
+    cert_file = not_pem
+    r = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "k", "1")
+    assert r.returncode == 2 and "not a PEM certificate" in r.stderr, r.stderr
