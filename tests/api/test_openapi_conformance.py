@@ -119,7 +119,11 @@ async def _write_known(net: LocalNetwork) -> str:
     """One committed transaction writing KNOWN_KEY in a private and a public map, so that reads,
     queries and receipts in the run also reach their 200 answers; returns its hash."""
     ops = [{"op": "put", "map": m, "key": KNOWN_KEY, "value": {"n": 1}} for m in ("conformance", "public:conformance")]
-    async with Client(net.gateway_url, PrivateKey.from_file(str(net.dir / net.users[0]["key"]))) as c:
+    async with Client(
+        net.gateway_url,
+        PrivateKey.from_file(str(net.dir / net.users[0]["key"])),
+        service_cert=(net.dir / "service_cert.pem").read_text(),
+    ) as c:
         h = await c.submit(await c.build(ops))
         assert (await c.wait(h))["status"] == "Committed"
     return h
