@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from conclavium import merkle, query, receipt
 from conclavium.attestation import AttestationError, load_policy
@@ -19,10 +19,8 @@ from conclavium.tx import TxError, is_public_map
 
 from . import metrics as m
 from .attest import policy_failures
-from .ledger_machine import MEMBERS, NODES, SERVICE, USERS
-
-if TYPE_CHECKING:
-    from .executor import Executor
+from .ledger_machine import LedgerMachine
+from .tables import MEMBERS, NODES, SERVICE, USERS
 
 log = logging.getLogger("conclavium.executor")
 
@@ -44,8 +42,21 @@ def _tx_id(req: dict[str, Any]) -> bytes:
     return eid
 
 
+class Node(Protocol):
+    """What queries read of the node that answers them (the executor; no import of it here)."""
+
+    machine: LedgerMachine
+    node_id: str
+    cfg: Any  # .name
+    store: Any  # .problems
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def is_signer(self) -> bool: ...
+
+
 class QueryHandler:
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Node) -> None:
         self.ex = executor
 
     async def handle(self, msg: Any) -> None:

@@ -1,0 +1,28 @@
+"""Names of the tables the executor's core keeps in state, and what the core's modules share.
+
+Governance tables (`public:gov.*`) are written by governance and node messages, system tables
+(`public:sys.*`) by the core; application maps are the applications' own (`apps/`).
+"""
+
+from __future__ import annotations
+
+from conclavium import governance
+
+MEMBERS = "public:gov.members"
+USERS = "public:gov.users"
+NODES = "public:gov.nodes"
+SERVICE = "public:gov.service"
+MEASUREMENTS = "public:gov.measurements"
+SNAPSHOT_DIGESTS = "public:sys.snapshots"
+REKEY = "public:sys.rekey"
+MAP_POLICIES = governance.model.MAP_POLICIES
+# Keys of the SERVICE table.
+TX_KEYS = "tx_keys"
+SECRET_GENERATION = "secret_generation"
+CONFIG = "config"
+CERTIFICATE = "certificate"
+DEFAULT_TX_VALIDITY_MS = 120_000
+
+
+class NeedSecrets(Exception):
+    """The block needs a generation of ledger secrets this node does not hold yet."""
