@@ -226,14 +226,19 @@ class Gateway:
     async def _submit_entries(self, entries: list[Entry]) -> list[str]:
         """Make entries durable in the intake, then remember them as pending; returns their ids."""
         assert self.intake is not None
+        # Tracked before they are published: on a fast ledger the commit event can arrive before
+        # the intake's acknowledgement, and an entry tracked after it would wait for ever.
+        now = time.monotonic()
+        ids = [entry_id(e) for e in entries]
+        fresh = [eid for eid in ids if eid not in self.submitted]
+        for eid in fresh:
+            self.submitted[eid] = now
         try:
             await self.intake.submit(entries)
         except IntakeUnavailable as e:
+            for eid in fresh:
+                self.submitted.pop(eid, None)
             raise ApiError(503, "intake_unavailable", str(e), {"Retry-After": "1"}) from None
-        now = time.monotonic()
-        ids = [entry_id(e) for e in entries]
-        for eid in ids:
-            self.submitted[eid] = now
         self._trim_submitted(now)
         m.UNCOMMITTED.set(len(self.submitted))
         hexes = [eid.hex() for eid in ids]

@@ -34,6 +34,17 @@ UNCOMMITTED = "conclavium_gateway_uncommitted_transactions"
 REFUSED = 'conclavium_gateway_tx_rejected_total{reason="overloaded"}'
 
 
+async def _settled(url: str, timeout: float = 30.0) -> None:
+    """Wait until nothing the gateway accepted awaits commit (the network's own start-up votes
+    may still be in flight on a busy host), so the counts below are this test's alone."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await _metric(url, UNCOMMITTED) != 0:
+        if asyncio.get_running_loop().time() > deadline:
+            left = await _metric(url, UNCOMMITTED)
+            raise AssertionError(f"{left} transactions still uncommitted before the test starts")
+        await asyncio.sleep(0.1)
+
+
 async def test_overloaded_gateway_refuses_then_recovers(tmp_path: Path) -> None:
     net = await asyncio.to_thread(start_network, tmp_path, executors=1, redis=True, gateway_max_uncommitted=150)
     executor = net.procs["executor-0"].pid
@@ -42,6 +53,7 @@ async def test_overloaded_gateway_refuses_then_recovers(tmp_path: Path) -> None:
         async with Client(net.gateway_url, user_keys(net)[0]) as client:
             first = [await client.build([op]) for op in _puts("a")]
             second = [await client.build([op]) for op in _puts("b")]
+            await _settled(net.gateway_url)
             os.kill(executor, signal.SIGSTOP)  # nothing commits while the executor is stopped
             try:
                 accepted = await client.submit_batch(first)
