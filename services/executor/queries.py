@@ -33,8 +33,9 @@ class QueryError(Exception):
 
 
 def _tx_id(req: dict[str, Any]) -> bytes:
+    tx = req.get("tx")
     try:
-        eid = bytes.fromhex(req.get("tx", ""))
+        eid = bytes.fromhex(tx) if isinstance(tx, str) else b""
     except ValueError:
         eid = b""
     if len(eid) != 32:
@@ -55,6 +56,17 @@ class Node(Protocol):
     def is_signer(self) -> bool: ...
 
 
+def _request(data: bytes) -> dict[str, Any]:
+    """A query request is a JSON object; anything else (from anyone on NATS) is refused."""
+    try:
+        req = loads(data)
+    except ValueError:  # orjson.JSONDecodeError
+        req = None
+    if not isinstance(req, dict):
+        raise QueryError("malformed", "a query request is a JSON object")
+    return req
+
+
 class QueryHandler:
     def __init__(self, executor: Node) -> None:
         self.ex = executor
@@ -62,11 +74,13 @@ class QueryHandler:
     async def handle(self, msg: Any) -> None:
         kind = "malformed"
         try:
-            req = loads(msg.data)
-            kind = str(req.get("type"))
-            handler = getattr(self, f"q_{kind}", None)
+            req = _request(msg.data)
+            name = req.get("type")
+            handler = getattr(self, f"q_{name}", None) if isinstance(name, str) and name.isidentifier() else None
             if handler is None:
-                raise QueryError("unknown_query", f"unknown query type {kind!r}")
+                kind = "unknown"  # a metric label: never the caller's text
+                raise QueryError("unknown_query", f"unknown query type {str(name)[:64]!r}")
+            kind = name
             reply = handler(req)
             m.QUERIES.labels(kind, "ok").inc()
         except QueryError as e:
