@@ -50,6 +50,15 @@ def cn(name: x509.Name) -> str:
     return str(attrs[0].value) if attrs else ""
 
 
+def subject_cn(cert: x509.Certificate) -> str:
+    """The subject's common name, for messages; `cryptography` parses names lazily, so a malformed
+    one fails only when read."""
+    try:
+        return cn(cert.subject)
+    except ValueError:
+        return "?"
+
+
 def check_validity(certs: Iterable[tuple[str, x509.Certificate]], at: datetime) -> None:
     """Every certificate must be valid at the verification time (inclusive bounds, as RFC 5280)."""
     for role, cert in certs:
@@ -64,12 +73,18 @@ def check_validity(certs: Iterable[tuple[str, x509.Certificate]], at: datetime) 
 
 
 def verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate, check: str) -> None:
-    """Check issuer/subject names and the certificate signature (RSA-PSS, RSA PKCS#1 or ECDSA)."""
-    if cert.issuer != issuer.subject:
-        raise VerificationError(
-            check, f"issuer {cert.issuer.rfc4514_string()} is not {issuer.subject.rfc4514_string()}"
-        )
-    key = issuer.public_key()
+    """Check issuer/subject names and the certificate signature (RSA-PSS, RSA PKCS#1 or ECDSA).
+    `cryptography` parses names and keys lazily, so a malformed field fails here, as this check."""
+    who = subject_cn(cert)
+    try:
+        names_match = cert.issuer == issuer.subject
+        if not names_match:
+            message = f"issuer {cert.issuer.rfc4514_string()} is not {issuer.subject.rfc4514_string()}"
+        key = issuer.public_key()
+    except (ValueError, TypeError) as e:
+        raise VerificationError(check, f"certificate of {who} malformed: {e}") from e
+    if not names_match:
+        raise VerificationError(check, message)
     try:
         algo = cert.signature_hash_algorithm
         if algo is None:
@@ -87,9 +102,9 @@ def verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate, check: st
         else:
             raise VerificationError(check, f"unsupported issuer key {type(key).__name__}")
     except InvalidSignature as e:
-        raise VerificationError(check, f"signature of {cn(cert.subject)} does not verify") from e
+        raise VerificationError(check, f"signature of {who} does not verify") from e
     except (ValueError, TypeError) as e:
-        raise VerificationError(check, f"signature of {cn(cert.subject)} malformed: {e}") from e
+        raise VerificationError(check, f"signature of {who} malformed: {e}") from e
 
 
 def same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
