@@ -102,7 +102,11 @@ _decoder = msgspec.json.Decoder(NodeMessage)
 
 
 def decode(data: bytes) -> NodeMessage:
-    return _decoder.decode(data)
+    """Raises msgspec.DecodeError or ValidationError, also for a body nested too deeply."""
+    try:
+        return _decoder.decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError("node message is nested too deeply") from None
 
 
 def make_entry(msg: NodeMessage, key: PrivateKey) -> Entry:
