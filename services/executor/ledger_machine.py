@@ -419,7 +419,8 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
             "tip": [self.tip.height, self.tip.hash, self.tip.seq, self.tip.ts_ms],
             "maps": self.state.maps,
             "uncommitted": [
-                [r.height, r.hash, r.root, r.quorum, r.ts_ms, r.leaves, r.signatures] for r in self.uncommitted.values()
+                [r.height, r.hash, r.root, r.quorum, r.ts_ms, r.leaves, r.signatures, sorted(r.divergent)]
+                for r in self.uncommitted.values()
             ],
             "recent": recent,
             "invalid": invalid,
@@ -441,8 +442,10 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         self.state = State()
         self.state.maps = snap["maps"]
         self.uncommitted = OrderedDict()
-        for height, bhash, root, quorum, bts, leaves, sigs in snap["uncommitted"]:
-            rec = BlockRecord(height, bhash, root, quorum, bts, [(e, d) for e, d in leaves], dict(sigs))
+        for height, bhash, root, quorum, bts, leaves, sigs, *rest in snap["uncommitted"]:
+            # divergent signers still count towards a fork after a restart (older snapshots lack them)
+            divergent = set(rest[0]) if rest else set()
+            rec = BlockRecord(height, bhash, root, quorum, bts, [(e, d) for e, d in leaves], dict(sigs), divergent)
             self.uncommitted[height] = rec
         self.window.restore(snap["recent"], snap["invalid"])
         self.entries_executed = snap["entries"]

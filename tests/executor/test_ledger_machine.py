@@ -130,3 +130,21 @@ async def test_a_forked_executor_is_not_ready_and_stops_signing(tmp_path: Path) 
     ex._publish_intake = lambda batch, msg_id: published.append(batch)  # type: ignore[method-assign]
     await ex._sign_uncommitted()
     assert published == []
+
+
+async def test_divergent_signers_survive_a_snapshot() -> None:
+    """A fork is detected when a quorum signed another root, even if the executor restarted from a
+    snapshot between the divergent signatures (found by the block application properties)."""
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    rec = await _executed(chain, [m], [chain.tx("a", 1)])
+    _, out = await m.apply(*chain.block([], [chain.sig(1, rec.height, rec.hash, bytes(32), rec.quorum)]))
+    assert out.fork is None
+    restored = new_machine(chain)
+    restored.restore(m.snapshot())
+    raw, seq = chain.block([], [chain.sig(2, rec.height, rec.hash, bytes(32), rec.quorum)])
+    for machine in (m, restored):
+        _, out = await machine.apply(raw, seq)
+        assert out.fork and "diverged" in out.fork
+    assert restored.snapshot() == m.snapshot()
