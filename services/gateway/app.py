@@ -480,8 +480,11 @@ class Gateway:
 
     async def post_query(self, request: web.Request) -> web.Response:
         obj = await self._read_json(request, MAX_SINGLE_BODY)
-        req: dict[str, Any] = {"type": "query", "query": obj}
-        wanted = obj.get("min_height", 0) if isinstance(obj, dict) else 0
+        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("body", "signature")):
+            raise ApiError(400, "missing_field", "a query needs 'body' and 'signature'")
+        # the executor reads only these two: anything else (nested past what JSON re-encodes) stays here
+        req: dict[str, Any] = {"type": "query", "query": {"body": obj["body"], "signature": obj["signature"]}}
+        wanted = obj.get("min_height", 0)
         if isinstance(wanted, float) and wanted.is_integer():
             wanted = int(wanted)  # JSON has one number type: 7.0 is the integer 7
         if type(wanted) is not int or not 0 <= wanted <= MAX_HEIGHT:
