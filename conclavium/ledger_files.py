@@ -9,13 +9,14 @@ does not parse, or whose CRC does not match, is corruption, reported with the fi
 
 Snapshot file `snapshot-<height, 12 digits>.cvs`:
     magic "CVS1" | u32 header length | header JSON | AES-256-GCM(nonce 12 B | ciphertext)
-The header names the height, stream sequence, the ledger-secret key id and the SHA-256 digest of
-the plaintext; it is the GCM associated data, so neither it nor the body can be changed unnoticed.
+The header names the height, stream sequence, the ledger-secret key id and the keyed digest of the
+plaintext (`snapshot_digest`); it is the GCM associated data, so neither it nor the body can be changed unnoticed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -157,9 +158,17 @@ def secret_key_id(secret: bytes) -> str:
     return hashlib.sha256(b"conclavium.ledger-secret.v1" + secret).hexdigest()[:16]
 
 
+def snapshot_digest(plaintext: bytes, secret: bytes) -> str:
+    """The digest of a snapshot's state, recorded in the public ledger: HMAC-SHA256 under a key
+    derived from the ledger secret, so that it is no dictionary oracle for low-entropy private
+    values (as a plain hash of the state would be); hex."""
+    key = hmac.new(secret, b"conclavium.snapshot-digest.v1", hashlib.sha256).digest()
+    return hmac.new(key, plaintext, hashlib.sha256).hexdigest()
+
+
 def write_snapshot(path: Path, header: dict[str, Any], plaintext: bytes, secret: bytes) -> str:
-    """Seal and write a snapshot atomically; returns the plaintext's SHA-256 digest (hex)."""
-    digest = hashlib.sha256(plaintext).hexdigest()
+    """Seal and write a snapshot atomically; returns its keyed digest (`snapshot_digest`)."""
+    digest = snapshot_digest(plaintext, secret)
     header = {**header, "digest": digest, "key_id": secret_key_id(secret)}
     head = json.dumps(header, sort_keys=True).encode()
     nonce = os.urandom(12)
@@ -205,6 +214,6 @@ def read_snapshot(path: Path, secrets: dict[str, bytes]) -> tuple[dict[str, Any]
         plaintext = AESGCM(secret).decrypt(body[:12], body[12:], head)
     except (InvalidTag, ValueError):
         raise LedgerFileError(path, 8 + n, "snapshot does not authenticate (tampered or truncated)") from None
-    if hashlib.sha256(plaintext).hexdigest() != header.get("digest"):
+    if not hmac.compare_digest(snapshot_digest(plaintext, secret), str(header.get("digest", ""))):
         raise LedgerFileError(path, 8 + n, "snapshot digest mismatch")
     return header, plaintext

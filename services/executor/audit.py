@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import sys
 from collections import Counter
@@ -52,6 +51,7 @@ from conclavium.ledger_files import (
     read_chunk,
     read_snapshot,
     read_snapshot_header,
+    snapshot_digest,
     snapshot_files,
 )
 from conclavium.tx import TxError
@@ -191,7 +191,9 @@ async def _run(data_dir: Path, secrets: LedgerSecrets | None) -> dict[str, Any]:
             _signatures(a, machine, block, nodes)
             _record_height(a, machine, block, out.invalid)
             if block.height in recompute:
-                a.recomputed[block.height] = hashlib.sha256(machine.snapshot()).hexdigest()
+                secret = machine.snapshot_secret()
+                if secret is not None:
+                    a.recomputed[block.height] = snapshot_digest(machine.snapshot(), secret)
             if secrets is not None and machine.fork_reason and not a.counts["fork"]:
                 a.counts["fork"] += 1
                 a.problem(f"at height {block.height}: {machine.fork_reason}")

@@ -359,10 +359,11 @@ class Executor:
         """Snapshot when the executed-entry count crosses a multiple of `snapshot_every`: every
         executor crosses it at the same height, so their digests can be compared in the ledger."""
         bucket = self.machine.entries_executed // max(1, self.cfg.snapshot_every)
-        if bucket == self._last_snapshot_bucket or self.secrets is None:
+        secret = self.machine.snapshot_secret()
+        if bucket == self._last_snapshot_bucket or secret is None:
             return
         self._last_snapshot_bucket = bucket
-        if not self.store.start_snapshot(self.machine, self.secrets.ledger_secret):
+        if not self.store.start_snapshot(self.machine, secret):
             log.warning("snapshot at %d skipped: the previous one is still being written", self.machine.tip.height)
 
     def _collect_snapshot(self) -> None:

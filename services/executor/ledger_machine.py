@@ -267,6 +267,13 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
     def private_digest(self, writes: list[tuple[str, str, Any]]) -> bytes:
         return self._private_digest(writes)
 
+    def snapshot_secret(self) -> bytes | None:
+        """The ledger secret of the generation current in the state: it seals snapshots and keys
+        their digests, so every executor at the same height uses the same one."""
+        gen_id = self.state.get(SERVICE, SECRET_GENERATION)
+        gen = self.secrets.by_id(gen_id) if self.secrets and gen_id else None
+        return gen.ledger_secret if gen is not None else None
+
     def _private_digest(self, writes: list[tuple[str, str, Any]]) -> bytes:
         """Write digest of an entry with private writes: keyed with the current ledger secret,
         so a receipt's digest reveals nothing about low-entropy private values."""

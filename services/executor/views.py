@@ -64,12 +64,18 @@ class TableViews:
         policy = self.state.get(MAP_POLICIES, map_name) or {}
         return caller in policy.get("readers", [])
 
-    def may_write(self, caller: str, map_name: str) -> bool:
-        """Without a policy anyone known may write a map; a policy's `writers` list restricts it."""
+    def may_write(self, caller: str, map_name: str, key: str | None = None) -> bool:
+        """A policy's `writers` list says who may write a map (listed writers may overwrite each
+        other's entries). Without one anyone known may write a public map or create a private
+        entry, but only its writer may overwrite or delete an existing private entry: only the
+        writer can read it, so another user must not replace it unseen."""
         policy = self.state.get(MAP_POLICIES, map_name)
-        if policy is None or policy.get("writers") is None:
+        if policy is not None and policy.get("writers") is not None:
+            return caller in policy["writers"]
+        if key is None or is_public_map(map_name):
             return True
-        return caller in policy["writers"]
+        row = self.state.get(map_name, key)
+        return row is None or row.get("writer") == caller
 
     def quorum(self) -> int:
         n = len(self.trusted_node_keys())

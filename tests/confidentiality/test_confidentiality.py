@@ -170,3 +170,30 @@ async def test_map_policies_govern_reads_and_writes(conf_net: LocalNetwork) -> N
     finally:
         for cl in (alice, bob, *members):
             await cl.close()
+
+
+async def test_private_entries_are_writable_only_by_their_writer(conf_net: LocalNetwork) -> None:
+    """Only the writer reads a private entry, so without a map policy only the writer may replace
+    or delete it; a policy naming writers lets them write each other's entries."""
+    alice_u, bob_u = _users(conf_net)
+    alice, bob = _client(conf_net, alice_u), _client(conf_net, bob_u)
+    members = [Client(conf_net.gateway_url, conf_net.member_key(i)) for i in range(2)]
+    records = f"records{os.urandom(4).hex()}"
+    try:
+        assert (await alice.wait(await alice.put(records, "chart", "alice's")))["status"] == "Committed"
+        for h in (await bob.put(records, "chart", "bob's"), await bob.delete(records, "chart")):
+            st = await bob.wait(h)
+            assert (st["status"], st["reason"]) == ("Invalid", "write_forbidden"), st
+        assert await alice.get(records, "chart") == "alice's"
+        assert (await bob.wait(await bob.put(records, "bobs-own", 1)))["status"] == "Committed"
+        assert (await alice.wait(await alice.put(records, "chart", "v2")))["status"] == "Committed"
+        policy = {"map": records, "readers": [bob_u.key_id], "writers": [alice_u.key_id, bob_u.key_id]}
+        p = await members[0].propose([{"name": "set_map_policy", "args": policy}])
+        await members[0].wait(p["tx_hash"])
+        for m in members:
+            await m.wait((await m.vote(p["proposal_id"], True))["tx_hash"])
+        assert (await bob.wait(await bob.put(records, "chart", "bob's")))["status"] == "Committed"
+        assert await bob.get(records, "chart") == "bob's"
+    finally:
+        for cl in (alice, bob, *members):
+            await cl.close()

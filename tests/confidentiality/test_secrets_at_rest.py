@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from conclavium.attestation.providers import VIRTUAL_SEALING_KEY_FILE, VirtualSealing
 from conclavium.cli.local import _node_status
 from conclavium.crypto.keys import PrivateKey
+from conclavium.ledger_files import read_snapshot, snapshot_digest
 from conclavium.local.network import LocalNetwork, start_network
 from conclavium.sdk.client import Client
 from services.executor.enclave import LedgerSecrets, NodeKeys, SealedStore
@@ -116,6 +118,17 @@ async def test_no_secret_in_clear_at_rest_and_a_restart_unseals(net: LocalNetwor
         needles += [(name, form) for form in _encodings(secret)]
     for v in values:
         needles += [(f"private value {v}", form) for form in (v.encode(), base64.b64encode(v.encode())[:-4])]
+    # Snapshot digests are keyed: the plain SHA-256 of a snapshot's state (a dictionary oracle for
+    # low-entropy private values) is recorded nowhere, the keyed one is what the ledger holds.
+    snapshots = sorted((net.dir / "nodes").glob("executor-*/snapshots/*.cvs"))
+    assert snapshots
+    all_secrets = {g.id: g.ledger_secret for g in ls.generations}
+    for path in snapshots:
+        header, plaintext = read_snapshot(path, all_secrets)
+        assert header["digest"] == snapshot_digest(plaintext, all_secrets[header["key_id"]])
+        plain_hash = hashlib.sha256(plaintext).digest()
+        assert header["digest"] != plain_hash.hex()
+        needles += [(f"unkeyed digest of {path.name}", form) for form in _encodings(plain_hash)]
 
     haystack: list[tuple[str, bytes]] = []
     files = [f for f in net.dir.rglob("*") if f.is_file() and f.name != VIRTUAL_SEALING_KEY_FILE]

@@ -121,8 +121,8 @@ class KeyValueApp(Application):
             if any(not is_public_map(op.map) for op in ops):
                 raise TxError("must_seal", "operations on private maps must be sealed to the transaction key")
         for op in ops:
-            if not ctx.may_write(tx.sender, op.map):
-                raise TxError("write_forbidden", "the map's policy does not let this sender write it")
+            if not ctx.may_write(tx.sender, op.map, op.key):
+                raise TxError("write_forbidden", "the map's policy or the entry's writer forbids this sender")
         state.begin()
         for op in ops:
             if op.op == "put":
