@@ -16,11 +16,12 @@ from urllib.request import urlopen
 
 import nats
 import pytest
+from rogue_sequencer import append_entries_after_tip
 
 from conclavium import node_messages, streams
 from conclavium.attestation import expected_report_data, make_virtual_evidence
 from conclavium.attestation.providers import VirtualSealing
-from conclavium.block import BLOCK_VERSION, Block, Entry, IntakeBatch, block_hash, decode_block, encode, entry_id
+from conclavium.block import Entry, IntakeBatch, decode_block, encode, entry_id
 from conclavium.cli.local import _node_status
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
@@ -47,32 +48,6 @@ async def _publish_intake(net: LocalNetwork, entries: list[Entry]) -> None:
     nc = await nats.connect(net.nats_url)
     try:
         await nc.jetstream().publish(streams.intake_subject(net.opt.ledger), encode(IntakeBatch(entries=entries)))
-    finally:
-        await nc.close()
-
-
-async def _append_block(net: LocalNetwork, entries: list[Entry]) -> None:
-    """Append a block holding `entries` right after the tip, as a malicious sequencer would."""
-    nc = await nats.connect(net.nats_url)
-    js = nc.jetstream()
-    stream = streams.ledger_stream(net.opt.ledger)
-    try:
-        for _ in range(50):
-            info = await js.stream_info(stream)
-            last = await js.get_msg(stream, info.state.last_seq)
-            tip = decode_block(last.data)
-            ts = max(tip.ts_ms, int(time.time() * 1000))
-            block = Block(BLOCK_VERSION, net.opt.ledger, tip.height + 1, block_hash(last.data), ts, entries, [])
-            try:
-                await js.publish(
-                    streams.ledger_subject(net.opt.ledger),
-                    encode(block),
-                    headers={"Nats-Expected-Last-Sequence": str(info.state.last_seq)},
-                )
-                return
-            except nats.js.errors.APIError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("could not append after the tip")
     finally:
         await nc.close()
 
@@ -197,7 +172,7 @@ async def test_forged_endorse_and_rekey_for_a_joining_node_are_ignored(net: Loca
         hashes = [await user.put("private-book", f"before-{i}", i) for i in range(5)]
         for h in hashes:
             assert (await user.wait(h, timeout=30))["status"] == "Committed"
-        await _append_block(net, forged_entries)
+        await append_entries_after_tip(net, forged_entries)
         for e in forged_entries:
             st = await user.wait(entry_id(e).hex(), timeout=30)
             assert st["status"] == "Invalid" and st["reason"] == "bad_signature", st

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 import nats
 
 from conclavium import streams
-from conclavium.block import Entry, block_hash, decode_block, encode
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import dumps, loads
 from conclavium.local.network import LocalNetwork
@@ -49,39 +47,6 @@ async def wait_all(client: Client, hashes: list[str], timeout: float = 60.0) -> 
             return await client.wait(h, timeout=timeout)
 
     return await asyncio.gather(*(one(h) for h in hashes))
-
-
-async def append_entries_after_tip(net: LocalNetwork, entries: list[Entry]) -> None:
-    """Order `entries` in a correctly chained block right after the current tip, the way a
-    malicious sequencer would: the executors see a block like any other."""
-    nc = await nats.connect(net.nats_url)
-    js = nc.jetstream()
-    stream = streams.ledger_stream(net.opt.ledger)
-    try:
-        for _ in range(20):
-            info = await js.stream_info(stream)
-            last = await js.get_msg(stream, info.state.last_seq)
-            tip = decode_block(last.data)
-            block = msgspec.structs.replace(
-                tip,
-                height=tip.height + 1,
-                prev=block_hash(last.data),
-                ts_ms=max(tip.ts_ms, int(time.time() * 1000)),
-                entries=entries,
-                sigs=[],
-            )
-            try:
-                await js.publish(
-                    streams.ledger_subject(net.opt.ledger),
-                    encode(block),
-                    headers={"Nats-Expected-Last-Sequence": str(info.state.last_seq)},
-                )
-                return
-            except nats.js.errors.APIError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("could not append after the tip")
-    finally:
-        await nc.close()
 
 
 def executor_names(net: LocalNetwork) -> list[str]:

@@ -9,11 +9,10 @@ import re
 import time
 from urllib.request import urlopen
 
-import nats
 from ledger_support import user_keys
+from rogue_sequencer import append_after_tip, following
 
-from conclavium import streams
-from conclavium.block import BLOCK_VERSION, Block, Entry, Kind, block_hash, decode_block, encode
+from conclavium.block import Block, Entry, Kind
 from conclavium.local.network import LocalNetwork
 from conclavium.sdk.client import Client
 from conclavium.tx import make_body, sign
@@ -26,31 +25,6 @@ def _metric(port: int, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else 0.0
 
 
-async def _append_after_tip(net: LocalNetwork, make: callable) -> None:  # type: ignore[valid-type]
-    """Append make(height, prev) right after the current tip, as a rogue writer would."""
-    nc = await nats.connect(net.nats_url)
-    js = nc.jetstream()
-    stream = streams.ledger_stream(net.opt.ledger)
-    try:
-        for _ in range(20):
-            info = await js.stream_info(stream)
-            last = await js.get_msg(stream, info.state.last_seq)
-            tip = decode_block(last.data)
-            raw = encode(make(tip.height + 1, block_hash(last.data), tip.ts_ms))
-            try:
-                await js.publish(
-                    streams.ledger_subject(net.opt.ledger),
-                    raw,
-                    headers={"Nats-Expected-Last-Sequence": str(info.state.last_seq)},
-                )
-                return
-            except nats.js.errors.APIError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("could not append after the tip")
-    finally:
-        await nc.close()
-
-
 def _executor_ports(net: LocalNetwork) -> list[int]:
     return [p.port for n, p in net.procs.items() if n.startswith("executor-")]  # type: ignore[misc]
 
@@ -60,10 +34,10 @@ async def test_block_with_wrong_previous_hash_is_refused(network: LocalNetwork) 
     label = '{reason="bad_prev"}'
     before = [_metric(p, "conclavium_executor_rejected_blocks_total", label) for p in ports]
 
-    def forged(height: int, prev: bytes, ts: int) -> Block:
-        return Block(BLOCK_VERSION, network.opt.ledger, height, hashlib.sha256(b"not the tip").digest(), ts, [], [])
+    def forged(tip: Block, prev: bytes) -> Block:
+        return following(tip, hashlib.sha256(b"not the tip").digest(), [])
 
-    await _append_after_tip(network, forged)
+    await append_after_tip(network, forged)
     c = Client(network.gateway_url, user_keys(network)[0])
     try:
         h = await c.put("public:integrity", "after-forged-block", 1)
@@ -86,11 +60,10 @@ async def test_block_with_a_modified_transaction_is_refused(network: LocalNetwor
     tampered_body = genuine.body.replace(b'"value":100', b'"value":999')
     assert tampered_body != genuine.body
 
-    def tampered(height: int, prev: bytes, ts: int) -> Block:
-        entry = Entry(Kind.TX, tampered_body, genuine.signature)
-        return Block(BLOCK_VERSION, network.opt.ledger, height, prev, max(ts, int(time.time() * 1000)), [entry], [])
+    def tampered(tip: Block, prev: bytes) -> Block:
+        return following(tip, prev, [Entry(Kind.TX, tampered_body, genuine.signature)])
 
-    await _append_after_tip(network, tampered)
+    await append_after_tip(network, tampered)
     c = Client(network.gateway_url, key)
     try:
         st = await c.wait(hashlib.sha256(tampered_body).hexdigest(), timeout=30)

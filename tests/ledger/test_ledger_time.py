@@ -14,9 +14,10 @@ from urllib.request import urlopen
 import nats
 import pytest
 from ledger_support import member_keys, user_keys
+from rogue_sequencer import append_after_tip, following
 
 from conclavium import streams
-from conclavium.block import BLOCK_VERSION, Block, Entry, Kind, block_hash, decode_block, encode
+from conclavium.block import Block, Entry, Kind, block_hash, decode_block
 from conclavium.crypto.keys import PrivateKey
 from conclavium.local.network import LocalNetwork, start_network
 from conclavium.sdk.client import Client
@@ -41,30 +42,6 @@ def _executor_ports(net: LocalNetwork) -> list[int]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def _append_after_tip(net: LocalNetwork, make: Callable[[int, bytes], Block]) -> None:
-    """Append make(height, prev) right after the current tip, as a sequencer that lies would."""
-    nc = await nats.connect(net.nats_url)
-    js = nc.jetstream()
-    stream = streams.ledger_stream(net.opt.ledger)
-    try:
-        for _ in range(50):
-            info = await js.stream_info(stream)
-            last = await js.get_msg(stream, info.state.last_seq)
-            raw = encode(make(decode_block(last.data).height + 1, block_hash(last.data)))
-            try:
-                await js.publish(
-                    streams.ledger_subject(net.opt.ledger),
-                    raw,
-                    headers={"Nats-Expected-Last-Sequence": str(info.state.last_seq)},
-                )
-                return
-            except nats.js.errors.APIError:
-                await asyncio.sleep(0.05)
-        raise AssertionError("could not append after the tip")
-    finally:
-        await nc.close()
 
 
 async def _last_stamp(net: LocalNetwork) -> int:
@@ -98,10 +75,10 @@ async def _rogue_block(net: LocalNetwork, offset_ms: int, key: str) -> Entry:
     """Append a block stamped now + offset_ms holding one fresh transaction."""
     entry = _signed_tx(net, key)
 
-    def rogue(height: int, prev: bytes) -> Block:
-        return Block(BLOCK_VERSION, net.opt.ledger, height, prev, _now_ms() + offset_ms, [entry], [])
+    def rogue(tip: Block, prev: bytes) -> Block:
+        return following(tip, prev, [entry], ts_ms=_now_ms() + offset_ms)
 
-    await _append_after_tip(net, rogue)
+    await append_after_tip(net, rogue)
     return entry
 
 

@@ -12,11 +12,11 @@ import time
 import pytest
 from ledger_support import (
     agreeing_roots,
-    append_entries_after_tip,
     raw_post,
     status_everywhere,
     user_keys,
 )
+from rogue_sequencer import append_entries_after_tip
 
 from conclavium import node_messages
 from conclavium.attestation import expected_report_data, make_virtual_evidence
