@@ -1,7 +1,9 @@
 """Blocks, ledger entries, commit signatures and intake batches: the messages on NATS.
 
 - An *entry* is one thing to order: a client transaction, a governance document or a node message,
-  as `(kind, data, signature)`. Its id is SHA-256(data).
+  as `(kind, data, signature)`. Its id is SHA-256(data). A client transaction of the key-value
+  application is kind 0; one of any other application is kind 3 and names its application at the
+  start of its data (`conclavium.apps`), so the entry id binds the application too.
 - An *intake batch* is what the gateway (entries) and the executors (commit signatures) publish to
   the intake stream: many of them per message, because per-message costs dominate.
 - A *block* is what the sequencer appends to the ledger stream. Its hash is SHA-256 of its exact
@@ -25,10 +27,12 @@ GENESIS_PREV = bytes(32)
 
 
 class Kind:
-    TX = 0
+    TX = 0  # a transaction of the key-value application (`conclavium.tx`)
     GOV = 1
     NODE = 2
-    ALL = (0, 1, 2)
+    APP = 3  # a client entry of a named application: data = name, 0x00, payload (`conclavium.apps`)
+    ALL = (0, 1, 2, 3)
+    CLIENT = (0, 3)
 
 
 class Entry(msgspec.Struct, array_like=True, frozen=True):

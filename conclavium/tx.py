@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from conclavium import values
+from conclavium import apps, values
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e, canonical_json
@@ -62,7 +62,7 @@ class TxBody(msgspec.Struct, forbid_unknown_fields=True):
     sender: str
     nonce: str
     ts: int
-    app: Literal["kv"]
+    app: Literal["kv"]  # conclavium.apps.KV: a body names its application too
     ops: list[Op] | None = None
     sealed: Sealed | None = None
 
@@ -218,7 +218,7 @@ def make_body(
         "sender": sender,
         "nonce": nonce or os.urandom(12).hex(),
         "ts": ts_ms,
-        "app": "kv",
+        "app": apps.KV,
     }
     if tx_key is not None and any(not is_public_map(op["map"]) for op in ops):
         key_id, public = tx_key

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from conclavium import apps, rules
 from conclavium.attestation import PolicyError, load_policy
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.governance import constitution as const
@@ -233,6 +234,32 @@ def _v_set_node_policy(args: dict[str, Any]) -> dict[str, Any]:
     return {"policy": policy}
 
 
+def _v_set_rules_version(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("version", "activation_height"))
+    version, height = args["version"], args["activation_height"]
+    if type(version) is not int or not 1 <= version <= 1_000_000:
+        raise GovernanceError(f"version must be a positive integer, got {version!r}")
+    if type(height) is not int or not 1 <= height < 2**53:
+        raise GovernanceError(f"activation_height must be a positive integer, got {height!r}")
+    return {"version": version, "activation_height": height}
+
+
+MAX_APPLICATIONS = 32
+
+
+def _v_set_applications(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("applications",))
+    names = args["applications"]
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_APPLICATIONS:
+        raise GovernanceError(f"applications must be a list of 1 to {MAX_APPLICATIONS} names")
+    for name in names:
+        if not isinstance(name, str) or not apps.NAME.fullmatch(name):
+            raise GovernanceError(f"invalid application name {str(name)[:40]!r}")
+    if len(set(names)) != len(names):
+        raise GovernanceError("applications are named once each")
+    return {"applications": sorted(names)}
+
+
 _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_member": _v_set_member,
     "remove_member": lambda a: _one_of(a, "member_id"),
@@ -248,6 +275,8 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_commit_quorum": _v_set_commit_quorum,
     "set_map_policy": _v_set_map_policy,
     "set_node_policy": _v_set_node_policy,
+    "set_rules_version": _v_set_rules_version,
+    "set_applications": _v_set_applications,
 }
 assert tuple(_VALIDATORS) == ACTION_NAMES
 
@@ -474,6 +503,29 @@ def _a_set_node_policy(tables: Tables, args: dict[str, Any], ctx: Context) -> li
     return [{"type": "set_node_policy", "version": previous["version"] + 1}]
 
 
+def _a_set_rules_version(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """Schedules the version for a later height: every executor switches at the same block, and
+    one that does not implement it stops there (the executor's `UnsupportedRules`)."""
+    current = rules.record(tables, SERVICE)
+    version, height = args["version"], args["activation_height"]
+    if version <= current["version"]:
+        raise GovernanceError(f"rules version {version} is not above the active version {current['version']}")
+    if height <= ctx.height:
+        raise GovernanceError(f"activation height {height} is not above the current height {ctx.height}")
+    tables.put(
+        SERVICE, rules.RULES_KEY, {"version": current["version"], "next": {"version": version, "from_height": height}}
+    )
+    return [{"type": "set_rules_version", "version": version, "activation_height": height}]
+
+
+def _a_set_applications(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """Which applications the ledger runs, from the next entry on."""
+    if rules.active(tables, SERVICE) < rules.APPLICATIONS_FROM:
+        raise GovernanceError(f"applications are governed from rules version {rules.APPLICATIONS_FROM} on")
+    tables.put(SERVICE, rules.APPLICATIONS_KEY, args["applications"])
+    return [{"type": "set_applications", "applications": args["applications"]}]
+
+
 _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] = {
     "set_member": _a_set_member,
     "remove_member": _a_remove_member,
@@ -489,6 +541,8 @@ _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] 
     "set_commit_quorum": _a_set_commit_quorum,
     "set_map_policy": _a_set_map_policy,
     "set_node_policy": _a_set_node_policy,
+    "set_rules_version": _a_set_rules_version,
+    "set_applications": _a_set_applications,
 }
 assert tuple(_APPLIERS) == ACTION_NAMES
 

@@ -231,4 +231,6 @@ ACTION_NAMES: tuple[str, ...] = (
     "set_commit_quorum",
     "set_map_policy",
     "set_node_policy",
+    "set_rules_version",
+    "set_applications",
 )

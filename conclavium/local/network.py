@@ -14,12 +14,13 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 from urllib.request import urlopen
 
+from conclavium.apps import KV
 from conclavium.crypto.keys import PrivateKey
 from conclavium.governance.constitution import default_constitution
 from conclavium.keyfiles import write_identity
@@ -50,6 +51,7 @@ class NetworkOptions:
     snapshot_every: int = 100_000  # executor snapshots after this many entries
     open_service: bool = True  # members vote the service open, as the README's walk-through does
     genesis_config: dict[str, Any] | None = None  # merged into the genesis configuration
+    executor_args: dict[int, list[str]] = field(default_factory=dict)  # extra arguments, by executor index
 
 
 def _http_ok(url: str) -> bool:
@@ -130,6 +132,7 @@ class LocalNetwork:
             argv += ["--verify-threads", str(self.opt.verify_threads), "--snapshot-every", str(self.opt.snapshot_every)]
             if i == 0:
                 argv += ["--genesis", str(genesis)]
+            argv += self.opt.executor_args.get(i, [])
             self.procs[name] = Process(name, argv, logs / f"{name}.log", port=port)
         for i in range(self.opt.sequencers):
             name = f"sequencer-{i}"
@@ -234,6 +237,15 @@ class LocalNetwork:
             "nats_url": self.nats_url,
             **({"redis_url": self.redis_url} if self.redis_url else {}),
             "service_cert": "service_cert.pem",
+            # One section per application: where its transactions go and how its state is read.
+            "applications": {
+                KV: {
+                    "submit": f"{self.gateway_url}/v1/transactions",
+                    "batch": f"{self.gateway_url}/v1/transactions/batch",
+                    "read": f"{self.gateway_url}/v1/state/{{map}}/{{key}}",
+                    "query": f"{self.gateway_url}/v1/queries",
+                },
+            },
             "members": [{k: p[k] for k in ("name", "key", "cert")} for p in self.members],
             "users": [{k: p[k] for k in ("name", "key", "cert")} for p in self.users],
             "processes": [

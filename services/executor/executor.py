@@ -20,7 +20,7 @@ import nats.js.errors
 from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from conclavium import node_messages, streams
+from conclavium import node_messages, rules, streams
 from conclavium.attestation.providers import ProviderError, sealing_from_config
 from conclavium.block import (
     ClockSig,
@@ -43,7 +43,7 @@ from . import metrics as m
 from . import node_auth
 from .attest import local_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys, SealedStore
-from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets
+from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets, UnsupportedRules
 from .persistence import LedgerStore
 from .queries import QueryHandler
 from .receipt_index import ReceiptIndex
@@ -60,6 +60,7 @@ JOIN_RETRY_S = 5.0
 CLOCK_MIN_INTERVAL_S = 0.2
 CLOCK_HEARTBEAT_S = 2.0
 CLAMP_LOG_INTERVAL_S = 60.0
+UNSUPPORTED_RULES_RETRY_S = 5.0
 
 
 @dataclass
@@ -80,6 +81,7 @@ class ExecutorConfig:
     snapshot_every: int = 100_000
     open_workers: int = 1
     blocks_per_chunk: int = 10_000
+    rules_versions: frozenset[int] = rules.IMPLEMENTED  # rules versions this executor runs
 
 
 class Executor:
@@ -103,8 +105,10 @@ class Executor:
             secrets=LedgerSecrets.load(self.sealed, self.keys.id),
             node_keys=self.keys,
             openers=SealedOpenerPool(cfg.open_workers),
+            rules_versions=cfg.rules_versions,
         )
         self.awaiting_secrets: str | None = None
+        self.unsupported_rules: str | None = None  # why this node stopped before a block
         self._sig_tasks: set[asyncio.Task[None]] = set()
         self.last_rekey = 0.0
         self.stopping = asyncio.Event()
@@ -135,6 +139,8 @@ class Executor:
     def ready(self) -> tuple[bool, str]:
         if self.machine.fork_reason:
             return False, f"fork_detected: {self.machine.fork_reason}"
+        if self.unsupported_rules:
+            return False, f"unsupported_rules: {self.unsupported_rules}"
         if not self.machine.genesis_done:
             return False, "waiting for genesis"
         if self.awaiting_secrets:
@@ -254,6 +260,8 @@ class Executor:
                     await sub.unsubscribe()
                 if self.awaiting_secrets and not self.stopping.is_set():
                     await self._wait_for_secrets()
+                if self.unsupported_rules and not self.stopping.is_set():
+                    await asyncio.sleep(UNSUPPORTED_RULES_RETRY_S)  # nothing changes until an upgrade
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, nats.errors.Error) as e:
@@ -284,6 +292,13 @@ class Executor:
             t0 = time.perf_counter()
             try:
                 _, out = await self.machine.apply(msg.data, seq)
+            except UnsupportedRules as e:
+                if self.unsupported_rules is None:
+                    log.error("stopped before the block at stream sequence %d: %s; not signing", seq, e)
+                self.unsupported_rules = str(e)
+                m.RULES_UNSUPPORTED.set(1)
+                paused = True
+                break
             except NeedSecrets as e:
                 self.awaiting_secrets = str(e)
                 log.info("block at stream sequence %d needs ledger secrets this node does not hold yet", seq)
@@ -294,6 +309,8 @@ class Executor:
                 self.machine.tip.seq = seq
                 log.error("refused block at stream sequence %d: %s", seq, e)
                 continue
+            self.unsupported_rules = None
+            m.RULES_UNSUPPORTED.set(0)
             self.store.append(self.machine.tip.height, seq, msg.data)
             m.BLOCK_SECONDS.observe(time.perf_counter() - t0)
             m.BLOCKS.inc()
@@ -422,6 +439,7 @@ class Executor:
                 m.FORK.set(1)
         machine = self.machine
         m.EXECUTED_HEIGHT.set(machine.tip.height)
+        m.RULES_VERSION.set(machine.rules_version())
         m.COMMITTED_HEIGHT.set(machine.committed_height)
         m.LAG.set(self.pending_in_stream)
         if machine.genesis_done:
@@ -445,9 +463,10 @@ class Executor:
         if drifted:
             log.warning("attestation drift: trusted node(s) %s no longer meet the node policy", ", ".join(drifted))
         m.ATTESTATION_DRIFT.set(len(drifted))
+        m.RULES_VERSION.set(self.machine.rules_version())
 
     async def _sign_uncommitted(self) -> None:
-        if self.machine.fork_reason or not self.is_signer():
+        if self.machine.fork_reason or self.unsupported_rules or not self.is_signer():
             return
         sigs = []
         for rec in self.machine.uncommitted.values():
@@ -492,7 +511,7 @@ class Executor:
 
     async def _clock_heartbeat(self) -> None:
         """A signer that published no clock for CLOCK_HEARTBEAT_S sends one alone."""
-        if self.machine.fork_reason or not self.is_signer():
+        if self.machine.fork_reason or self.unsupported_rules or not self.is_signer():
             return
         if time.monotonic() - self._clock_sent < CLOCK_HEARTBEAT_S:
             return

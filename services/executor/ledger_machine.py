@@ -31,8 +31,8 @@ from typing import Any
 
 import msgspec
 
-from conclavium import governance, merkle
-from conclavium.apps import KV
+from conclavium import governance, merkle, rules
+from conclavium.apps import KV, AppEntryError, split
 from conclavium.block import Block, Entry, Kind, decode_block, entry_id, leaf_data
 from conclavium.chain import Tip, next_block
 from conclavium.crypto import sealing
@@ -65,6 +65,7 @@ from .tables import (
     TX_KEYS,
     USERS,
     NeedSecrets,
+    UnsupportedRules,
 )
 from .verifier import BatchVerifier
 
@@ -87,6 +88,7 @@ __all__ = [
     "BlockRecord",
     "LedgerMachine",
     "NeedSecrets",
+    "UnsupportedRules",
 ]
 
 log = logging.getLogger("conclavium.executor")
@@ -106,6 +108,7 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         node_keys: NodeKeys | None = None,
         openers: SealedOpenerPool | None = None,
         apps: Sequence[Application] | None = None,
+        rules_versions: frozenset[int] = rules.IMPLEMENTED,
     ) -> None:
         self.ledger = ledger
         self.verifier = verifier
@@ -115,6 +118,8 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         self._early_shares: dict[str, str] = {}  # generation -> this node's share, before its secrets
         self.openers = openers
         self.apps: dict[str, Application] = {a.name: a for a in (default_apps() if apps is None else apps)}
+        self.rules_versions = rules_versions  # the rules versions this executor implements
+        self._running: frozenset[str] | None = None  # applications the ledger runs, while a block applies
         self.index = index or ReceiptIndex(None)
         self.state = State()
         self.tip = Tip()
@@ -143,13 +148,17 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         `internal_error`), and state, replay window, invalid list, leaves and counters change
         together at the end."""
         block, bhash = next_block(self.tip, raw, self.ledger)
+        activating = self._check_rules(block.height)
         self._check_keys(block)
         eids = [entry_id(e) for e in block.entries]
         sig_ok = await self._preverify(block.entries, eids)
         out = BlockOutcome(block.height)
         # From here to the commit nothing awaits, so no query ever reads a block half applied.
         self.state.begin_block()
+        self._running = None
         try:
+            if activating is not None:
+                self.state.put(SERVICE, rules.RULES_KEY, {"version": activating})
             self.block_time, out.clamped = self._block_time(block)
             stage = self._stage = self.window.stage(self.block_time, self.uncommitted)
             if self.genesis_done:
@@ -187,7 +196,7 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         except TxError as e:
             self._refuse_entry(eid, e.code, e.message, marks, out)
             return
-        except (NeedSecrets, MemoryError):
+        except (NeedSecrets, UnsupportedRules, MemoryError):
             raise
         except Exception as e:
             # Deterministic code raises the same exception on every executor for the same entry.
@@ -236,15 +245,33 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         tolerance = self.config("clock_tolerance_ms", ledger_clock.DEFAULT_CLOCK_TOLERANCE_MS)
         return ledger_clock.block_time(self.tip.ts_ms, block.ts_ms, ref, tolerance)
 
+    def _check_rules(self, height: int) -> int | None:
+        """Raise UnsupportedRules, before changing anything, when the rules in force at `height`
+        are not this executor's; returns the version that activates at this block, if one does."""
+        activating = rules.due(self.state, SERVICE, height)
+        version = activating if activating is not None else rules.active(self.state, SERVICE)
+        if version not in self.rules_versions:
+            raise UnsupportedRules(
+                f"the ledger runs rules version {version} from height {height}; this executor implements "
+                f"{', '.join(map(str, sorted(self.rules_versions)))}"
+            )
+        missing = sorted(set(rules.applications(self.state, SERVICE, version)) - set(self.apps))
+        if missing:
+            raise UnsupportedRules(f"the ledger runs application(s) {', '.join(missing)}, not implemented here")
+        return activating
+
+    def rules_version(self) -> int:
+        return rules.active(self.state, SERVICE)
+
     def _check_keys(self, block: Block) -> None:
         """Raise NeedSecrets, before changing anything, when the block holds entries sealed to a
         ledger key this node does not hold yet (a joining node before its secrets arrive)."""
         known = {k["id"] for k in self.state.get(SERVICE, TX_KEYS) or []}
         for e in block.entries:
-            if e.kind != Kind.TX:
+            if e.kind not in Kind.CLIENT:
                 continue
-            app = self._app_of(e)
-            missing = app.needs_secrets(self, e, known) if app is not None else None
+            found = self._app_of(e)
+            missing = found[0].needs_secrets(self, found[1], known) if found is not None else None
             if missing is not None:
                 raise NeedSecrets(missing)
 
@@ -324,7 +351,7 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
     async def _prepare_ahead(self, entries: list[Entry]) -> None:
         """Each application's work ahead of execution (parsing, opening sealed payloads)."""
         for app, mine in self._by_app(entries).items():
-            await app.prepare(self, [entries[i] for i in mine])
+            await app.prepare(self, [e for _, e in mine])
 
     async def _preverify(self, entries: list[Entry], eids: list[bytes]) -> list[tuple[str, bool] | None]:
         """Verify client signatures of the block in one batch, with the keys known at its start.
@@ -341,7 +368,7 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         jobs, where = [], []
         result: list[tuple[str, bool] | None] = [None] * len(entries)
         for app, mine in self._by_app(entries).items():
-            for i, job in zip(mine, app.signature_jobs(self, [entries[i] for i in mine]), strict=True):
+            for (i, _), job in zip(mine, app.signature_jobs(self, [e for _, e in mine]), strict=True):
                 if job is not None:
                     jobs.append(job[:3])
                     where.append((i, job[3]))
@@ -350,37 +377,61 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
                 result[i] = (signer, ok)
         return result
 
-    def _by_app(self, entries: list[Entry]) -> dict[Application, list[int]]:
-        """Positions of the client entries, by the application that runs them."""
-        mine: dict[Application, list[int]] = {}
+    def _by_app(self, entries: list[Entry]) -> dict[Application, list[tuple[int, Entry]]]:
+        """The client entries (position, entry as its application sees it), by application."""
+        mine: dict[Application, list[tuple[int, Entry]]] = {}
         for i, e in enumerate(entries):
-            if e.kind == Kind.TX:
-                app = self._app_of(e)
-                if app is not None:
-                    mine.setdefault(app, []).append(i)
+            if e.kind in Kind.CLIENT:
+                found = self._app_of(e)
+                if found is not None:
+                    mine.setdefault(found[0], []).append((i, found[1]))
         return mine
 
     # --- execution ------------------------------------------------------------------------------
 
-    def _app_of(self, entry: Entry) -> Application | None:
-        return self.apps.get(KV)
+    def _app_of(self, entry: Entry) -> tuple[Application, Entry] | None:
+        """The application a client entry names, if this executor implements it, and the entry as
+        the application sees it (its own payload); for work ahead, which only prepares."""
+        if entry.kind == Kind.TX:
+            app = self.apps.get(KV)
+            return (app, entry) if app is not None else None
+        try:
+            name, payload = split(entry)
+        except AppEntryError:
+            return None
+        app = self.apps.get(name)
+        return (app, Entry(entry.kind, payload, entry.signature)) if app is not None else None
 
     def _execute(self, entry: Entry, pre: tuple[str, bool] | None, block: Block, out: BlockOutcome) -> bytes:
-        if entry.kind == Kind.TX:
+        if entry.kind in Kind.CLIENT:
             return self._execute_tx(entry, pre, block)
         if entry.kind == Kind.NODE:
             return self._execute_node_message(entry, block, out)
         if entry.kind == Kind.GOV:
+            self._running = None  # governance may change which applications the ledger runs
             return self._execute_governance(entry, block, out)
         raise TxError("unsupported_kind", f"entry kind {entry.kind} is not supported")
 
     def _execute_tx(self, entry: Entry, pre: tuple[str, bool] | None, block: Block) -> bytes:
-        """A client entry, by its application."""
+        """A client entry, by its application, if the ledger runs it."""
         if not self.genesis_done:
             raise TxError("no_service", "the service has no genesis yet")
-        app = self._app_of(entry)
-        if app is None:
-            raise TxError("unknown_application", "this executor does not implement the entry's application")
+        if entry.kind == Kind.TX:
+            name = KV
+        else:
+            try:
+                name, payload = split(entry)
+            except AppEntryError as e:
+                raise TxError("unknown_application", str(e)) from None
+            entry = Entry(entry.kind, payload, entry.signature)
+        running = self._running
+        if running is None:
+            running = self._running = frozenset(rules.applications(self.state, SERVICE))
+        if name not in running:
+            raise TxError("unknown_application", f"this ledger does not run application {name!r}")
+        app = self.apps.get(name)
+        if app is None:  # enabled in this block, after _check_rules: stop before computing another root
+            raise UnsupportedRules(f"the ledger runs application {name}, not implemented here")
         return app.execute(self, entry, pre)
 
     # --- lookups for queries --------------------------------------------------------------------

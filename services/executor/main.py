@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from conclavium import rules
 from conclavium.runtime import run_service, service_arguments, setup_logging
 
 from .executor import Executor, ExecutorConfig
@@ -36,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
     )
     p.add_argument("--snapshot-every", type=int, default=100_000, help="snapshot after this many entries")
     p.add_argument("--blocks-per-chunk", type=int, default=10_000)
+    p.add_argument(
+        "--rules-versions",
+        default="",
+        help="comma-separated rules versions to run (default: all this build implements); pins an "
+        "executor to older rules, e.g. to rehearse an upgrade: it stops before a newer version activates",
+    )
     p.add_argument("--open-workers", type=int, default=1, help="processes opening sealed transactions (0: inline)")
     a = p.parse_args(argv)
     if a.virtual_measurement:
@@ -45,8 +52,17 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
             p.error("--virtual-measurement must be hex")
         if not 0 < len(raw) <= 64 or a.tee != "virtual":
             p.error("--virtual-measurement is 1-64 bytes of hex and only for --tee virtual")
+    versions = rules.IMPLEMENTED
+    if a.rules_versions:
+        try:
+            versions = frozenset(int(v) for v in a.rules_versions.split(","))
+        except ValueError:
+            p.error("--rules-versions is a comma-separated list of integers")
+        if not versions <= rules.IMPLEMENTED:
+            p.error(f"--rules-versions: this build implements {sorted(rules.IMPLEMENTED)}")
     setup_logging(a.log_level)
     return ExecutorConfig(
+        rules_versions=versions,
         ledger=a.ledger,
         name=a.name,
         data_dir=a.data_dir,

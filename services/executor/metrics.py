@@ -45,3 +45,8 @@ LEDGER_TIME_OFFSET = Gauge(
     "conclavium_executor_ledger_time_offset_seconds", "Time of the last executed block minus this node's clock"
 )
 CLOCKS_SIGNED = Counter("conclavium_executor_clock_signatures_total", "Clock signatures published", ["kind"])
+RULES_VERSION = Gauge("conclavium_executor_rules_version", "Rules version active at this node's tip")
+RULES_UNSUPPORTED = Gauge(
+    "conclavium_executor_rules_unsupported",
+    "1 when the ledger's active rules (version or application) are not implemented here: not signing",
+)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from conclavium import governance, node_messages
+from conclavium import governance, node_messages, rules
 from conclavium.block import Block, Entry
 from conclavium.chain import Tip
 from conclavium.crypto.keys import KeyError_, PublicKey
@@ -136,6 +136,9 @@ class NodeEntries(TableViews):
             raise TxError("invalid_genesis", "tx_validity_ms must be an integer") from None
         if not ledger_clock.valid_tolerance(service_config["clock_tolerance_ms"], service_config["tx_validity_ms"]):
             raise TxError("invalid_genesis", "clock_tolerance_ms must be a positive integer below tx_validity_ms")
+        version = cfg.get("rules_version", rules.LATEST)
+        if type(version) is not int or not 1 <= version <= 1_000_000:
+            raise TxError("invalid_genesis", "rules_version must be a positive integer")
         # No executor clock exists yet: the genesis node's signed timestamp is the first reference.
         at, _ = ledger_clock.block_time(0, block.ts_ms, msg.ts, service_config["clock_tolerance_ms"])
         try:
@@ -176,6 +179,7 @@ class NodeEntries(TableViews):
             raise TxError("bad_tx_key", str(e)) from None
         self.state.put(SERVICE, CERTIFICATE, msg.service_cert)
         self.state.put(SERVICE, CONFIG, service_config)
+        self.state.put(SERVICE, rules.RULES_KEY, {"version": version})
         self.state.put(SERVICE, TX_KEYS, [{**msg.tx_key, "from_height": block.height, "from_ts": at}])
         self.state.put(SERVICE, SECRET_GENERATION, msg.tx_key["id"])
         ledger_clock.seed(self.state, msg.node.id, msg.ts)

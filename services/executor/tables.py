@@ -26,3 +26,8 @@ DEFAULT_TX_VALIDITY_MS = 120_000
 
 class NeedSecrets(Exception):
     """The block needs a generation of ledger secrets this node does not hold yet."""
+
+
+class UnsupportedRules(Exception):
+    """The ledger's active rules (version, or an application it runs) are not implemented by this
+    executor: it stops before the block instead of computing another root."""

@@ -145,7 +145,7 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
 
 def test_metrics_list_follows_prometheus_naming() -> None:
     served = served_metrics()
-    assert len(served) == 32
+    assert len(served) == 34
     for name in served:
         assert re.fullmatch(r"conclavium_(gateway|sequencer|executor|attestation|governance|operator)_[a-z0-9_]+", name)
     counters = {n for n in served if n.endswith("_total")}
