@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ class Batch:
 
     body: bytes
     hashes: list[bytes]
-    single: bool
+    path: str  # where the protocol's gateway router takes it
 
 
 def _sign_chunk(
@@ -130,7 +130,26 @@ def presign(
     ctx = mp.get_context("fork")
     with ctx.Pool(workers) as pool:
         parts = pool.map(_sign_chunk, jobs)
-    return [Batch(b, h, batch == 1) for part in parts for b, h in part]
+    path = "/v1/transactions" if batch == 1 else "/v1/transactions/batch"
+    return [Batch(b, h, path) for part in parts for b, h in part]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A protocol the benchmark can load: `presign(target, args, total)` signs its transactions
+    into request bodies before timing starts. A later protocol adds an entry to `PROTOCOLS`."""
+
+    presign: Callable[[Target, argparse.Namespace, int], list[Batch]]
+    about: str
+
+
+def _presign_kv(t: Target, args: argparse.Namespace, total: int) -> list[Batch]:
+    return presign(t.key_files, t.ledger, total, args.batch, args.private_ratio, ledger_tx_key(t.gateway), args.keys)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "kv": Protocol(_presign_kv, "native key-value transactions (one put each; --private-ratio sealed)"),
+}
 
 
 # --- process accounting --------------------------------------------------------------------------
@@ -302,7 +321,7 @@ _status_decoder = msgspec.msgpack.Decoder()
 
 
 async def _post(session: aiohttp.ClientSession, url: str, b: Batch) -> bool:
-    path = "/v1/transactions" if b.single else "/v1/transactions/batch"
+    path = b.path
     for attempt in range(3):
         try:
             async with session.post(url + path, data=b.body, headers={"Content-Type": "application/json"}) as r:
@@ -594,9 +613,7 @@ def run_once(t: Target, args: argparse.Namespace, rate: float | None, duration: 
         total = int(expect * (duration + args.warmup) * 1.05) + args.batch
     total = max(args.batch, total)
     ts = time.perf_counter()
-    batches = presign(
-        t.key_files, t.ledger, total, args.batch, args.private_ratio, ledger_tx_key(t.gateway), args.keys
-    )
+    batches = PROTOCOLS[args.protocol].presign(t, args, total)
     sign_s = time.perf_counter() - ts
     if sign_s + args.warmup + (duration or 0) > VALIDITY_BUDGET_S:
         print(f"warning: signing took {sign_s:.0f}s; late transactions may expire", file=sys.stderr)
@@ -726,6 +743,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--net", type=Path, help="target a running network (DIR/local.json) instead of starting one")
     p.add_argument("--executors", type=int, default=3)
+    p.add_argument(
+        "--protocol",
+        default="kv",
+        choices=sorted(PROTOCOLS),
+        help="which application's transactions to send: "
+        + "; ".join(f"{name}: {proto.about}" for name, proto in sorted(PROTOCOLS.items())),
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--count", type=int, help="number of transactions (default 5000 when no --duration)")
     g.add_argument("--duration", type=float, help="seconds of measured load (after warm-up)")

@@ -6,30 +6,25 @@ consistent with one height. Requests and replies are JSON; errors are `{"error":
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from conclavium import merkle, query, receipt
+from conclavium import merkle, receipt
 from conclavium.attestation import AttestationError, load_policy
 from conclavium.block import leaf_data
 from conclavium.encoding import dumps, loads
 from conclavium.governance import queries as gov_queries
-from conclavium.tx import TxError, is_public_map
+from conclavium.tx import TxError
 
 from . import metrics as m
+from .apps.base import QueryError
 from .attest import policy_failures
 from .ledger_machine import LedgerMachine
 from .tables import MEMBERS, NODES, SERVICE, USERS
 
 log = logging.getLogger("conclavium.executor")
-
-
-class QueryError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _tx_id(req: dict[str, Any]) -> bytes:
@@ -77,6 +72,8 @@ class QueryHandler:
             req = _request(msg.data)
             name = req.get("type")
             handler = getattr(self, f"q_{name}", None) if isinstance(name, str) and name.isidentifier() else None
+            if handler is None and isinstance(name, str):
+                handler = self._application_query(name)
             if handler is None:
                 kind = "unknown"  # a metric label: never the caller's text
                 raise QueryError("unknown_query", f"unknown query type {str(name)[:64]!r}")
@@ -129,42 +126,20 @@ class QueryHandler:
             signatures=sigs,
         )
 
+    def _application_query(self, name: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """A query an application answers (the key-value application's `get` and `query`)."""
+        machine = self.ex.machine
+        for app in machine.apps.values():
+            handler = app.queries().get(name)
+            if handler is not None:
+                return functools.partial(handler, machine)
+        return None
+
     def _not_behind(self, req: dict[str, Any]) -> None:
         """Read-your-writes: a caller that saw its write at height h asks for a state at least that new."""
         wanted = req.get("min_height")
         if isinstance(wanted, int) and self.ex.machine.tip.height < wanted:
             raise QueryError("behind", f"this executor has not reached height {wanted} yet")
-
-    def q_get(self, req: dict[str, Any]) -> dict[str, Any]:
-        self._not_behind(req)
-        map_name, key = req.get("map"), req.get("key")
-        if not isinstance(map_name, str) or not isinstance(key, str):
-            raise QueryError("missing_field", "map and key are required")
-        if not is_public_map(map_name):
-            raise QueryError("private_map", "private maps are read with a signed query (POST /v1/queries)")
-        row = self.ex.machine.state.get(map_name, key)
-        if row is None:
-            raise QueryError("not_found", "no such key")
-        return {"map": map_name, "key": key, "value": row["value"] if "writer" in row else row}
-
-    def q_query(self, req: dict[str, Any]) -> dict[str, Any]:
-        self._not_behind(req)
-        machine = self.ex.machine
-        q, body, sig = query.parse(req.get("query"))
-        if q.ledger != machine.ledger:
-            raise QueryError("wrong_ledger", "query is for another ledger")
-        if abs(q.ts - int(time.time() * 1000)) > query.QUERY_VALIDITY_MS:
-            raise QueryError("stale_query", "query timestamp is too far from the executor's clock")
-        key = machine.participant_keys().get(q.sender)
-        if key is None:
-            raise QueryError("unknown_sender", "the caller is not a user or member of this ledger")
-        if not key.verify(sig, body):
-            raise QueryError("bad_signature", "the query signature does not verify")
-        request = query.open_request(q, machine._open)
-        row = machine.state.get(request.map, request.key)
-        if row is None or not machine.may_read(q.sender, request.map, row):
-            raise QueryError("not_found", "no entry readable by this caller")
-        return query.seal_reply(q, body, {"map": request.map, "key": request.key, "value": row["value"]})
 
     def q_service(self, _: dict[str, Any]) -> dict[str, Any]:
         machine = self.ex.machine

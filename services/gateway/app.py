@@ -24,19 +24,20 @@ from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, dumps, loads, unpack
 from conclavium.governance.model import PROPOSAL_STATES
 from conclavium.runtime import connect_nats, metrics_handler
-from conclavium.tx import MAP_NAME, MAX_KEY_LEN, MAX_TX_BYTES, SignedTx, TxError, from_json, parse_body
 
 from . import metrics as m
+from . import protocols
 from .admission import AdmissionBound
+from .errors import ApiError, _json, error_response
 from .intake import IntakeBatcher, IntakeUnavailable
-from .openapi import MAX_HEIGHT, openapi_document
+from .limits import MAX_BATCH, MAX_BATCH_BODY
+from .openapi import openapi_document
 from .status_store import MemoryStatusStore, RedisStatusStore
+
+__all__ = ["MAX_BATCH", "ApiError", "Gateway", "GatewayConfig", "error_response", "route_table"]
 
 log = logging.getLogger("conclavium.gateway")
 
-MAX_BATCH = 1000
-MAX_SINGLE_BODY = 2 * MAX_TX_BYTES
-MAX_BATCH_BODY = 16 * 1024 * 1024
 HASH = re.compile(r"^[0-9a-f]{64}$")
 SERVICE_CACHE_S = 1.0
 PENDING_TRACK_S = 600
@@ -56,26 +57,6 @@ class GatewayConfig:
     stream_replicas: int = 1
     max_uncommitted: int = 20_000  # refuse new transactions (503) beyond this many awaiting commit; 0: no bound
     max_queue_s: float = 1.0  # ... or beyond this many seconds of commits at the recent rate; 0: count only
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers, dumps=_dumps
-    )
-
-
-def _dumps(v: Any) -> str:
-    return orjson.dumps(v).decode()
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
 def route_table(app: web.Application) -> list[tuple[str, str]]:
@@ -105,13 +86,11 @@ class Gateway:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BATCH_BODY, middlewares=[self._middleware])
         r = app.router
-        r.add_post("/v1/transactions", self.post_transaction)
-        r.add_post("/v1/transactions/batch", self.post_batch)
+        protocols.add_submission_routes(r, self)
         # "batch" is the batch resource, not a hash: without the exclusion GET would match it too
         r.add_get("/v1/transactions/{hash:(?!batch$)[^/]+}", self.get_status)
         r.add_get("/v1/transactions/{hash}/receipt", self.get_receipt)
-        r.add_get("/v1/state/{map}/{key}", self.get_state)
-        r.add_post("/v1/queries", self.post_query)
+        protocols.add_query_routes(r, self)
         r.add_get("/v1/service", self.get_service)
         r.add_post("/v1/gov/proposals", self.post_proposal)
         r.add_post("/v1/gov/proposals/{id}/ballots", self.post_ballot)
@@ -186,27 +165,6 @@ class Gateway:
         except orjson.JSONDecodeError:
             raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
 
-    def _check(self, obj: Any) -> SignedTx:
-        try:
-            tx = from_json(obj)
-            parsed = parse_body(tx.body, ledger=self.cfg.ledger)
-        except TxError as e:
-            m.TX_REJECTED.labels(e.code).inc()
-            status = 413 if e.code == "too_large" else 400
-            raise ApiError(status, e.code, e.message) from None
-        if self.cfg.verify_signatures:
-            key = self._keys.get(parsed.sender)
-            if key is not None and not key.verify(tx.signature, tx.body):
-                m.TX_REJECTED.labels("bad_signature").inc()
-                raise ApiError(400, "bad_signature", "the signature does not verify with the sender's key")
-        return tx
-
-    async def _submit(self, txs: list[SignedTx]) -> list[str]:
-        self._admit(len(txs))
-        hexes = await self._submit_entries([Entry(Kind.TX, tx.body, tx.signature) for tx in txs])
-        m.TX_RECEIVED.inc(len(txs))
-        return hexes
-
     def _admit(self, n: int) -> None:
         """Backpressure: beyond capacity, queueing inside the ledger only adds latency to every
         transaction (and throughput falls), so past a bound of transactions accepted here and not
@@ -252,26 +210,6 @@ class Gateway:
             if now - t < PENDING_TRACK_S and len(self.submitted) < 2_000_000:
                 break
             self.submitted.popitem(last=False)
-
-    async def post_transaction(self, request: web.Request) -> web.Response:
-        tx = self._check(await self._read_json(request, MAX_SINGLE_BODY))
-        (h,) = await self._submit([tx])
-        return _json({"tx_hash": h}, status=202)
-
-    async def post_batch(self, request: web.Request) -> web.Response:
-        obj = await self._read_json(request, MAX_BATCH_BODY)
-        items = obj.get("transactions") if isinstance(obj, dict) else None
-        if not isinstance(items, list) or not items:
-            raise ApiError(400, "missing_field", "a batch is {\"transactions\": [...]} with at least one")
-        if len(items) > MAX_BATCH:
-            raise ApiError(413, "too_many", f"at most {MAX_BATCH} transactions per batch")
-        txs = []
-        for i, item in enumerate(items):
-            try:
-                txs.append(self._check(item))
-            except ApiError as e:
-                raise ApiError(e.status, e.code, f"transaction {i}: {e.message}") from None
-        return _json({"tx_hashes": await self._submit(txs)}, status=202)
 
     # --- governance ------------------------------------------------------------------------------
 
@@ -465,31 +403,6 @@ class Gateway:
                 raise ApiError(202, "catching_up", "the receipt is not available yet", {"Retry-After": "1"})
             raise ApiError(404, "not_found", err["message"])
         raise ApiError(400, err["code"], err["message"])
-
-    async def get_state(self, request: web.Request) -> web.Response:
-        map_name, key = request.match_info["map"], request.match_info["key"]
-        if not MAP_NAME.fullmatch(map_name):
-            raise ApiError(400, "invalid_map", f"invalid map name {map_name[:64]!r}")
-        if not 0 < len(key) <= MAX_KEY_LEN:
-            raise ApiError(400, "invalid_key", f"a key has 1 to {MAX_KEY_LEN} characters")
-        text = request.query.get("min_height", "0")
-        wanted = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else -1
-        if not 0 <= wanted <= MAX_HEIGHT:
-            raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
-        return self._relay(await self.ask_fresh({"type": "get", "map": map_name, "key": key}, wanted))
-
-    async def post_query(self, request: web.Request) -> web.Response:
-        obj = await self._read_json(request, MAX_SINGLE_BODY)
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("body", "signature")):
-            raise ApiError(400, "missing_field", "a query needs 'body' and 'signature'")
-        # the executor reads only these two: anything else (nested past what JSON re-encodes) stays here
-        req: dict[str, Any] = {"type": "query", "query": {"body": obj["body"], "signature": obj["signature"]}}
-        wanted = obj.get("min_height", 0)
-        if isinstance(wanted, float) and wanted.is_integer():
-            wanted = int(wanted)  # JSON has one number type: 7.0 is the integer 7
-        if type(wanted) is not int or not 0 <= wanted <= MAX_HEIGHT:
-            raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
-        return self._relay(await self.ask_fresh(req, wanted))
 
     @staticmethod
     def _relay(answer: dict[str, Any]) -> web.Response:

@@ -26,6 +26,20 @@ SignatureJob = tuple[PublicKey, bytes, bytes, str]
 Verdict = tuple[str, bool] | None
 
 
+class QueryError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def not_behind(machine: Any, req: dict[str, Any]) -> None:
+    """Read-your-writes: a caller that saw its write at height h asks for a state at least that new."""
+    wanted = req.get("min_height")
+    if isinstance(wanted, int) and machine.tip.height < wanted:
+        raise QueryError("behind", f"this executor has not reached height {wanted} yet")
+
+
 @dataclass(frozen=True)
 class Namespaces:
     """The map-name prefixes an application writes: public maps are readable by anyone known

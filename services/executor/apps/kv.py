@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
+from conclavium import query
 from conclavium.apps import KV
 from conclavium.block import Entry
 from conclavium.governance import queries as gov_queries
@@ -17,7 +21,7 @@ from conclavium.tx import Op, TxBody, TxError, is_public_map, open_ops, opened_o
 
 from ..state import write_digest
 from ..tables import DEFAULT_TX_VALIDITY_MS, SERVICE, TX_KEYS
-from .base import Application, Context, Namespaces, SignatureJob, Verdict
+from .base import Application, Context, Namespaces, QueryError, SignatureJob, Verdict, not_behind
 
 HINT_CACHE_LIMIT = 200_000
 
@@ -139,6 +143,9 @@ class KeyValueApp(Application):
         state.commit()
         return digest
 
+    def queries(self) -> dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]]:
+        return {"get": _get, "query": _query}
+
     def _check_tx_key_current(self, ctx: Context, key_id: str) -> None:
         """Clients may seal to the current key, or to the one before it for one validity window."""
         keys = ctx.state.get(SERVICE, TX_KEYS) or []
@@ -149,6 +156,41 @@ class KeyValueApp(Application):
         window = ctx.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
         if i < len(keys) - 1 and keys[i + 1]["from_ts"] < ctx.block_time - window:
             raise TxError("stale_tx_key", "sealed to a retired transaction key; fetch the current one from /v1/service")
+
+
+def _get(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """A public map's entry (`GET /v1/state/{map}/{key}`)."""
+    not_behind(machine, req)
+    map_name, key = req.get("map"), req.get("key")
+    if not isinstance(map_name, str) or not isinstance(key, str):
+        raise QueryError("missing_field", "map and key are required")
+    if not is_public_map(map_name):
+        raise QueryError("private_map", "private maps are read with a signed query (POST /v1/queries)")
+    row = machine.state.get(map_name, key)
+    if row is None:
+        raise QueryError("not_found", "no such key")
+    return {"map": map_name, "key": key, "value": row["value"] if "writer" in row else row}
+
+
+def _query(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """A signed read of any map the caller may read, answered sealed to the caller's key
+    (`POST /v1/queries`). Queries are not execution: they check freshness against this node's clock."""
+    not_behind(machine, req)
+    q, body, sig = query.parse(req.get("query"))
+    if q.ledger != machine.ledger:
+        raise QueryError("wrong_ledger", "query is for another ledger")
+    if abs(q.ts - int(time.time() * 1000)) > query.QUERY_VALIDITY_MS:
+        raise QueryError("stale_query", "query timestamp is too far from the executor's clock")
+    key = machine.participant_keys().get(q.sender)
+    if key is None:
+        raise QueryError("unknown_sender", "the caller is not a user or member of this ledger")
+    if not key.verify(sig, body):
+        raise QueryError("bad_signature", "the query signature does not verify")
+    request = query.open_request(q, machine._open)
+    row = machine.state.get(request.map, request.key)
+    if row is None or not machine.may_read(q.sender, request.map, row):
+        raise QueryError("not_found", "no entry readable by this caller")
+    return query.seal_reply(q, body, {"map": request.map, "key": request.key, "value": row["value"]})
 
 
 def _sender_of(body: bytes) -> str | None:
