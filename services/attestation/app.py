@@ -105,9 +105,13 @@ def _outcome(status: int) -> str:
     return "malformed"
 
 
+def _too_large() -> RequestError:
+    return RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY:
-        raise RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+        raise _too_large()
     try:
         req = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -321,13 +325,13 @@ def create_app(service: AttestationService, ready: Any = None) -> web.Applicatio
 
     async def verify(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
-            err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            err = _too_large()
             service.verifications.labels("unknown", "malformed").inc()
             return web.json_response(err.to_dict(), status=413)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            err = _too_large()
             return web.json_response(err.to_dict(), status=413)
         status, doc = await service.handle(body)
         return web.json_response(doc, status=status)
@@ -336,7 +340,7 @@ def create_app(service: AttestationService, ready: Any = None) -> web.Applicatio
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            err = RequestError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+            err = _too_large()
             return web.json_response(err.to_dict(), status=413)
         status, doc = await service.collateral(body)
         return web.json_response(doc, status=status)

@@ -42,7 +42,7 @@ from conclavium.tx import TxError
 
 from . import commit_rule, ledger_clock
 from .apps import Application, default_apps
-from .enclave import LedgerSecrets, NodeKeys
+from .enclave import Generation, LedgerSecrets, NodeKeys
 from .governance_entries import GovernanceEntries
 from .node_entries import NodeEntries
 from .outcome import BlockOutcome, BlockRecord
@@ -297,17 +297,20 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
     def snapshot_secret(self) -> bytes | None:
         """The ledger secret of the generation current in the state: it seals snapshots and keys
         their digests, so every executor at the same height uses the same one."""
-        gen_id = self.state.get(SERVICE, SECRET_GENERATION)
-        gen = self.secrets.by_id(gen_id) if self.secrets and gen_id else None
+        gen = self._current_generation()
         return gen.ledger_secret if gen is not None else None
+
+    def _current_generation(self) -> Generation | None:
+        """This node's secrets of the generation current in the state, if it holds them."""
+        gen_id = self.state.get(SERVICE, SECRET_GENERATION)
+        return self.secrets.by_id(gen_id) if self.secrets and gen_id else None
 
     def _private_digest(self, writes: list[tuple[str, str, Any]]) -> bytes:
         """Write digest of an entry with private writes: keyed with the current ledger secret,
         so a receipt's digest reveals nothing about low-entropy private values."""
-        gen_id = self.state.get(SERVICE, SECRET_GENERATION)
-        gen = self.secrets.by_id(gen_id) if self.secrets and gen_id else None
+        gen = self._current_generation()
         if gen is None:
-            raise NeedSecrets(str(gen_id))
+            raise NeedSecrets(str(self.state.get(SERVICE, SECRET_GENERATION)))
         body = canonical_json([[m, k, v] for m, k, v in writes])
         return hmac.new(gen.write_digest_key, body, hashlib.sha256).digest()
 
