@@ -1,6 +1,6 @@
 """Conclavium benchmark: signed key-value writes through the whole ledger, submit-to-commit.
 
-    python bench/run.py [--net DIR] [--executors N] [--count N | --duration S] [--clients C]
+    python bench/run.py [--net DIR] [--executors N] [--protocol P] [--count N | --duration S] [--clients C]
                         [--batch B] [--private-ratio R] [--warmup S] [--rate TX/S] [--json FILE]
     python bench/run.py --sweep ...      # load-vs-latency table + PNG plot
     python bench/run.py --postgres       # PostgreSQL insert-only yardstick (pgbench)
@@ -65,6 +65,8 @@ class Batch:
     body: bytes
     hashes: list[bytes]
     path: str  # where the protocol's gateway router takes it
+    accepted: int = 202  # the status of an accepted request (JSON-RPC answers 200, errors inside)
+    content_type: str = "application/json"  # Sawtooth's POST /batches takes a protobuf BatchList
 
 
 def _sign_chunk(
@@ -147,8 +149,147 @@ def _presign_kv(t: Target, args: argparse.Namespace, total: int) -> list[Batch]:
     return presign(t.key_files, t.ledger, total, args.batch, args.private_ratio, ledger_tx_key(t.gateway), args.keys)
 
 
+def _sign_notary_chunk(args: tuple[list[str], str, int, int, int, int]) -> list[tuple[bytes, list[bytes]]]:
+    """Worker: `n` notarisation requests, each for a transaction of 2 fresh inputs, an output and
+    a command, with the tear-off a non-validating notary sees; `batch` per request body."""
+    from conclavium.notary import WireTransaction, make, transaction_groups
+    from conclavium.notary.request import NOTARY_GROUPS, state_ref
+
+    key_files, ledger, n, batch, seed, ts_ms = args
+    rng = random.Random(seed)
+    keys = [PrivateKey.from_file(f) for f in key_files]
+    out: list[tuple[bytes, list[bytes]]] = []
+    items: list[dict[str, str]] = []
+    hashes: list[bytes] = []
+    for i in range(n):
+        inputs = [state_ref(rng.randbytes(32), rng.randrange(4)) for _ in range(2)]
+        groups = transaction_groups(inputs, [], None, ledger, outputs=[rng.randbytes(60)], commands=[b"Move"])
+        wtx = WireTransaction(groups, rng.randbytes(32))
+        req = make(keys[i % len(keys)], ledger, wtx.id.hex(), inputs, [], None, wtx.tear_off(NOTARY_GROUPS), ts_ms)
+        items.append(req.to_json())
+        hashes.append(bytes.fromhex(req.hash))
+        if len(items) == batch or i == n - 1:
+            out.append((orjson.dumps(items[0] if batch == 1 else {"requests": items}), hashes))
+            items, hashes = [], []
+    return out
+
+
+def _presign_notary(t: Target, args: argparse.Namespace, total: int) -> list[Batch]:
+    workers = max(1, os.cpu_count() or 1)
+    per = max(args.batch, math.ceil(total / workers / args.batch) * args.batch)
+    ts_ms, seed = int(time.time() * 1000), random.randrange(1 << 30)
+    jobs, left = [], total
+    while left > 0:
+        jobs.append((t.key_files, t.ledger, min(per, left), args.batch, seed + len(jobs), ts_ms))
+        left -= per
+    with mp.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_sign_notary_chunk, jobs)
+    return [Batch(b, h, "/v1/notary/requests") for part in parts for b, h in part]
+
+
+def enable_notary(t: Target, member_keys: list[str]) -> None:
+    """Members vote the notary on for the benchmark's users (set_applications, set_notary_parties)."""
+    from conclavium.sdk.client import Client
+
+    async def vote() -> None:
+        clients = [Client(t.gateway, PrivateKey.from_file(k), ledger=t.ledger) for k in member_keys]
+        try:
+            parties = sorted({PrivateKey.from_file(k).key_id for k in t.key_files})
+            actions = [
+                {"name": "set_applications", "args": {"applications": ["kv", "notary"]}},
+                {"name": "set_notary_parties", "args": {"parties": parties}},
+            ]
+            proposal = await clients[0].propose(actions)
+            await clients[0].wait(proposal["tx_hash"])
+            for c in clients[: len(clients) // 2 + 1]:
+                await c.wait((await c.vote(proposal["proposal_id"], approve=True))["tx_hash"])
+            if (await clients[0].proposal(proposal["proposal_id"]))["state"] != "Accepted":
+                raise RuntimeError("the members' vote did not enable the notary")
+        finally:
+            for c in clients:
+                await c.close()
+
+    asyncio.run(vote())
+
+
+ETH_STATE: dict[str, Any] = {}  # the Ethereum workload of this run, for its anvil anchor and ceiling
+
+
+def _presign_eth(t: Target, args: argparse.Namespace, total: int) -> list[Batch]:
+    """Deploy an ERC-20 and fund its senders (not timed), then sign the transfers."""
+    from bench import eth_workload as ew
+
+    doc = json.loads((Path(t.net.dir if t.net else args.net) / "local.json").read_text())["applications"]["eth"]
+    rpc, chain_id = doc["rpc"], int(doc["chain_id"])
+    senders = (args.clients * args.window + 1) * args.batch  # see eth_workload: nonce order
+    w = ew.Workload(chain_id, bytes.fromhex(doc["accounts"][0]["private_key"][2:]), senders)
+    w.sign_setup(ew.compile_token())
+    ew.send_all(rpc, w.setup)
+    assert ew.wait_receipt(rpc, w.setup[-1])["status"] == "0x1"
+    groups = w.sign_transfers(total, args.batch)
+    ETH_STATE["workload"] = w
+    return [Batch(ew.request_body(g), [ew.entry_id(r) for r in g], "/rpc", 200) for g in groups]
+
+
+def _sign_sawtooth_chunk(args: tuple[int, int, int]) -> list[tuple[bytes, list[bytes]]]:
+    """Worker: `n` intkey `set`s of fresh names, one transaction per Sawtooth batch, `batch` batches
+    per BatchList; the hashes are the batches' ledger entry ids."""
+    import cbor2
+
+    from conclavium.apps import app_entry
+    from conclavium.block import entry_id
+    from conclavium.sawtooth import APP
+    from conclavium.sawtooth.batch import build_batch
+    from conclavium.sawtooth.pb.sawtooth_pb2 import BatchList
+
+    n, batch, seed = args
+    rng = random.Random(seed)
+    key = rng.randbytes(32)
+    prefix = hashlib.sha512(b"intkey").hexdigest()[:6]
+    out: list[tuple[bytes, list[bytes]]] = []
+    blist, hashes = BatchList(), []
+    for i in range(n):
+        name = rng.randbytes(10).hex()
+        addr = prefix + hashlib.sha512(name.encode()).hexdigest()[-64:]
+        payload = cbor2.dumps({"Verb": "set", "Name": name, "Value": i})
+        b = build_batch(key, [("intkey", "1.0", payload, [addr], [addr])])
+        blist.batches.append(b)
+        hashes.append(entry_id(app_entry(APP, b.SerializeToString(), b"")))
+        if len(blist.batches) == batch or i == n - 1:
+            out.append((blist.SerializeToString(), hashes))
+            blist, hashes = BatchList(), []
+    return out
+
+
+def _presign_sawtooth(t: Target, args: argparse.Namespace, total: int) -> list[Batch]:
+    workers = max(1, os.cpu_count() or 1)
+    per = max(args.batch, math.ceil(total / workers / args.batch) * args.batch)
+    seed, jobs, left = random.randrange(1 << 30), [], total
+    while left > 0:
+        jobs.append((min(per, left), args.batch, seed + len(jobs)))
+        left -= per
+    with mp.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_sign_sawtooth_chunk, jobs)
+    return [Batch(b, h, "/batches", 202, "application/octet-stream") for part in parts for b, h in part]
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "kv": Protocol(_presign_kv, "native key-value transactions (one put each; --private-ratio sealed)"),
+    "notary": Protocol(
+        _presign_notary,
+        "notarisation requests, 2 inputs each with their tear-off (POST /v1/notary/requests); "
+        "a public key-value run of the same shape follows as the anchor",
+    ),
+    "eth": Protocol(
+        _presign_eth,
+        "ERC-20 transfers from many accounts via eth_sendRawTransaction (JSON-RPC batches of --batch; 1 = "
+        "one per request), beside anvil given the same signed transactions",
+    ),
+    "sawtooth": Protocol(
+        _presign_sawtooth,
+        "intkey sets of fresh names, one transaction per Sawtooth batch, --batch batches per BatchList "
+        "(POST /batches), run by one intkey TP (Sawtooth SDK, Python 3.9) per executor",
+    ),
 }
 
 
@@ -324,10 +465,10 @@ async def _post(session: aiohttp.ClientSession, url: str, b: Batch) -> bool:
     path = b.path
     for attempt in range(3):
         try:
-            async with session.post(url + path, data=b.body, headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-                if r.status == 202:
-                    return True
+            async with session.post(url + path, data=b.body, headers={"Content-Type": b.content_type}) as r:
+                answer = await r.read()
+                if r.status == b.accepted:
+                    return b.accepted != 200 or b'"error"' not in answer
                 if r.status != 503:
                     return False
         except (aiohttp.ClientError, TimeoutError):
@@ -499,9 +640,7 @@ def _summarise(
 ) -> dict[str, Any]:
     t0 = marks["t0"]
     window = max(t1 - t0, 1e-9)
-    lat = sorted(
-        (d - s) * 1000 for s, d in zip(tr.sent, tr.done, strict=True) if s >= t0 and d > 0
-    )
+    lat = sorted((d - s) * 1000 for s, d in zip(tr.sent, tr.done, strict=True) if s >= t0 and d > 0)
     committed = sum(1 for d in tr.done if d > 0)
     in_window = sum(1 for d in tr.done if t0 <= d <= t1)
     cpu0 = marks["cpu0"]
@@ -534,9 +673,7 @@ def _summarise(
         "machine_busy_cores": round(machine_busy, 2),
         "foreign_busy_cores": round(max(0.0, foreign), 2),
         "machine_iowait_cores": round((cpu1["machine-iowait"] - cpu0["machine-iowait"]) / window, 2),
-        "cpu_us_per_tx_total_services": round(
-            sum(v for k, v in cpu_per_tx.items() if k != "bench-client"), 1
-        ),
+        "cpu_us_per_tx_total_services": round(sum(v for k, v in cpu_per_tx.items() if k != "bench-client"), 1),
         "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
     }
 
@@ -553,6 +690,7 @@ class Target:
     key_files: list[str]
     executors: int
     net: LocalNetwork | None = None
+    member_key_files: list[str] = field(default_factory=list)
 
 
 def start_network(args: argparse.Namespace) -> Target:
@@ -564,6 +702,8 @@ def start_network(args: argparse.Namespace) -> Target:
         block_interval_ms=args.block_interval_ms,
         snapshot_every=args.snapshot_every,
         log_level="warning",
+        eth=args.protocol == "eth",
+        sawtooth=["intkey"] if args.protocol == "sawtooth" else [],
     )
     net = LocalNetwork(d, opts)
     try:
@@ -573,7 +713,8 @@ def start_network(args: argparse.Namespace) -> Target:
         raise
     pids = {name: p.pid for name, p in net.procs.items() if p.pid}
     keys = [str(net.dir / u["key"]) for u in net.users]
-    return Target(net.gateway_url, net.nats_url, opts.ledger, pids, keys, args.executors, net)
+    members = [str(net.dir / m["key"]) for m in net.members]
+    return Target(net.gateway_url, net.nats_url, opts.ledger, pids, keys, args.executors, net, members)
 
 
 def attach_network(directory: Path) -> Target:
@@ -581,7 +722,8 @@ def attach_network(directory: Path) -> Target:
     pids = {p["name"]: p["pid"] for p in doc["processes"] if p.get("pid")}
     keys = [str(directory / u["key"]) for u in doc["users"]] or [str(directory / m["key"]) for m in doc["members"]]
     n_exec = sum(1 for n in pids if n.startswith("executor-"))
-    return Target(doc["gateway_url"], doc["nats_url"], doc.get("ledger", "local"), pids, keys, n_exec)
+    members = [str(directory / m["key"]) for m in doc["members"]]
+    return Target(doc["gateway_url"], doc["nats_url"], doc.get("ledger", "local"), pids, keys, n_exec, None, members)
 
 
 # --- modes ---------------------------------------------------------------------------------------
@@ -636,6 +778,14 @@ def run_once(t: Target, args: argparse.Namespace, rate: float | None, duration: 
     return res
 
 
+def anchor_run(t: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """The same load shape as public key-value writes, on the same network, right after: the
+    figure to read a protocol's throughput beside (the machine drifts between runs)."""
+    kv = argparse.Namespace(**{**vars(args), "protocol": "kv", "private_ratio": 0.0})
+    r = run_once(t, kv, args.rate, args.duration)
+    return {k: r[k] for k in ("committed_tps", "latency_ms", "acknowledged", "committed", "failed", "cpu_us_per_tx")}
+
+
 def print_result(r: dict[str, Any]) -> None:
     lat = r["latency_ms"]
     print(
@@ -643,7 +793,14 @@ def print_result(r: dict[str, Any]) -> None:
         f"max {lat['max']} ms  acked {r['acknowledged']} committed {r['committed']} failed {r['failed']} "
         f"invalid {sum(r['invalid'].values())}"
     )
-    if "ceiling" in r:
+    if "eth_ceiling" in r:
+        a, c = r["anchor"], r["eth_ceiling"]
+        print(
+            f"anvil (same signed transfers, same machine, this run): {a['anvil_tps']} tx/s; "
+            f"Ethereum ceiling {c['ceiling_tps']} tx/s (decode+recover {c['decode_recover_us']} us, "
+            f"EVM {c['evm_transfer_us']} us per transfer); this run = {r['eth_fraction_of_ceiling']:.1%} of it"
+        )
+    elif "ceiling" in r:
         c = r["ceiling"]
         print(
             f"ceiling {c['ceiling_tps']} tx/s (crypto {c['crypto_us_per_tx']} us/tx: "
@@ -657,6 +814,13 @@ def print_result(r: dict[str, Any]) -> None:
         f"(shared machine); iowait {r['machine_iowait_cores']}"
     )
     print("RSS MB:", ", ".join(f"{k} {v['rss']}" for k, v in r["rss_mb"].items() if v))
+    if "latency_ms" in r.get("anchor", {}):
+        a, lat = r["anchor"], r["anchor"]["latency_ms"]
+        print(
+            f"anchor (public key-value writes, same shape, same network, right after): {a['committed_tps']:.0f} tx/s "
+            f"p50 {lat['p50']} ms p99 {lat['p99']} ms; "
+            f"this protocol = {r['committed_tps'] / a['committed_tps']:.0%} of it"
+        )
     if r.get("workload_exhausted_early"):
         print("warning: the signed workload ran out before the end: raise --max-rate; the figure is a lower bound")
 
@@ -665,9 +829,11 @@ def sweep(t: Target, args: argparse.Namespace) -> dict[str, Any]:
     """Closed-loop peak first, then open-loop runs at fractions of it."""
     dur = args.duration or 5.0
     peak = run_once(t, args, None, dur)
-    rates = [float(x) for x in args.rates.split(",")] if args.rates else [
-        round(peak["committed_tps"] * f, -1) for f in (0.25, 0.5, 0.75, 1.0)
-    ]
+    rates = (
+        [float(x) for x in args.rates.split(",")]
+        if args.rates
+        else [round(peak["committed_tps"] * f, -1) for f in (0.25, 0.5, 0.75, 1.0)]
+    )
     rows = [{"mode": "closed-loop peak", **_row(peak)}]
     for rate in rates:
         if rate <= 0:
@@ -786,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         info = machine_info()
         t = attach_network(args.net) if args.net else start_network(args)
         try:
+            if args.protocol == "notary":
+                enable_notary(t, t.member_key_files)
             ceiling = measure_ceiling(t.executors, private_ratio=args.private_ratio)
             if args.sweep:
                 result = sweep(t, args)
@@ -794,9 +962,22 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_once(t, args, args.rate, args.duration)
                 result["ceiling"] = ceiling
                 result["fraction_of_ceiling"] = round(result["committed_tps"] / ceiling["ceiling_tps"], 3)
-            result["config"] = {
-                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            } | {"executors": t.executors, "command": " ".join(sys.argv)}
+                if args.protocol == "eth":
+                    from bench import eth_workload as ew
+                    from conclavium.local.processes import free_port
+
+                    w = ETH_STATE["workload"]
+                    result["eth_ceiling"] = ew.ceiling(w, t.executors)
+                    result["eth_fraction_of_ceiling"] = round(
+                        result["committed_tps"] / result["eth_ceiling"]["ceiling_tps"], 3
+                    )
+                    result["anchor"] = ew.anvil_anchor(w, args.batch, free_port())
+                elif args.protocol != "kv":
+                    result["anchor"] = anchor_run(t, args)
+            result["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {
+                "executors": t.executors,
+                "command": " ".join(sys.argv),
+            }
             result["machine"] = info
             if not args.sweep:
                 print_result(result)

@@ -34,6 +34,7 @@ class Evidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     evidence: str  # base64 report or quote
     certs: dict[str, str] = {}  # name -> base64 DER certificate
     collateral: dict[str, str] = {}  # name -> base64 collateral document
+    event_log: str = ""  # base64 TDX event log (CCEL), replayed into the quote's RTMRs
 
 
 class NodeInfo(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,7 +98,48 @@ class Rekey(msgspec.Struct, tag="rekey", forbid_unknown_fields=True):
     shares: dict[str, str]  # node id -> base64 HPKE box of the generation
 
 
-NodeMessage = Genesis | Join | Endorse | SnapshotDigest | Rekey
+class RecoveryShares(msgspec.Struct, tag="recovery_shares", forbid_unknown_fields=True):
+    """A trusted node's new share set (conclavium/recovery.py): the ledger secrets wrapped under a
+    fresh recovery key, split `threshold` of n, one share sealed to each member's encryption key.
+    Issued again whenever the members holding shares, the threshold or the generations change."""
+
+    v: int
+    ledger: str
+    ts: int
+    sender: str
+    id: str  # SHA-256 of the wrapped secrets
+    threshold: int
+    generations: list[str]  # ids of every generation the wrapped secrets hold, in ledger order
+    wrapped: str  # base64 AES-256-GCM of the LedgerSecrets under HKDF(recovery key)
+    shares: dict[str, dict[str, str]]  # member id -> {"box": base64 HPKE to the member, "digest"}
+
+
+class RecoveryOpen(msgspec.Struct, tag="recovery_open", forbid_unknown_fields=True):
+    """A new executor, started to recover a ledger whose executors are all lost, asks the members
+    for their shares of set `set`: its keys and the evidence binding them, as a join carries."""
+
+    v: int
+    ledger: str
+    ts: int
+    node: NodeInfo
+    set: str
+
+
+class Recovered(msgspec.Struct, tag="recovered", forbid_unknown_fields=True):
+    """The recovering node reconstructed the ledger secrets from the shares of `members`: its node
+    certificate, signed with the recovered service key, proves it. The ledger then retires every
+    lost node and trusts this one."""
+
+    v: int
+    ledger: str
+    ts: int
+    sender: str
+    set: str
+    members: list[str]
+    cert: str
+
+
+NodeMessage = Genesis | Join | Endorse | SnapshotDigest | Rekey | RecoveryShares | RecoveryOpen | Recovered
 _decoder = msgspec.json.Decoder(NodeMessage)
 
 

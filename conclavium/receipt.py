@@ -1,10 +1,13 @@
-"""Receipts: proof that a transaction is committed, verifiable offline with the service certificate.
+"""Receipts: proof that a transaction is committed, verifiable offline with the consortium identity.
 
 A receipt holds the transaction's leaf components, its Merkle inclusion path in its block, the
-signed statement (ledger, height, block hash, root, quorum) and the quorum's signatures, each with
-the node certificate the service identity issued. Verification recomputes the root from the leaf,
-checks every certificate against the service certificate and every signature over the statement,
-and requires at least `quorum` distinct endorsed signers.
+signed statement (ledger, height, block hash, root, node quorum) and the signatures of the nodes
+that committed it, each with the node's signing key and its member's endorsement (a COSE_Sign1
+document, `conclavium.consortium`). Verification recomputes the root from the leaf, checks each
+endorsement against the members of the identity the verifier trusts, each signature over the
+statement, and requires nodes of at least k distinct members, k being the identity's threshold.
+Nothing that decides the count comes from the receipt: not k, not the member set, not which nodes
+are retired, so no node (and no member alone, with all its nodes) can make a receipt verify.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 
 from conclavium import merkle
 from conclavium.block import leaf_data, statement
+from conclavium.consortium import Identity
 from conclavium.encoding import b64d, b64e
-from conclavium.identity import CertificateError, load_cert, verify_node_certificate
+from conclavium.endorsement import NOT_COUNTED, EndorsementError, endorsed_node_key
 
-RECEIPT_VERSION = 1
+RECEIPT_VERSION = 2
 
 
 class ReceiptError(ValueError):
@@ -34,7 +38,8 @@ class VerifiedReceipt:
     height: int
     index: int
     tx_hash: str
-    signers: list[str]
+    signers: list[str]  # the nodes that counted
+    members: list[str]  # their members, distinct
 
 
 def build(
@@ -48,8 +53,9 @@ def build(
     root: bytes,
     block_hash: bytes,
     quorum: int,
-    signatures: list[tuple[str, bytes, str]],
+    signatures: list[tuple[str, bytes, str, str]],
 ) -> dict[str, Any]:
+    """`signatures`: (node id, signature, node signing key PEM, member endorsement base64)."""
     return {
         "v": RECEIPT_VERSION,
         "ledger": ledger,
@@ -61,7 +67,9 @@ def build(
         "root": root.hex(),
         "block_hash": block_hash.hex(),
         "quorum": quorum,
-        "signatures": [{"node": n, "signature": b64e(s), "cert": c} for n, s, c in signatures],
+        "signatures": [
+            {"node": n, "signature": b64e(s), "signing_key": k, "endorsement": e} for n, s, k, e in signatures
+        ],
     }
 
 
@@ -76,15 +84,16 @@ def _hex(r: dict[str, Any], field: str, size: int = 32) -> bytes:
     return b
 
 
-def verify(
-    r: Any, service_cert_pem: str, *, min_signers: int = 1, tx_hash: str | None = None
-) -> VerifiedReceipt:
-    """Verify a receipt; raises ReceiptError naming the first failed check."""
+def verify(r: Any, identity: Identity, *, tx_hash: str | None = None) -> VerifiedReceipt:
+    """Verify a receipt against the consortium identity the caller trusts; raises ReceiptError
+    naming the first failed check."""
     if not isinstance(r, dict) or r.get("v") != RECEIPT_VERSION:
-        raise ReceiptError("malformed", "not a version 1 receipt")
+        raise ReceiptError("malformed", f"not a version {RECEIPT_VERSION} receipt")
     ledger, height, index, quorum = r.get("ledger"), r.get("height"), r.get("index"), r.get("quorum")
-    if not isinstance(ledger, str) or not all(isinstance(x, int) for x in (height, index, quorum)):
+    if not isinstance(ledger, str) or not all(type(x) is int for x in (height, index, quorum)):
         raise ReceiptError("malformed", "ledger, height, index and quorum are required")
+    if ledger != identity.ledger:
+        raise ReceiptError("wrong_ledger", f"the receipt is for ledger {ledger!r}, not {identity.ledger!r}")
     leaf_tx = _hex(r, "tx_hash")
     if tx_hash is not None and leaf_tx.hex() != tx_hash.lower():
         raise ReceiptError("wrong_transaction", "the receipt is for another transaction")
@@ -97,35 +106,48 @@ def verify(
         raise ReceiptError("malformed", "inclusion path is malformed") from None
     if computed != root:
         raise ReceiptError("bad_inclusion_proof", "the leaf and path do not lead to the signed root")
-    if quorum < 1:
-        raise ReceiptError("malformed", "quorum must be at least 1")
-    try:
-        service_cert = load_cert(service_cert_pem)
-    except CertificateError as e:
-        raise ReceiptError("bad_service_certificate", str(e)) from None
     stmt = statement(ledger, height, bhash, root, quorum)
-    signers: list[str] = []
     sigs = r.get("signatures")
     if not isinstance(sigs, list):
         raise ReceiptError("malformed", "signatures must be a list")
+    counted: dict[str, str] = {}  # node -> member
+    ignored: list[str] = []
     for s in sigs:
-        if not isinstance(s, dict) or not all(isinstance(s.get(k), str) for k in ("node", "signature", "cert")):
-            raise ReceiptError("malformed", "each signature needs node, signature and cert")
-        try:
-            key = verify_node_certificate(s["cert"], service_cert)
-        except CertificateError as e:
-            raise ReceiptError("untrusted_node", f"node {s['node'][:16]}: {e}") from None
-        if key.key_id != s["node"]:
-            raise ReceiptError("untrusted_node", "certificate does not belong to the named node")
-        try:
-            sig = b64d(s["signature"])
-        except ValueError:
-            raise ReceiptError("malformed", "signature is not base64") from None
-        if not key.verify(sig, stmt):
-            raise ReceiptError("bad_signature", f"signature of node {s['node'][:16]} does not verify")
-        if s["node"] not in signers:
-            signers.append(s["node"])
-    needed = max(quorum, min_signers)
-    if len(signers) < needed:
-        raise ReceiptError("insufficient_signatures", f"{len(signers)} distinct signers, {needed} needed")
-    return VerifiedReceipt(ledger, height, index, leaf_tx.hex(), signers)
+        if not isinstance(s, dict) or not all(
+            isinstance(s.get(k), str) for k in ("node", "signature", "signing_key", "endorsement")
+        ):
+            raise ReceiptError("malformed", "each signature needs node, signature, signing_key and endorsement")
+        member = _signer(s, identity, height, stmt)
+        if member in identity.members:
+            counted.setdefault(s["node"], member)
+        else:
+            ignored.append(f"node {s['node'][:16]}: {member}")
+    members = sorted(set(counted.values()))
+    if len(members) < identity.threshold:
+        detail = f"; not counted: {'; '.join(ignored)}" if ignored else ""
+        raise ReceiptError(
+            "insufficient_signatures",
+            f"nodes of {len(members)} distinct member(s) signed, the consortium identity (version "
+            f"{identity.version}) needs {identity.threshold}{detail}",
+        )
+    return VerifiedReceipt(ledger, height, index, leaf_tx.hex(), sorted(counted), members)
+
+
+def _signer(s: dict[str, Any], identity: Identity, height: int, stmt: bytes) -> str:
+    """The member a signature counts for, or why it does not count: a node the identity does not
+    vouch for (another member set, retired) is not counted; a signature or endorsement that was
+    tampered with fails the whole receipt."""
+    try:
+        endorsed = endorsed_node_key(s["node"], s["signing_key"], s["endorsement"], identity, height)
+    except EndorsementError as e:
+        if e.code in NOT_COUNTED:
+            return e.message
+        code = "malformed" if e.code == "malformed" else "untrusted_node"
+        raise ReceiptError(code, f"node {s['node'][:16]}: {e.message}") from None
+    try:
+        sig = b64d(s["signature"])
+    except ValueError:
+        raise ReceiptError("malformed", f"node {s['node'][:16]}: signature is not base64") from None
+    if not endorsed.key.verify(sig, stmt):
+        raise ReceiptError("bad_signature", f"signature of node {s['node'][:16]} does not verify")
+    return endorsed.member

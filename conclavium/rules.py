@@ -12,6 +12,10 @@ version 1, the rules it was written with.
   messages); client entries are key-value transactions only.
 - 2: the applications a ledger runs are a governance setting (`set_applications`); a client entry
   names its application and is Invalid `unknown_application` when the ledger does not run it.
+- 3: commits need nodes of k distinct members (the consortium identity's threshold) and more than
+  half of the nodes that can sign, counting only nodes an active member endorsed
+  (docs/confidentiality.md, "Receipts that need k members"). Before it, every trusted node with a
+  service certificate counted on its own and a configured quorum up to the nodes was used as is.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from conclavium.apps import KV
 RULES_KEY = "rules"
 APPLICATIONS_KEY = "applications"
 FIRST = 1
-LATEST = 2
-IMPLEMENTED: frozenset[int] = frozenset({1, 2})
+LATEST = 3
+IMPLEMENTED: frozenset[int] = frozenset({1, 2, 3})
 APPLICATIONS_FROM = 2  # the first version in which applications are governed
+MEMBER_COMMITS_FROM = 3  # the first version whose commit rule counts members
 
 
 def record(tables: Any, service: str) -> dict[str, Any]:

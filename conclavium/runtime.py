@@ -38,9 +38,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_logging(level: str = "info") -> None:
+LOG_FORMATS = ("json", "plain")
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str = "info", fmt: str | None = None) -> None:
+    """Log to stderr as JSON lines, or as plain text when `fmt` (default: CONCLAVIUM_LOG_FORMAT,
+    the chart's `logFormat`) is `plain`."""
+    chosen = (fmt or os.environ.get("CONCLAVIUM_LOG_FORMAT") or "json").lower()
+    if chosen not in LOG_FORMATS:
+        raise SystemExit(f"CONCLAVIUM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {chosen!r}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter(PLAIN_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -69,8 +78,16 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers of a `--nats-url` value: one URL or several, comma-separated."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 async def connect_nats(url: str, name: str) -> nats.NATS:
     """Connect and keep reconnecting for ever: a NATS restart must need no manual step.
+    `url` may list several servers of one cluster, comma-separated: they are tried in that order
+    (list the member's own server first), and a server that stops answering pings for about
+    9 s (a partition sends no TCP reset) is left for the next one.
     Credentials and a CA come from CONCLAVIUM_NATS_CREDS / CONCLAVIUM_NATS_CA (file paths)."""
 
     async def on_error(e: Exception) -> None:
@@ -91,7 +108,10 @@ async def connect_nats(url: str, name: str) -> nats.NATS:
         options["tls"] = ssl.create_default_context(cafile=os.environ["CONCLAVIUM_NATS_CA"])
     return await nats.connect(
         **options,
-        servers=url.split(","),
+        servers=nats_servers(url),
+        dont_randomize=True,
+        ping_interval=3,
+        max_outstanding_pings=3,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
@@ -102,6 +122,15 @@ async def connect_nats(url: str, name: str) -> nats.NATS:
         reconnected_cb=on_reconnect,
         pending_size=64 * 1024 * 1024,
     )
+
+
+def redis_from_url(url: str, **options: Any) -> Any:
+    """A redis.asyncio client for `url` with the password from CONCLAVIUM_REDIS_PASSWORD (the
+    chart's `redis.passwordSecret`), so every service honours the same Redis settings."""
+    import redis.asyncio as aioredis
+
+    password = os.environ.get("CONCLAVIUM_REDIS_PASSWORD") or None
+    return aioredis.from_url(url, password=password, **options)
 
 
 async def metrics_handler(_: web.Request) -> web.Response:

@@ -51,6 +51,10 @@ def sequencer_bucket(ledger: str) -> str:
     return f"CV_SEQ_{_up(ledger)}"
 
 
+SEQUENCER_LEASE_KEY = "lease"
+"""The key of the active sequencer's lease in the sequencer bucket: JSON {"holder", "ttl_ms", "incarnation"}."""
+
+
 def status_subject(ledger: str) -> str:
     return f"cv.{ledger}.status"
 
@@ -110,8 +114,9 @@ async def ensure_streams(js, ledger: str, replicas: int = 1, patience_s: float =
     """Create the ledger's streams if absent; every service calls this, so start order is free.
     A JetStream that is slow to answer (busy disks, a cluster electing its leader) is waited for
     up to `patience_s` rather than ending the process on its first timeout (nats-py's timeouts
-    are `TimeoutError`s)."""
-    from nats.js.errors import ServiceUnavailableError
+    are `TimeoutError`s). So is a stream another service is creating at that moment: on a cluster,
+    its name is taken (`add_stream` refused) before the stream is found (`stream_info` 404)."""
+    from nats.js.errors import NotFoundError, ServiceUnavailableError
 
     deadline = asyncio.get_running_loop().time() + patience_s
     for cfg in (intake_config(ledger, replicas), ledger_config(ledger, replicas)):
@@ -119,7 +124,7 @@ async def ensure_streams(js, ledger: str, replicas: int = 1, patience_s: float =
             try:
                 await _ensure_stream(js, cfg)
                 break
-            except (TimeoutError, ServiceUnavailableError) as e:
+            except (TimeoutError, ServiceUnavailableError, NotFoundError) as e:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 log.warning("stream %s not ready (%s); retrying", cfg.name, e)

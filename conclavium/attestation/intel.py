@@ -9,15 +9,22 @@ from typing import Any
 from .claims import Claims, VerificationError, iso, require_aware
 from .intel_collateral import verify_collateral
 from .intel_quote import TdReport, body_details, verify_quote
+from .tdx_event_log import check_against_quote
 
 
 def verify_intel(
-    platform: str, evidence: bytes, *, collateral: Mapping[str, bytes] | None = None, at: datetime
+    platform: str,
+    evidence: bytes,
+    *,
+    collateral: Mapping[str, bytes] | None = None,
+    event_log: bytes | None = None,
+    at: datetime,
 ) -> Claims:
     """Verify a DCAP quote for `platform` ('tdx' or 'sgx') at time `at`.
 
     Without collateral the TCB status is `Unknown`; with it, the collateral's signatures, CRLs and
-    FMSPC are checked and the status follows Intel's rules.
+    FMSPC are checked and the status follows Intel's rules. A TDX `event_log` (CCEL) must replay to
+    the quote's RTMR0-3; its events and named components go into `details.event_log`.
     """
     require_aware(at)
     qv = verify_quote(evidence, at=at)
@@ -69,6 +76,10 @@ def verify_intel(
         },
         "collateral": {"expires_at": iso(min(c.not_valid_after_utc for c in (qv.leaf, qv.intermediate)))},
     }
+    if event_log is not None:
+        if not isinstance(body, TdReport):
+            raise VerificationError("event_log_platform", "an event log replays TDX RTMRs; this is an SGX quote")
+        details["event_log"] = check_against_quote(event_log, [body.rtmr(i) for i in range(4)])
     status = "Unknown"
     if collateral:
         result = verify_collateral(qv, collateral, at=at)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .claims import PLATFORMS, Claims, PolicyError
+from .tdx_event_log import COMPONENTS, DIGEST_SIZE
 
 INTEL = ("tdx", "sgx")
 TRAILING_MODES = ("none", "zeros", "any")
@@ -39,6 +40,8 @@ TDX_LISTS = (
 # "any"; the others must be listed.
 WAIVABLE = ("family_id", "image_id", "mrowner", "mrownerconfig", "xfam", "td_attributes")
 SNP_LISTS = ("host_data", "family_id", "image_id")
+# tdx.event_log: per RTMR the event digests allowed in it, and per named component its digests.
+EVENT_LOG_KEYS = ("rtmr0", "rtmr1", "rtmr2", "rtmr3", *COMPONENTS)
 # Statuses that say "not evaluated": never acceptable, collateral is mandatory.
 UNEVALUATED = ("Unknown",)
 
@@ -115,6 +118,7 @@ class Policy:
     snp_lists: dict[str, AllowList] = field(default_factory=dict)
     tdx_lists: dict[str, AllowList] = field(default_factory=dict)
     tdx_minimum_tee_tcb_svn: bytes | None = None
+    tdx_event_log: dict[str, tuple[str, ...]] | None = None
     sgx_signers: tuple[SgxSigner, ...] = ()
     trailing_bytes: str = "zeros"
 
@@ -151,6 +155,23 @@ def _allow_list(value: Any, name: str, production: bool) -> AllowList:
             raise PolicyError("policy_format", f"a production policy must list {name}; 'any' is for development")
         return ANY
     return _hexlist(value, name)
+
+
+def _event_log_rules(value: Any) -> dict[str, tuple[str, ...]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PolicyError("policy_format", "tdx.event_log must be an object")
+    unknown = set(value) - set(EVENT_LOG_KEYS)
+    if unknown:
+        raise PolicyError("policy_format", f"unknown tdx.event_log keys {sorted(unknown)}")
+    out = {}
+    for key, digests in value.items():
+        listed = _hexlist(digests, f"tdx.event_log.{key}")
+        if any(len(d) != 2 * DIGEST_SIZE for d in listed):
+            raise PolicyError("policy_format", f"tdx.event_log.{key} entries are SHA-384 digests (48 bytes)")
+        out[key] = listed
+    return out
 
 
 def _tcb_floors(value: Any, name: str) -> dict[str, dict[str, int]]:
@@ -278,7 +299,7 @@ def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
     if not isinstance(vmpls, list) or not all(type(v) is int and 0 <= v <= 3 for v in vmpls):
         raise PolicyError("policy_format", "snp.vmpl must be a list of integers 0-3")
     committed = snp.get("minimum_committed_tcb")
-    tdx = _section(doc, "tdx", {*TDX_LISTS, "minimum_tee_tcb_svn"})
+    tdx = _section(doc, "tdx", {*TDX_LISTS, "minimum_tee_tcb_svn", "event_log"})
     min_svn = tdx.get("minimum_tee_tcb_svn")
     min_svn_raw: bytes | None = None
     if min_svn is not None:
@@ -321,6 +342,7 @@ def load_policy(source: dict[str, Any] | bytes | str) -> Policy:
         snp_lists={k: _allow_list(snp.get(k), f"snp.{k}", production) for k in SNP_LISTS},
         tdx_lists={k: _allow_list(tdx.get(k), f"tdx.{k}", production) for k in TDX_LISTS},
         tdx_minimum_tee_tcb_svn=min_svn_raw,
+        tdx_event_log=_event_log_rules(tdx.get("event_log")),
         sgx_signers=tuple(signers),
         trailing_bytes=trailing,
     )
@@ -371,6 +393,13 @@ def _check_floor(
 
 def _snp(claims: Claims, policy: Policy, fails: list[tuple[str, str]]) -> None:
     d = claims.details
+    if policy.production and "amd_crl" not in d.get("collateral", {}):
+        fails.append(
+            (
+                "collateral_missing",
+                "no AMD CRL (KDS crl) was checked, so revocation of the ASK/ASVK is unknown; production refuses it",
+            )
+        )
     vmpl = d.get("vmpl")
     if vmpl not in policy.snp_vmpls:
         fails.append(("vmpl", f"VMPL {vmpl} is not in {list(policy.snp_vmpls)}"))
@@ -400,10 +429,37 @@ def _snp(claims: Claims, policy: Policy, fails: list[tuple[str, str]]) -> None:
     _check_list(fails, policy, "image_id", policy.snp_lists.get("image_id"), d.get("image_id"), "IMAGE_ID")
 
 
+def _event_log(claims: Claims, rules: dict[str, tuple[str, ...]], fails: list[tuple[str, str]]) -> set[str]:
+    """Judge the replayed event log; returns the RTMRs its rules cover (instead of raw allow-lists)."""
+    log = claims.details.get("event_log")
+    if not isinstance(log, dict):
+        fails.append(("event_log_missing", "the policy judges the TDX event log, and the evidence carries none"))
+        return {k for k in rules if k.startswith("rtmr")}
+    for rtmr in (k for k in rules if k.startswith("rtmr")):
+        extra = [d for d in log.get(rtmr, []) if d not in rules[rtmr]]
+        if extra:
+            fails.append(
+                (rtmr, f"{rtmr.upper()} has {len(extra)} event(s) the policy does not allow, first {extra[0]}")
+            )
+    found = log.get("components", {})
+    for comp in COMPONENTS:
+        if comp not in rules:
+            continue
+        got = found.get(comp, [])
+        if not got:
+            fails.append((f"event_log_{comp}", f"the event log measures no {comp}"))
+        elif any(d not in rules[comp] for d in got):
+            fails.append((f"event_log_{comp}", f"{comp} {got[-1]} is not allowed"))
+    return {k for k in rules if k.startswith("rtmr")}
+
+
 def _tdx(claims: Claims, policy: Policy, fails: list[tuple[str, str]]) -> None:
     body = claims.details.get("body", {})
+    by_log = _event_log(claims, policy.tdx_event_log, fails) if policy.tdx_event_log is not None else set()
     for name in TDX_LISTS:
         rule = policy.tdx_lists.get(name)
+        if rule is None and name in by_log:
+            continue  # judged through the replayed event log
         if (
             name == "mrconfigid"
             and rule is None

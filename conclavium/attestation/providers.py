@@ -22,6 +22,8 @@ from .virtual import make_virtual_evidence
 CONFIGFS_TSM_ROOT = "/sys/kernel/config/tsm/report"
 SEV_GUEST_DEVICE = "/dev/sev-guest"
 GRAMINE_ROOT = "/dev/attestation"
+# TDVF's event log, as Linux exposes the ACPI CCEL table's log area.
+CCEL_DATA = "/sys/firmware/acpi/tables/data/CCEL"
 
 # GUIDs of the SNP extended-report certificate table (GHCB spec / SEV-SNP ABI).
 SNP_CERT_GUIDS: dict[str, str] = {
@@ -44,6 +46,7 @@ class Evidence:
     platform: str
     evidence: bytes
     certs: dict[str, bytes] = field(default_factory=dict)
+    event_log: bytes = b""
 
 
 def parse_snp_cert_table(blob: bytes) -> dict[str, bytes]:
@@ -92,9 +95,10 @@ class ConfigfsTsmProvider(Provider):
 
     name = "configfs-tsm"
 
-    def __init__(self, root: str = CONFIGFS_TSM_ROOT, privlevel: int | None = None) -> None:
+    def __init__(self, root: str = CONFIGFS_TSM_ROOT, privlevel: int | None = None, ccel: str = CCEL_DATA) -> None:
         self.root = Path(root)
         self.privlevel = privlevel
+        self.ccel = Path(ccel)
 
     def available(self) -> bool:
         return self.root.is_dir()
@@ -131,7 +135,13 @@ class ConfigfsTsmProvider(Provider):
         if platform is None:
             raise ProviderError(f"unknown configfs-tsm provider {provider!r}")
         certs = parse_snp_cert_table(auxblob) if platform == "snp" and auxblob else {}
-        return Evidence(platform, outblob, certs)
+        event_log = b""
+        if platform == "tdx" and self.ccel.is_file():
+            try:
+                event_log = self.ccel.read_bytes()
+            except OSError as e:
+                raise ProviderError(f"cannot read the TDX event log at {self.ccel}: {e}") from e
+        return Evidence(platform, outblob, certs, event_log)
 
     @staticmethod
     def _read_generation(entry: Path) -> str:

@@ -4,13 +4,20 @@ Steps follow AMD's SEV-SNP ABI and the vectors README section 1: exact length, k
 signature algorithm, ARK pinned and self-signed (RSA-PSS), ARK -> ASK/ASVK -> VCEK/VLEK, ECDSA P-384
 over bytes 0x000..0x29F, REPORTED_TCB equal to the leaf's TCB extensions, CHIP_ID equal to the VCEK
 hwID. Guest-policy bits, VMPL and minimum TCB are *reported* here and *judged* in `policy.py`.
+
+Revocation: AMD's KDS publishes one CRL per product line and key type
+(`/vcek/v1/{product}/crl`, `/vlek/v1/{product}/crl`), issued and signed (RSASSA-PSS/SHA-384) by the
+ARK. Its scope is what the ARK issues, the ASK/ASVK; AMD does not revoke VCEKs (a TCB update
+supersedes them, and every VCEK has serial 0). When the CRL is given it must be the ARK's and must
+not list the chain's ASK/ASVK; its freshness is recorded and judged by the policy, which in
+production refuses a report whose CRL was not checked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +25,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from . import roots
@@ -42,6 +49,7 @@ TCB_OIDS: dict[str, str] = {
 CPUID_PRODUCTS: dict[tuple[int, int], str] = {(0x19, 0x01): "Milan", (0x19, 0x11): "Genoa", (0x1A, 0x02): "Turin"}
 SIGNING_KEYS = {0: "VCEK", 1: "VLEK"}
 HCL_MAGIC = b"HCLA"
+AMD_CRL = "amd_crl"  # collateral name (stem): amd_crl.der, as KDS serves it
 
 
 def decode_tcb(raw: int, product: str) -> dict[str, int]:
@@ -253,11 +261,94 @@ def verify_amd_chain(certs: Sequence[bytes], *, at: datetime) -> AmdChain:
     return AmdChain(ark, ask, leaf, product, kind)
 
 
-def verify_snp(evidence: bytes, *, certs: Sequence[bytes] = (), at: datetime) -> Claims:
+def leaf_product(certs: Sequence[bytes]) -> tuple[str, str] | None:
+    """(product, 'vcek'|'vlek') named by the leaf's issuer, or None: what a CRL lookup needs."""
+    try:
+        leaf = _classify(certs).get("leaf")
+    except VerificationError:
+        return None
+    if leaf is None:
+        return None
+    kind = "vcek" if cn(leaf.subject) == "SEV-VCEK" else "vlek"
+    issuer = cn(leaf.issuer)
+    prefix = "SEV-VLEK-" if kind == "vlek" else "SEV-"
+    product = issuer[len(prefix) :] if issuer.startswith(prefix) else ""
+    return (product, kind) if product in roots.PRODUCTS else None
+
+
+def amd_crl_from(collateral: Mapping[str, bytes] | None) -> bytes | None:
+    """The AMD CRL among collateral files named like `amd_crl.der` (any folder, any extension)."""
+    for name, data in (collateral or {}).items():
+        if name.rsplit("/", 1)[-1].split(".", 1)[0] == AMD_CRL:
+            return data
+    return None
+
+
+def check_amd_crl(data: bytes, chain: AmdChain) -> dict[str, str]:
+    """Verify the KDS CRL against the chain's ARK and that it does not revoke the ASK/ASVK.
+
+    Returns its issue and next-update times; judging them against the verification time is the
+    caller's (stale is reported, and the policy refuses it).
+    """
+    check = "amd_crl_signed_and_not_revoked"
+    try:
+        crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        issuer_ok = crl.issuer == chain.ark.subject
+        params = crl.signature_algorithm_parameters
+        algo = crl.signature_hash_algorithm
+        last, nxt = crl.last_update_utc, crl.next_update_utc
+    except (ValueError, TypeError) as e:
+        raise VerificationError(check, f"cannot parse the AMD CRL: {e}") from e
+    if not issuer_ok:
+        raise VerificationError(check, f"the AMD CRL is not issued by ARK-{chain.product}")
+    key = chain.ark.public_key()
+    if (
+        not isinstance(params, padding.PSS)
+        or not isinstance(algo, hashes.SHA384)
+        or not isinstance(key, rsa.RSAPublicKey)
+    ):
+        raise VerificationError(check, "the AMD CRL is not signed with RSASSA-PSS/SHA-384 by the ARK")
+    try:
+        key.verify(crl.signature, crl.tbs_certlist_bytes, params, algo)
+    except (InvalidSignature, ValueError) as e:
+        raise VerificationError(check, f"the AMD CRL signature does not verify with ARK-{chain.product}") from e
+    if nxt is None:
+        raise VerificationError(check, "the AMD CRL has no next update time")
+    revoked = crl.get_revoked_certificate_by_serial_number(chain.intermediate.serial_number)
+    if revoked is not None:
+        raise VerificationError(
+            check,
+            f"{cn(chain.intermediate.subject)} (serial {chain.intermediate.serial_number:#x}) is revoked by the "
+            f"ARK-{chain.product} CRL since {iso(revoked.revocation_date_utc)}",
+        )
+    return {"issue_date": iso(last), "next_update": iso(nxt)}
+
+
+def _crl_freshness(crl: dict[str, str], at: datetime, certs_expire: datetime) -> dict[str, Any]:
+    issued = datetime.fromisoformat(crl["issue_date"].replace("Z", "+00:00"))
+    nxt = datetime.fromisoformat(crl["next_update"].replace("Z", "+00:00"))
+    stale = []
+    if at > nxt:
+        stale.append(f"amd_crl expired at {crl['next_update']}")
+    if at < issued:
+        stale.append(f"amd_crl issued after the verification time ({crl['issue_date']})")
+    return {
+        AMD_CRL: crl,
+        "expires_at": iso(min(nxt, certs_expire)),
+        "oldest_issue_date": crl["issue_date"],
+        "fresh": not stale,
+        "stale": stale,
+    }
+
+
+def verify_snp(
+    evidence: bytes, *, certs: Sequence[bytes] = (), collateral: Mapping[str, bytes] | None = None, at: datetime
+) -> Claims:
     """Verify an SNP report (or Azure HCL report) against the pinned AMD roots at time `at`.
 
     `certs` holds the VCEK or VLEK (required: the report does not carry it) and optionally the ASK/ASVK
     and ARK, PEM or DER; absent intermediates come from the pinned bundle for the leaf's product.
+    `collateral` may hold the KDS CRL (`amd_crl.der`), checked by `check_amd_crl`.
     """
     require_aware(at)
     extra: dict[str, Any] = {}
@@ -306,7 +397,15 @@ def verify_snp(evidence: bytes, *, certs: Sequence[bytes] = (), at: datetime) ->
         if hwid != want:
             raise VerificationError("chip_id_matches_hwid", "CHIP_ID differs from the VCEK hwID")
 
+    certs_expire = min(c.not_valid_after_utc for c in (ark, ask, leaf))
+    crl_data = amd_crl_from(collateral)
+    col: dict[str, Any] = {"expires_at": iso(certs_expire)}
     reasons: list[str] = []
+    if crl_data is not None:
+        col = _crl_freshness(check_amd_crl(crl_data, chain), at, certs_expire)
+        reasons += [f"collateral stale: {s}" for s in col.pop("stale")]
+    else:
+        reasons.append("no AMD CRL: revocation of the ASK/ASVK not checked")
     if report.debug:
         reasons.append("debug: guest policy allows debugging (POLICY bit 19)")
     if not any(report.chip_id):
@@ -341,7 +440,7 @@ def verify_snp(evidence: bytes, *, certs: Sequence[bytes] = (), at: datetime) ->
             "product_name": _ia5(_ext_raw(leaf, OID_PRODUCT_NAME)),
             "csp_id": _ia5(_ext_raw(leaf, OID_CSP_ID)),
         },
-        "collateral": {"expires_at": iso(min(c.not_valid_after_utc for c in (ark, ask, leaf)))},
+        "collateral": col,
         **extra,
     }
     return Claims(

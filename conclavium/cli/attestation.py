@@ -55,6 +55,7 @@ def handle_verify(args: argparse.Namespace) -> int:
         evidence = Path(args.file).read_bytes()
         certs = _certs(args.certs)
         collateral = _read_dir(args.collateral)
+        event_log = Path(args.event_log).read_bytes() if args.event_log else None
         at = datetime.fromisoformat(args.at.replace("Z", "+00:00")) if args.at else datetime.now().astimezone()
         if at.tzinfo is None:
             raise ValueError("--at needs a timezone, e.g. 2025-06-19T12:00:00Z")
@@ -68,7 +69,9 @@ def handle_verify(args: argparse.Namespace) -> int:
         _error("input", str(e))
         return EXIT_USAGE
     try:
-        claims = verify_evidence(args.platform, evidence, certs=certs, collateral=collateral, at=at, policy=policy)
+        claims = verify_evidence(
+            args.platform, evidence, certs=certs, collateral=collateral, event_log=event_log, at=at, policy=policy
+        )
     except AttestationError as e:
         _error(e.check, e.message)
         return EXIT_NOT_AUTHENTIC
@@ -93,7 +96,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     verify.add_argument("file", help="evidence file (SNP report, DCAP quote, or virtual JSON)")
     verify.add_argument("--platform", required=True, choices=PLATFORMS)
     verify.add_argument("--certs", help="directory with the SNP VCEK/VLEK (+ optional ASK/ASVK, ARK)")
-    verify.add_argument("--collateral", help="directory with Intel TCB info, QE identity, CRLs, signing chain")
+    verify.add_argument(
+        "--collateral", help="directory with Intel TCB info, QE identity, CRLs, signing chain; or the AMD CRL"
+    )
+    verify.add_argument("--event-log", help="TDX event log (CCEL) file, replayed into the quote's RTMRs")
     verify.add_argument("--at", help="verification time, ISO 8601 with timezone (default: now)")
     verify.add_argument("--policy", help="policy JSON file to evaluate the claims against")
     verify.add_argument("--public-key", action="append", help="node public key (PEM/DER) bound in report data")

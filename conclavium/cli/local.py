@@ -13,9 +13,10 @@ from typing import Any
 from urllib.error import URLError
 from urllib.request import urlopen
 
-from conclavium import receipt, streams
+from conclavium import consortium, receipt, streams
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import dumps, loads
+from conclavium.local import sawtooth as saw
 from conclavium.local.network import LocalNetwork, NetworkOptions
 from conclavium.runtime import connect_nats
 from conclavium.sdk.client import Client, ClientError
@@ -30,7 +31,25 @@ def _options(args: argparse.Namespace) -> NetworkOptions:
         users=args.users,
         sequencers=args.sequencers,
         redis=False if args.no_redis else None,
+        nats_servers=args.nats_cluster,
+        eth=getattr(args, "eth", False),
+        sawtooth=_families(getattr(args, "sawtooth", None)),
     )
+
+
+def _families(text: str | None) -> list[str]:
+    """`--sawtooth intkey,xo`: the families, each one `conclavium local up` has a TP for."""
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in saw.TP_SCRIPTS]
+    if unknown or len(set(names)) != len(names):
+        raise CliError(f"--sawtooth takes families among {', '.join(sorted(saw.TP_SCRIPTS))}, each once")
+    try:
+        saw.sdk_python()
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    return names
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -46,6 +65,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         net.start()
         print(f"consortium ready: gateway {net.gateway_url}, ledger '{net.opt.ledger}', {args.dir}/local.json")
+        if net.opt.sawtooth:
+            print(f"Sawtooth REST API: {net.gateway_url} (families {', '.join(net.opt.sawtooth)})")
+            for name, endpoint in net.tp_endpoints.items():
+                print(f"  {name} TP endpoint: {endpoint}")
+        if net.eth_accounts:
+            print(f"Ethereum JSON-RPC: {net.gateway_url}/rpc (chain id {net.opt.eth_chain_id})")
+            print("Development accounts (10000 ETH each; the keys are in local.json):")
+            for i, a in enumerate(net.eth_accounts):
+                print(f"  ({i}) {a['address']}  {a['private_key']}")
         print("Ctrl-C stops it.", flush=True)
         while not stop:
             net.supervise_once()
@@ -83,9 +111,9 @@ async def _node_status(nats_url: str, ledger: str, names: list[str]) -> list[dic
     return out
 
 
-def _sequencer_active(port: int) -> bool | None:
+def _sequencer_active(host: str, port: int) -> bool | None:
     try:
-        with urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+        with urlopen(f"http://{host}:{port}/readyz", timeout=2) as r:
             return bool(json.loads(r.read()).get("reason") == "active")
     except (URLError, OSError, ValueError):
         return None
@@ -100,7 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     status = {
         "executors": asyncio.run(_node_status(net["nats_url"], net.get("ledger", "local"), executors)),
         "sequencers": [
-            {"name": p["name"], "active": _sequencer_active(p["port"])}
+            {"name": p["name"], "active": _sequencer_active(p.get("host", "127.0.0.1"), p["port"])}
             for p in procs
             if p["name"].startswith("sequencer-")
         ],
@@ -111,8 +139,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 async def _demo_traffic(net: LocalNetwork, count: int) -> dict[str, Any]:
     users = [PrivateKey.from_file(str(net.dir / u["key"])) for u in net.users]
-    cert = (net.dir / "service_cert.pem").read_text()
-    clients = [Client(net.gateway_url, k, service_cert=cert) for k in users]
+    trust = net.trust()
+    identity = consortium.load_trusted(trust["consortium"])
+    clients = [Client(net.gateway_url, k, **trust) for k in users]
     try:
         t0 = time.perf_counter()
         jobs = [clients[i % len(clients)].put("public:greetings", f"hello-{i}", {"n": i}) for i in range(count)]
@@ -126,7 +155,7 @@ async def _demo_traffic(net: LocalNetwork, count: int) -> dict[str, Any]:
         receipts = await asyncio.gather(*(clients[0].receipt(h) for h in hashes))
         verified = 0
         for h, r in zip(hashes, receipts, strict=True):
-            receipt.verify(r, cert, tx_hash=h)
+            receipt.verify(r, identity, tx_hash=h)
             verified += 1
         public = await clients[1].get("public:greetings", "hello-0")
         private = await clients[0].get("secrets", "diary")
@@ -144,6 +173,7 @@ async def _demo_traffic(net: LocalNetwork, count: int) -> dict[str, Any]:
             "private_read_by_writer": private,
             "private_read_by_other_user_refused": not other_user_can_read,
             "signers_per_receipt": len(receipts[0]["signatures"]),
+            "members_needed_per_receipt": identity.threshold,
         }
     finally:
         for c in clients:
@@ -167,7 +197,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result["committed"] == result["transactions"] == result["receipts_verified"]
         and result["private_read_by_other_user_refused"]
     )
-    print("demo " + ("succeeded: every transaction committed and every receipt verified offline" if ok else "FAILED"))
+    print(
+        "demo "
+        + (
+            "succeeded: every transaction committed and every receipt verified offline against the consortium identity"
+            if ok
+            else "FAILED"
+        )
+    )
     return 0 if ok else 1
 
 
@@ -176,10 +213,26 @@ def register(sub: Any) -> None:
     up = local.add_parser("up", help="start a local consortium in the foreground")
     up.add_argument("--dir", required=True)
     up.add_argument("--executors", type=int, default=3)
-    up.add_argument("--members", type=int, default=3)
+    up.add_argument("--members", type=int, default=None, help="default: 3 (1 with a single executor)")
     up.add_argument("--users", type=int, default=2)
     up.add_argument("--sequencers", type=int, default=1)
     up.add_argument("--no-redis", action="store_true")
+    up.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N NATS servers as one JetStream cluster (streams and the KV bucket at min(N, 3) replicas)",
+    )
+    up.add_argument(
+        "--eth", action="store_true", help="run the Ethereum application: JSON-RPC on /rpc, funded development accounts"
+    )
+    up.add_argument(
+        "--sawtooth",
+        metavar="FAMILIES",
+        help="run the Sawtooth application with these transaction families' TPs (e.g. intkey): "
+        "REST API on the gateway, one TP endpoint per executor (docs/sawtooth.md)",
+    )
     up.set_defaults(func=cmd_up)
     st = local.add_parser("status", help="executors' committed heights and roots, sequencers' roles")
     st.set_defaults(func=cmd_status)

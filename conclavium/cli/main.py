@@ -12,18 +12,22 @@ from pathlib import Path
 import aiohttp
 
 from conclavium.crypto.keys import ALGORITHMS
-from conclavium.keyfiles import write_identity
+from conclavium.keyfiles import write_encryption_key, write_identity
 from conclavium.sdk.client import ClientError, NoSigningKey
 from conclavium.tx import TxError
 from conclavium.values import ValueDomainError
 
-from . import attestation, gov, ledger, local, receipts, tx
+from . import attestation, consortium, gov, ledger, local, notary, receipts, tx
 from .context import NEEDS_KEY, CliError
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = write_identity(Path(args.out), Path(args.out).name, args.alg)
-    print(json.dumps({"key": f"{args.out}.key", "public_key": f"{args.out}.pub.pem", "key_id": key.key_id}))
+    out = {"key": f"{args.out}.key", "public_key": f"{args.out}.pub.pem", "key_id": key.key_id}
+    if args.encryption:
+        out["encryption_key"] = f"{args.out}.enc.key"
+        out["encryption_public_key"] = write_encryption_key(Path(args.out))
+    print(json.dumps(out))
     return 0
 
 
@@ -36,8 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="pin_cert",
         type=Path,
         help="the service certificate (PEM) to pin: private operations are sealed only to a transaction key "
-        "it signed and commits are reported only with a receipt that verifies against it (with --net: "
-        "the network's own by default)",
+        "it signed (with --net: the network's own by default)",
+    )
+    p.add_argument(
+        "--consortium",
+        dest="pin_consortium",
+        type=Path,
+        help="the consortium identity (JSON) to trust: commits are reported only with a receipt signed by "
+        "nodes of k distinct members of it (with --net: the network's own by default)",
+    )
+    p.add_argument(
+        "--ledger",
+        help="the ledger id documents are signed for (default: the one the pinned certificate names, or the "
+        "gateway's); needed by --sign-only without --service-cert",
     )
     p.add_argument("--as", dest="as_name", help="act as this member or user of the local network")
     p.add_argument("--key", dest="key_file", help="sign with this private key file")
@@ -45,13 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     kg = sub.add_parser("keygen", help="create a key pair: PREFIX.key (0600) and PREFIX.pub.pem")
     kg.add_argument("--out", required=True)
     kg.add_argument("--alg", choices=ALGORITHMS, default="Ed25519")
+    kg.add_argument(
+        "--encryption",
+        action="store_true",
+        help="also a member's X25519 encryption key for recovery shares: PREFIX.enc.key (0600) and PREFIX.enc.pub",
+    )
     kg.set_defaults(func=cmd_keygen)
     local.register(sub)
+    consortium.register(sub)
     tx.register(sub)
     receipts.register(sub)
     gov.register(sub)
     ledger.register(sub)
     attestation.register(sub)
+    notary.register(sub)
     return p
 
 
@@ -80,7 +102,8 @@ def _one_line(e: Exception) -> tuple[str, int]:
     if isinstance(e, CliError):
         return f"conclavium: {e}", 2
     if isinstance(e, ClientError):
-        return json.dumps({"error": {"status": e.status, "code": e.code, "message": e.message}}), 1
+        reason = {"reason": e.reason} if e.reason else {}
+        return json.dumps({"error": {"status": e.status, "code": e.code, **reason, "message": e.message}}), 1
     if isinstance(e, NoSigningKey):
         return f"conclavium: {NEEDS_KEY}", 2
     if isinstance(e, TxError | ValueDomainError):

@@ -9,12 +9,15 @@ from typing import Any
 
 from conclavium import receipt
 
-from .context import CliError, client
+from .context import CliError, add_consortium_option, client, trusted_consortium
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
     async with client(args) as c:
-        print(json.dumps(await c.receipt(args.hash, timeout=args.timeout), indent=2))
+        tx = args.hash
+        if tx.startswith("0x") and len(tx) == 66:  # an Ethereum transaction hash: its entry's receipt
+            tx = await c.eth_transaction_id(tx, timeout=args.timeout)
+        print(json.dumps(await c.receipt(tx, timeout=args.timeout), indent=2))
         return 0
 
 
@@ -23,12 +26,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         r = json.loads(Path(args.file).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CliError(f"cannot read receipt {args.file}: {e}") from None
+    ident = trusted_consortium(args, required=True)
+    assert ident is not None
     try:
-        cert = Path(args.service_cert).read_text()
-    except OSError as e:
-        raise CliError(f"cannot read service certificate: {e}") from None
-    try:
-        v = receipt.verify(r, cert, min_signers=args.min_signers, tx_hash=args.tx)
+        v = receipt.verify(r, ident, tx_hash=args.tx)
     except receipt.ReceiptError as e:
         print(json.dumps({"valid": False, "code": e.code, "reason": str(e)}))
         return 1
@@ -41,6 +42,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "index": v.index,
                 "tx_hash": v.tx_hash,
                 "signers": v.signers,
+                "members": v.members,
+                "consortium_version": ident.version,
             }
         )
     )
@@ -49,13 +52,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     r = sub.add_parser("receipt", help="receipts").add_subparsers(dest="receipt_command", required=True)
-    p = r.add_parser("get", help="fetch the receipt of a committed transaction (JSON)")
+    p = r.add_parser(
+        "get", help="fetch the receipt of a committed transaction (JSON); also by Ethereum transaction hash (0x...)"
+    )
     p.add_argument("hash")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(afunc=cmd_get)
-    p = r.add_parser("verify", help="verify a receipt offline; exit 0 when valid")
+    p = r.add_parser(
+        "verify",
+        help="verify a receipt offline against the consortium identity (the global --consortium FILE, "
+        "or --net's); exit 0 when valid",
+    )
     p.add_argument("file")
-    p.add_argument("--service-cert", required=True)
-    p.add_argument("--min-signers", type=int, default=1, help="require at least this many node signatures")
+    add_consortium_option(p)
     p.add_argument("--tx", help="also check the receipt is for this transaction hash")
     p.set_defaults(func=cmd_verify)

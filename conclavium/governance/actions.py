@@ -14,14 +14,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from conclavium import apps, rules
+from conclavium import apps, consortium, rules
 from conclavium.attestation import PolicyError, load_policy
 from conclavium.crypto.keys import KeyError_, PublicKey
+from conclavium.eth import chain as eth_chain
 from conclavium.governance import constitution as const
 from conclavium.governance.model import (
     ACTION_NAMES,
     ACTIVE,
     COMMIT_QUORUM_KEY,
+    CONSORTIUM,
+    CONSORTIUM_KEY,
     CONSTITUTION,
     CONSTITUTION_KEY,
     MAP_POLICIES,
@@ -32,7 +35,10 @@ from conclavium.governance.model import (
     NODE_RETIRED,
     NODE_TRUSTED,
     NODES,
+    NOTARY_PARTIES_KEY,
+    RECOVERY_THRESHOLD_KEY,
     REMOVED,
+    SAWTOOTH_FAMILIES_KEY,
     SERVICE,
     SERVICE_CONFIG_KEY,
     SERVICE_OPEN,
@@ -136,12 +142,34 @@ def _one_of(args: dict[str, Any], id_field: str) -> dict[str, Any]:
 
 
 def _v_set_member(args: dict[str, Any]) -> dict[str, Any]:
-    _fields(args, ("name", "public_key"), ("weight",))
+    _fields(args, ("name", "public_key"), ("weight", "encryption_key"))
     pem, _ = _public_key(args["public_key"])
     weight = args.get("weight", 1)
     if type(weight) is not int or not 1 <= weight <= MAX_WEIGHT:
         raise GovernanceError(f"weight must be an integer in [1, {MAX_WEIGHT}], got {weight!r}")
-    return {"name": _name(args["name"]), "public_key": pem, "weight": weight}
+    out = {"name": _name(args["name"]), "public_key": pem, "weight": weight}
+    if args.get("encryption_key") is not None:
+        out["encryption_key"] = check_encryption_key(args["encryption_key"])
+    return out
+
+
+def check_encryption_key(value: object) -> str:
+    """A member's X25519 public key for recovery shares: 64 hex digits (32 raw bytes)."""
+    if not isinstance(value, str) or len(value) != 64:
+        raise GovernanceError("encryption_key must be an X25519 public key, 64 hex digits")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise GovernanceError("encryption_key is not hex") from None
+    return raw.hex()
+
+
+def _v_set_recovery_threshold(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("threshold",))
+    threshold = args["threshold"]
+    if type(threshold) is not int or not 1 <= threshold <= 255:
+        raise GovernanceError(f"threshold must be an integer in [1, 255], got {threshold!r}")
+    return {"threshold": threshold}
 
 
 def _v_set_user(args: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +288,111 @@ def _v_set_applications(args: dict[str, Any]) -> dict[str, Any]:
     return {"applications": sorted(names)}
 
 
+MAX_NOTARY_PARTIES = 1000
+
+
+def _v_set_notary_parties(args: dict[str, Any]) -> dict[str, Any]:
+    _fields(args, ("parties",))
+    parties = args["parties"]
+    if not isinstance(parties, list) or len(parties) > MAX_NOTARY_PARTIES:
+        raise GovernanceError(f"parties must be a list of at most {MAX_NOTARY_PARTIES} key ids")
+    for p in parties:
+        _key_id(p, "a notary party")
+    if len(set(parties)) != len(parties):
+        raise GovernanceError("parties are named once each")
+    return {"parties": sorted(parties)}
+
+
+MAX_ETH_ACCOUNTS = 1000
+
+
+def _v_set_eth_chain(args: dict[str, Any]) -> dict[str, Any]:
+    if not args:
+        raise GovernanceError("name at least one chain setting")
+    try:
+        return eth_chain.validate_chain(args)
+    except ValueError as e:
+        raise GovernanceError(str(e)) from None
+
+
+def _v_eth_alloc(args: dict[str, Any]) -> dict[str, Any]:
+    """Balances to set, like geth's genesis `alloc`: {"balances": {address: wei}}."""
+    _fields(args, ("balances",))
+    balances = args["balances"]
+    if not isinstance(balances, dict) or not 1 <= len(balances) <= MAX_ETH_ACCOUNTS:
+        raise GovernanceError(f"balances must map 1 to {MAX_ETH_ACCOUNTS} addresses to amounts")
+    out: dict[str, str] = {}
+    try:
+        for address, amount in balances.items():
+            out[eth_chain.check_address(address)] = hex(eth_chain.parse_wei(amount, f"balance of {address}"))
+    except ValueError as e:
+        raise GovernanceError(str(e)) from None
+    if len(out) != len(balances):
+        raise GovernanceError("an address is named twice")
+    return {"balances": out}
+
+
+MAX_SAWTOOTH_FAMILIES = 100
+TP_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _v_set_sawtooth_families(args: dict[str, Any]) -> dict[str, Any]:
+    """The Sawtooth families the ledger runs (the whole list): name, version and, optionally, the
+    digest of the TP image approved for it (recorded for audit; executors run the TP they attest)."""
+    _fields(args, ("families",))
+    fams = args["families"]
+    if not isinstance(fams, list) or len(fams) > MAX_SAWTOOTH_FAMILIES:
+        raise GovernanceError(f"families must be a list of at most {MAX_SAWTOOTH_FAMILIES}")
+    out = []
+    for f in fams:
+        if (
+            not isinstance(f, dict)
+            or not {"name", "version"} <= set(f)
+            or not set(f) <= {"name", "version", "tp_digest"}
+        ):
+            raise GovernanceError('a family is {"name", "version"} with an optional "tp_digest"')
+        name, version = f["name"], f["version"]
+        if not isinstance(name, str) or not 0 < len(name) <= 128 or not name.isprintable():
+            raise GovernanceError("a family name is 1 to 128 printable characters")
+        if not isinstance(version, str) or not 0 < len(version) <= 32 or not version.isprintable():
+            raise GovernanceError("a family version is 1 to 32 printable characters")
+        if "tp_digest" in f and not (isinstance(f["tp_digest"], str) and TP_DIGEST.fullmatch(f["tp_digest"])):
+            raise GovernanceError("tp_digest is sha256: and 64 lowercase hex digits")
+        out.append(dict(f))
+    if len({(f["name"], f["version"]) for f in out}) != len(out):
+        raise GovernanceError("a family and version are named once")
+    return {"families": sorted(out, key=lambda f: (f["name"], f["version"]))}
+
+
+def _v_eth_register(args: dict[str, Any]) -> dict[str, Any]:
+    """Accounts that may send under the `registered` sender policy (or, with "remove", no longer)."""
+    _fields(args, ("accounts",), ("remove",))
+    accounts, remove = args["accounts"], args.get("remove", False)
+    if not isinstance(accounts, list) or not 1 <= len(accounts) <= MAX_ETH_ACCOUNTS:
+        raise GovernanceError(f"accounts must be a list of 1 to {MAX_ETH_ACCOUNTS} addresses")
+    if type(remove) is not bool:
+        raise GovernanceError("remove must be true or false")
+    try:
+        out = sorted({eth_chain.check_address(a) for a in accounts})
+    except ValueError as e:
+        raise GovernanceError(str(e)) from None
+    return {"accounts": out, "remove": remove}
+
+
+def _v_set_consortium_identity(args: dict[str, Any]) -> dict[str, Any]:
+    """The next consortium identity, signed by members (conclavium.consortium); its signatures are
+    checked against the current version when the action applies."""
+    _fields(args, ("identity",))
+    doc = args["identity"]
+    if not isinstance(doc, dict) or set(doc) != {"identity", "signatures"} or not isinstance(doc["signatures"], list):
+        raise GovernanceError("identity must be a signed identity document {identity, signatures}")
+    try:
+        body = consortium.normalise(doc["identity"])
+    except consortium.IdentityError as e:
+        raise GovernanceError(f"identity: {e.message}", e.code) from None
+    return {"identity": {"identity": body, "signatures": doc["signatures"]}}
+
+
 _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_member": _v_set_member,
     "remove_member": lambda a: _one_of(a, "member_id"),
@@ -277,6 +410,13 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_node_policy": _v_set_node_policy,
     "set_rules_version": _v_set_rules_version,
     "set_applications": _v_set_applications,
+    "set_notary_parties": _v_set_notary_parties,
+    "set_recovery_threshold": _v_set_recovery_threshold,
+    "set_eth_chain": _v_set_eth_chain,
+    "eth_alloc": _v_eth_alloc,
+    "eth_register": _v_eth_register,
+    "set_sawtooth_families": _v_set_sawtooth_families,
+    "set_consortium_identity": _v_set_consortium_identity,
 }
 assert tuple(_VALIDATORS) == ACTION_NAMES
 
@@ -345,12 +485,33 @@ def _a_set_member(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Ef
     for other_id, other in _active(tables, MEMBERS).items():
         if other_id != key_id and other["name"] == args["name"]:
             raise GovernanceError(f"name {args['name']!r} is taken by member {other_id}")
-    tables.put(
-        MEMBERS,
-        key_id,
-        {"name": args["name"], "public_key": args["public_key"], "weight": args["weight"], "status": ACTIVE},
-    )
+    row = {"name": args["name"], "public_key": args["public_key"], "weight": args["weight"], "status": ACTIVE}
+    if args.get("encryption_key"):
+        row["encryption_key"] = args["encryption_key"]
+    tables.put(MEMBERS, key_id, row)
+    _check_recovery_holders(tables)
     return []
+
+
+def recovery_holders(tables: Tables) -> dict[str, Any]:
+    """Active members with an encryption key: each holds one recovery share."""
+    return {k: v for k, v in _active(tables, MEMBERS).items() if v.get("encryption_key")}
+
+
+def _check_recovery_holders(tables: Tables) -> None:
+    threshold = tables.get(SERVICE, RECOVERY_THRESHOLD_KEY)
+    holders = len(recovery_holders(tables))
+    if isinstance(threshold, int) and threshold > holders:
+        raise GovernanceError(
+            f"the recovery threshold {threshold} would exceed the {holders} member(s) with an encryption key"
+        )
+
+
+def _a_set_recovery_threshold(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """k of the members holding an encryption key reconstruct the ledger secrets after total loss."""
+    tables.put(SERVICE, RECOVERY_THRESHOLD_KEY, args["threshold"])
+    _check_recovery_holders(tables)
+    return [{"type": "set_recovery_threshold", "threshold": args["threshold"]}]
 
 
 def _a_remove_member(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
@@ -359,6 +520,7 @@ def _a_remove_member(tables: Tables, args: dict[str, Any], ctx: Context) -> list
         raise GovernanceError("cannot remove the last active member")
     member["status"] = REMOVED
     tables.put(MEMBERS, key_id, member)
+    _check_recovery_holders(tables)
     return []
 
 
@@ -471,6 +633,12 @@ def _a_set_commit_quorum(tables: Tables, args: dict[str, Any], ctx: Context) -> 
     trusted = len(_trusted_nodes(tables))
     if quorum > trusted:
         raise GovernanceError(f"commit quorum {quorum} exceeds the {trusted} trusted node(s)")
+    if 2 * quorum <= trusted:
+        raise GovernanceError(
+            f"commit quorum {quorum} is not more than half of the {trusted} trusted node(s): two forks "
+            "could both commit",
+            "quorum_allows_forks",
+        )
     tables.put(SERVICE, COMMIT_QUORUM_KEY, quorum)
     return [{"type": "set_commit_quorum", "quorum": quorum}]
 
@@ -526,6 +694,105 @@ def _a_set_applications(tables: Tables, args: dict[str, Any], ctx: Context) -> l
     return [{"type": "set_applications", "applications": args["applications"]}]
 
 
+def _a_set_notary_parties(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """Who may request notarisations (the whole list): active members or users, by key id."""
+    for key_id in args["parties"]:
+        row = tables.get(MEMBERS, key_id) or tables.get(USERS, key_id)
+        if row is None or row.get("status") != ACTIVE:
+            raise GovernanceError(f"notary party {key_id} is not an active member or user")
+    tables.put(SERVICE, NOTARY_PARTIES_KEY, args["parties"])
+    return []
+
+
+def _a_set_eth_chain(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """The Ethereum chain settings, merged into the current ones, from the next entry on."""
+    current = tables.get(SERVICE, eth_chain.CHAIN_KEY) or eth_chain.ChainConfig().to_json()
+    tables.put(SERVICE, eth_chain.CHAIN_KEY, {**current, **args})
+    return []
+
+
+def _a_eth_alloc(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """Set balances (creating the accounts): the consortium's minting, recorded like any vote."""
+    for address, balance in args["balances"].items():
+        row = tables.get(eth_chain.ACCOUNTS, address)
+        nonce, code_hash = (row[0], row[2]) if row else (0, "")
+        tables.put(eth_chain.ACCOUNTS, address, [nonce, balance, code_hash])
+    return []
+
+
+def _a_eth_register(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    for address in args["accounts"]:
+        if args["remove"]:
+            tables.delete(eth_chain.SENDERS, address)
+        else:
+            tables.put(eth_chain.SENDERS, address, {"registered_at": ctx.height})
+    return []
+
+
+def _a_set_sawtooth_families(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    tables.put(SERVICE, SAWTOOTH_FAMILIES_KEY, args["families"])
+    return []
+
+
+def current_identity(tables: Tables) -> dict[str, Any] | None:
+    """The ledger's current signed consortium identity document (None before genesis records one)."""
+    doc = tables.get(SERVICE, CONSORTIUM_KEY)
+    return dict(doc) if doc is not None else None
+
+
+def record_identity(tables: Tables, doc: dict[str, Any]) -> None:
+    """Make `doc` the current identity and keep it in the history every verifier can fetch."""
+    tables.put(SERVICE, CONSORTIUM_KEY, doc)
+    tables.put(CONSORTIUM, f"{doc['identity']['version']:08d}", doc)
+
+
+def _a_set_consortium_identity(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """The next identity, if a threshold of the current one's members signed it; the members table
+    becomes its member set, and the nodes it retires are retired."""
+    current = current_identity(tables)
+    if current is None:
+        raise GovernanceError("the ledger has no consortium identity yet", "no_identity")
+    doc = args["identity"]
+    try:
+        nxt = consortium.verify_next(consortium.load(current), doc)
+    except consortium.IdentityError as e:
+        raise GovernanceError(f"identity: {e.message}", e.code) from None
+    listed = {m["id"]: m for m in nxt.body["members"]}
+    for key_id, row in _active(tables, MEMBERS).items():
+        if key_id not in listed:
+            tables.put(MEMBERS, key_id, {**row, "status": REMOVED})
+    for key_id, m in listed.items():
+        user = tables.get(USERS, key_id)
+        if user is not None and user.get("status") == ACTIVE:
+            raise GovernanceError(f"key {key_id} is an active user's key; a key has one role")
+        row = {"name": m["name"], "public_key": m["public_key"], "weight": m["weight"], "status": ACTIVE}
+        if "encryption_key" in m:
+            row["encryption_key"] = m["encryption_key"]
+        tables.put(MEMBERS, key_id, row)
+    for node_id in sorted(nxt.retired):
+        node = tables.get(NODES, node_id)
+        if node is not None and node["status"] != NODE_RETIRED:
+            _a_retire_node(tables, {"node_id": node_id}, ctx)
+    record_identity(tables, doc)
+    return [{"type": "set_consortium_identity", "version": nxt.version}]
+
+
+def check_members_match_identity(tables: Tables) -> None:
+    """After a proposal's actions: the active members are exactly the current identity's, so the
+    member set never changes without a threshold of members signing the next identity."""
+    doc = current_identity(tables)
+    if doc is None:
+        return
+    listed = {m["id"]: (m["name"], m["weight"]) for m in doc["identity"]["members"]}
+    active = {k: (v["name"], v["weight"]) for k, v in _active(tables, MEMBERS).items()}
+    if active != listed:
+        raise GovernanceError(
+            "the members would differ from the consortium identity: membership changes come with "
+            "set_consortium_identity (the next identity, signed by a threshold of the current members)",
+            "membership_needs_identity",
+        )
+
+
 _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] = {
     "set_member": _a_set_member,
     "remove_member": _a_remove_member,
@@ -543,6 +810,13 @@ _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] 
     "set_node_policy": _a_set_node_policy,
     "set_rules_version": _a_set_rules_version,
     "set_applications": _a_set_applications,
+    "set_notary_parties": _a_set_notary_parties,
+    "set_recovery_threshold": _a_set_recovery_threshold,
+    "set_eth_chain": _a_set_eth_chain,
+    "eth_alloc": _a_eth_alloc,
+    "eth_register": _a_eth_register,
+    "set_sawtooth_families": _a_set_sawtooth_families,
+    "set_consortium_identity": _a_set_consortium_identity,
 }
 assert tuple(_APPLIERS) == ACTION_NAMES
 
@@ -557,5 +831,5 @@ def apply_actions(tables: Tables, actions: list[Action], ctx: Context) -> list[E
         try:
             effects.extend(_APPLIERS[action["name"]](tables, action["args"], ctx))
         except GovernanceError as e:
-            raise GovernanceError(f"action {i} ({action['name']}): {e}") from e
+            raise GovernanceError(f"action {i} ({action['name']}): {e}", e.code) from e
     return effects

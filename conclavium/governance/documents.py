@@ -26,12 +26,14 @@ from conclavium.governance.model import (
 )
 
 __all__ = [
+    "DocumentRouteError",
     "document_id",
     "load_proposal_file",
     "make_ballot",
     "make_proposal",
     "make_withdrawal",
     "parse_proposal_json",
+    "submission_path",
 ]
 
 
@@ -59,9 +61,22 @@ def make_proposal(actions: list[dict[str, Any]], key: PrivateKey, created_at: in
     return cose.sign1(canonical_json({"actions": actions}), key, _headers(MSG_PROPOSAL, created_at, ledger))
 
 
-def make_ballot(proposal_id: str, approve: bool, key: PrivateKey, created_at: int, *, ledger: str) -> bytes:
+def make_ballot(
+    proposal_id: str,
+    approve: bool,
+    key: PrivateKey,
+    created_at: int,
+    *,
+    ledger: str,
+    identity_signature: str | None = None,
+) -> bytes:
+    """A ballot; approving a proposal that changes the members, it carries the member's signature
+    over the next consortium identity (`conclavium.consortium.signature_over`)."""
     vote = APPROVE if approve else REJECT
-    return cose.sign1(canonical_json({"vote": vote}), key, _headers(MSG_BALLOT, created_at, ledger, proposal_id))
+    body: dict[str, Any] = {"vote": vote}
+    if identity_signature is not None:
+        body["identity_signature"] = identity_signature
+    return cose.sign1(canonical_json(body), key, _headers(MSG_BALLOT, created_at, ledger, proposal_id))
 
 
 def make_withdrawal(proposal_id: str, key: PrivateKey, created_at: int, *, ledger: str) -> bytes:
@@ -79,3 +94,21 @@ def parse_proposal_json(text: str | bytes) -> list[dict[str, Any]]:
 
 def load_proposal_file(path: str | Path) -> list[dict[str, Any]]:
     return parse_proposal_json(Path(path).read_bytes())
+
+
+class DocumentRouteError(ValueError):
+    """A COSE_Sign1 document that is no governance document a gateway takes."""
+
+
+def submission_path(parsed: cose.Sign1) -> str:
+    """The gateway path that takes this signed document (proposal, ballot or withdrawal), so a
+    document signed elsewhere (offline, by a member) is submitted as it is by anyone."""
+    msg_type = parsed.protected.get(cose.HDR_MSG_TYPE)
+    if msg_type == MSG_PROPOSAL:
+        return "/v1/gov/proposals"
+    pid = parsed.protected.get(cose.HDR_PROPOSAL_ID)
+    if msg_type not in (MSG_BALLOT, MSG_WITHDRAWAL):
+        raise DocumentRouteError(f"not a proposal, ballot or withdrawal (type {str(msg_type)[:32]!r})")
+    if not isinstance(pid, str) or not is_key_id(pid):
+        raise DocumentRouteError(f"a {msg_type} must name its proposal (64 lowercase hex digits)")
+    return f"/v1/gov/proposals/{pid}/" + ("ballots" if msg_type == MSG_BALLOT else "withdraw")

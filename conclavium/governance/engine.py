@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from conclavium import cose
+from conclavium import consortium, cose
 from conclavium.crypto.keys import KeyError_, PublicKey
+from conclavium.encoding import b64e
 from conclavium.governance import actions as acts
 from conclavium.governance import constitution as const
+from conclavium.governance import recovery
 from conclavium.governance.model import (
     ACCEPTED,
     ACTIVE,
@@ -29,7 +31,9 @@ from conclavium.governance.model import (
     MEASUREMENTS,
     MEMBERS,
     MSG_BALLOT,
+    MSG_NODE_ENDORSEMENT,
     MSG_PROPOSAL,
+    MSG_RECOVERY_SHARE,
     MSG_TYPES,
     MSG_WITHDRAWAL,
     NODE_PENDING,
@@ -108,9 +112,9 @@ def _read_headers(protected: dict[Any, Any]) -> tuple[str, int, str | None]:
     if type(created_at) is not int or created_at < 0:
         raise GovernanceError(f"{cose.HDR_CREATED_AT} must be a non-negative integer (seconds)")
     proposal_id = protected.get(cose.HDR_PROPOSAL_ID)
-    if msg_type == MSG_PROPOSAL:
+    if msg_type in (MSG_PROPOSAL, MSG_RECOVERY_SHARE, MSG_NODE_ENDORSEMENT):
         if proposal_id is not None:
-            raise GovernanceError(f"a proposal must not carry {cose.HDR_PROPOSAL_ID}")
+            raise GovernanceError(f"a {msg_type} must not carry {cose.HDR_PROPOSAL_ID}")
     elif not const.is_key_id(proposal_id):
         raise GovernanceError(f"a {msg_type} needs {cose.HDR_PROPOSAL_ID} (64 lowercase hex digits)")
     return msg_type, created_at, proposal_id
@@ -141,7 +145,7 @@ def _apply(tables: StagedTables, document: bytes, ctx: Context, outcome: Outcome
         raise GovernanceError(f"malformed governance document: {e}") from e
     _check_ledger(msg.protected, ctx)
     outcome.msg_type = msg_type
-    outcome.proposal_id = proposal_id if msg_type != MSG_PROPOSAL else document_id(document)
+    outcome.proposal_id = proposal_id if proposal_id is not None else document_id(document)
     outcome.signer = msg.kid
     constitution = _current_constitution(tables)
     _, payload = cose.verify1(document, _resolve(tables))
@@ -155,19 +159,56 @@ def _apply(tables: StagedTables, document: bytes, ctx: Context, outcome: Outcome
         raise GovernanceError(f"signer {signer} ({member['name']}) is no longer a member (removed)")
     window_ms = constitution["replay_window_s"] * 1000
     skew_ms = created_at * 1000 - ctx.timestamp_ms
-    if abs(skew_ms) > window_ms:
+    # A recovery share is bound to the open recovery instead: when every executor is lost, no
+    # trusted clock moves the ledger's time (conclavium/governance/recovery.py).
+    if abs(skew_ms) > window_ms and msg_type != MSG_RECOVERY_SHARE:
         raise GovernanceError(
             f"created_at {created_at} is {abs(skew_ms) // 1000} s from block time "
             f"{ctx.timestamp_ms // 1000}, outside the {window_ms // 1000} s replay window"
         )
     if msg_type == MSG_PROPOSAL:
         _propose(tables, document, payload, signer, created_at, constitution, ctx, outcome)
+    elif msg_type == MSG_RECOVERY_SHARE:
+        recovery.record_share(tables, payload, signer, ctx)
+    elif msg_type == MSG_NODE_ENDORSEMENT:
+        _endorse_node(tables, document, signer, member, ctx, outcome)
     elif msg_type == MSG_BALLOT:
         assert proposal_id is not None
         _ballot(tables, proposal_id, payload, signer, ctx, outcome)
     else:
         assert proposal_id is not None
         _withdraw(tables, proposal_id, payload, signer, ctx, outcome)
+
+
+def _endorse_node(
+    tables: StagedTables, document: bytes, signer: str, member: dict[str, Any], ctx: Context, outcome: Outcome
+) -> None:
+    """A member vouches for a node that asked to join: from now on the node's signatures count
+    for that member (within the endorsement's validity). A node belongs to one member."""
+    assert ctx.ledger is not None
+    try:
+        e = consortium.read_node_endorsement(document, {signer: PublicKey.load(member["public_key"])}, ctx.ledger)
+    except consortium.IdentityError as err:
+        raise GovernanceError(f"node endorsement: {err.message}", err.code) from None
+    node = tables.get(NODES, e.node)
+    if node is None:
+        raise GovernanceError(f"node {e.node} is not known (it must have requested to join)", "unknown_node")
+    if node["status"] == NODE_RETIRED:
+        raise GovernanceError(f"node {e.node} is retired", "node_retired")
+    try:
+        recorded = PublicKey.load(node.get("public_keys", {}).get("signing", ""))
+    except KeyError_:
+        recorded = None
+    if recorded is None or recorded.key_id != e.signing_key.key_id:
+        raise GovernanceError("the endorsement names another signing key than the node's", "wrong_node_key")
+    owner = node.get("member")
+    if owner is not None and owner != signer:
+        raise GovernanceError(f"node {e.node} belongs to member {owner}", "node_of_other_member")
+    if owner == signer and node.get("endorsement_validity", [0, 0])[0] > e.not_before:
+        raise GovernanceError("an endorsement older than the node's current one", "older_endorsement")
+    node.update(member=signer, endorsement=b64e(document), endorsement_validity=[e.not_before, e.not_after])
+    tables.put(NODES, e.node, node)
+    outcome.effects = [{"type": "node_endorsement", "node_id": e.node, "member": signer}]
 
 
 def _payload_object(payload: bytes, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -204,7 +245,7 @@ def _propose(
     try:
         acts.apply_actions(StagedTables(tables), actions, ctx)
     except GovernanceError as e:
-        raise GovernanceError(f"proposal cannot apply to the current state: {e}") from e
+        raise GovernanceError(f"proposal cannot apply to the current state: {e}", e.code) from e
     proposal: dict[str, Any] = {
         "proposer": signer,
         "actions": actions,
@@ -237,10 +278,15 @@ def _ballot(
     tables: StagedTables, proposal_id: str, payload: bytes, signer: str, ctx: Context, outcome: Outcome
 ) -> None:
     proposal = _open_proposal(tables, proposal_id, ctx, MSG_BALLOT)
-    body = _payload_object(payload, ("vote",), "ballot")
+    body = _payload_object(payload, ("vote", "identity_signature"), "ballot")
     vote = body.get("vote")
     if vote not in (APPROVE, REJECT):
         raise GovernanceError(f'ballot vote must be "approve" or "reject", got {vote!r}')
+    sig = body.get("identity_signature")
+    if sig is not None:
+        if vote != APPROVE or not isinstance(sig, str) or len(sig) > 1024:
+            raise GovernanceError("identity_signature is a base64 signature, on an approving ballot only")
+        proposal.setdefault("identity_signatures", {})[signer] = sig
     previous = proposal["ballots"].get(signer)
     if previous is not None:
         raise GovernanceError(
@@ -272,8 +318,16 @@ def _settle(
     if state == ACCEPTED:
         inner = StagedTables(tables)
         try:
-            outcome.effects = acts.apply_actions(inner, proposal["actions"], ctx)
-            inner.commit()
+            effects = acts.apply_actions(inner, proposal["actions"], ctx)
+            waiting = _next_identity(inner, tables, proposal)
+            if waiting is not None:
+                state = OPEN  # accepted by the vote, but the members' identity is not signed yet
+                proposal["awaiting_identity"] = waiting
+                effects = []
+            else:
+                proposal.pop("awaiting_identity", None)
+                inner.commit()
+            outcome.effects = effects
         except GovernanceError as e:
             state = FAILED
             proposal["failure"] = str(e)
@@ -286,6 +340,41 @@ def _settle(
     proposal["state"] = state
     tables.put(PROPOSALS, proposal_id, proposal)
     outcome.proposal_state = state
+
+
+def _next_identity(inner: StagedTables, before: Tables, proposal: dict[str, Any]) -> str | None:
+    """When the proposal's actions change the members, the next consortium identity: listing them,
+    signed in the approving ballots by at least the current identity's threshold of its members.
+    Recorded in `inner`; returns why it cannot be yet (None when recorded or not needed)."""
+    current = acts.current_identity(before)
+    if current is None:
+        return None
+    after = acts.current_identity(inner)
+    if after is not None and after != current:
+        acts.check_members_match_identity(inner)  # set_consortium_identity, applied with its signatures
+        return None
+    rows = [
+        {k: m[k] for k in ("name", "public_key", "weight", "encryption_key") if k in m}
+        for _, m in sorted(inner.items(MEMBERS))
+        if m.get("status") == ACTIVE
+    ]
+    listed = {(m["id"], m["name"], m["weight"]) for m in current["identity"]["members"]}
+    try:
+        if {(PublicKey.load(r["public_key"]).key_id, r["name"], r["weight"]) for r in rows} == listed:
+            return None
+        body = consortium.next_identity(current, members=rows)["identity"]
+        approvers = {m for m, v in proposal["ballots"].items() if v == APPROVE}
+        sigs = [
+            {"member": m, "signature": s}
+            for m, s in sorted(proposal.get("identity_signatures", {}).items())
+            if m in approvers
+        ]
+        doc = {"identity": body, "signatures": sigs}
+        consortium.verify_next(consortium.load(current), doc)
+    except consortium.IdentityError as e:
+        return f"the next consortium identity (version {current['identity']['version'] + 1}): {e}"
+    acts.record_identity(inner, doc)
+    return None
 
 
 def expire(tables: Tables, ctx: Context) -> list[str]:

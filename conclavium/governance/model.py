@@ -20,14 +20,31 @@ CONSTITUTION = "public:gov.constitution"
 PROPOSALS = "public:gov.proposals"
 SERVICE = "public:gov.service"
 MAP_POLICIES = "public:gov.map_policies"
+CONSORTIUM = "public:gov.consortium"  # identity version (8 digits) -> signed identity document
+RECOVERY = "public:gov.recovery"  # share set, open recovery, submitted shares (conclavium/recovery.py)
 
-GOV_MAPS: tuple[str, ...] = (MEMBERS, USERS, NODES, MEASUREMENTS, CONSTITUTION, PROPOSALS, SERVICE, MAP_POLICIES)
+GOV_MAPS: tuple[str, ...] = (
+    MEMBERS,
+    USERS,
+    NODES,
+    MEASUREMENTS,
+    CONSTITUTION,
+    PROPOSALS,
+    SERVICE,
+    MAP_POLICIES,
+    RECOVERY,
+    CONSORTIUM,
+)
 
 CONSTITUTION_KEY = "current"
 SERVICE_STATE_KEY = "state"
 COMMIT_QUORUM_KEY = "commit_quorum"
 NODE_POLICY_KEY = "node_policy"
 SERVICE_CONFIG_KEY = "config"
+NOTARY_PARTIES_KEY = "notary_parties"  # who may request notarisations (conclavium.notary)
+SAWTOOTH_FAMILIES_KEY = "sawtooth_families"  # the Sawtooth transaction families the ledger runs
+RECOVERY_THRESHOLD_KEY = "recovery_threshold"
+CONSORTIUM_KEY = "consortium"  # SERVICE key: the current signed consortium identity document
 
 ACTIVE = "Active"
 REMOVED = "Removed"
@@ -50,7 +67,9 @@ NODE_RETIRED = "Retired"
 MSG_PROPOSAL = "proposal"
 MSG_BALLOT = "ballot"
 MSG_WITHDRAWAL = "withdrawal"
-MSG_TYPES: tuple[str, ...] = (MSG_PROPOSAL, MSG_BALLOT, MSG_WITHDRAWAL)
+MSG_RECOVERY_SHARE = "recovery_share"  # a member's share for a recovering node (governance/recovery.py)
+MSG_NODE_ENDORSEMENT = "node_endorsement"  # a member's endorsement of its node (conclavium.consortium)
+MSG_TYPES: tuple[str, ...] = (MSG_PROPOSAL, MSG_BALLOT, MSG_WITHDRAWAL, MSG_RECOVERY_SHARE, MSG_NODE_ENDORSEMENT)
 
 APPROVE = "approve"
 REJECT = "reject"
@@ -233,4 +252,11 @@ ACTION_NAMES: tuple[str, ...] = (
     "set_node_policy",
     "set_rules_version",
     "set_applications",
+    "set_notary_parties",
+    "set_recovery_threshold",
+    "set_eth_chain",
+    "eth_alloc",
+    "eth_register",
+    "set_sawtooth_families",
+    "set_consortium_identity",
 )

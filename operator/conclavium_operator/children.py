@@ -21,10 +21,22 @@ NODE_LABEL = "conclavium.io/node"
 CONSORTIUM_LABEL = "conclavium.io/consortium"
 OPERATOR = "conclavium-operator"
 DATA_DIR = "/var/lib/conclavium"
+GENESIS_DIR = "/etc/conclavium/genesis"
+GENESIS_KEY = "genesis.json"
 # TEE platform → the executor's --tee provider. SEV-SNP: /dev/sev-guest's extended report, which
 # returns the host's VCEK chain (or the VCEK comes from AMD KDS through the attestation service);
 # TDX: configfs-tsm; both with collateral through the attestation service (CONCLAVIUM_ATTESTATION_URL).
 TEE_PROVIDERS = {"virtual": "virtual", "sev-snp": "sev-guest", "tdx": "configfs-tsm", "sgx": "gramine"}
+# Member fields copied onto each ConsortiumNode and from there into its pod.
+POD_FIELDS = (
+    "nodeSelector",
+    "tolerations",
+    "resources",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+    "podAnnotations",
+)
 MAX_NAME = 52  # StatefulSet pods get a 63-character controller-revision-hash label: 52 + "-" + 10
 
 
@@ -52,6 +64,17 @@ def short_name(base: str, limit: int = MAX_NAME) -> str:
 
 def node_name(member: str, role: str, ordinal: int) -> str:
     return short_name(f"{member}-{role.lower()}-{ordinal}")
+
+
+def genesis_configmap_name(consortium: dict[str, Any]) -> str:
+    """The ConfigMap holding the Consortium's genesis configuration (operator/genesis.py)."""
+    return short_name(f"{consortium['metadata']['name']}-genesis", 253)
+
+
+def founding_node_name(consortium: dict[str, Any] | None) -> str | None:
+    """The executor that creates the ledger: `executor-0` of the first of the Consortium's foundingMembers."""
+    names = ((consortium or {}).get("spec") or {}).get("foundingMembers") or []
+    return node_name(str(names[0]), "Executor", 0) if names else None
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +121,7 @@ def desired_nodes(
         "image": node_image(consortium, cfg),
         "storage": spec.get("storage") or {"size": "10Gi"},
     }
-    for key in ("nodeSelector", "tolerations", "resources"):
+    for key in POD_FIELDS:
         if spec.get(key):
             common[key] = spec[key]
     nodes = []
@@ -107,6 +130,8 @@ def desired_nodes(
         for ordinal in range(count):
             name = node_name(meta["name"], role, ordinal)
             node_spec = {**common, "role": role, "ordinal": ordinal}
+            if consortium is not None and name == founding_node_name(consortium) and role == "Executor":
+                node_spec["genesisConfigMapName"] = genesis_configmap_name(consortium)
             if role == "Executor":
                 node_spec["tee"] = {
                     "platform": platform,
@@ -141,16 +166,23 @@ def node_image(consortium: dict[str, Any] | None, cfg: OperatorConfig) -> str:
     return cfg.image if not image.get("repository") else f"{repo}:latest"
 
 
-def _security() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The chart's restricted Pod Security Standard contexts (values.yaml pod/containerSecurityContext)."""
-    pod = {
+def pull_policy(consortium: dict[str, Any] | None, cfg: OperatorConfig) -> str:
+    """The Consortium's `image.pullPolicy` if set, else the chart's (CONCLAVIUM_IMAGE_PULL_POLICY)."""
+    image = ((consortium or {}).get("spec") or {}).get("image") or {}
+    return str(image.get("pullPolicy") or cfg.image_pull_policy)
+
+
+def _security(cfg: OperatorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chart's podSecurityContext / containerSecurityContext (CONCLAVIUM_NODE_POD_SETTINGS; the
+    chart's schema keeps them restricted), else the restricted Pod Security Standard defaults."""
+    pod = cfg.node_pod.get("podSecurityContext") or {
         "runAsNonRoot": True,
         "runAsUser": 10001,
         "runAsGroup": 10001,
         "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    container = {
+    container = cfg.node_pod.get("containerSecurityContext") or {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
@@ -163,13 +195,13 @@ def _security() -> tuple[dict[str, Any], dict[str, Any]]:
 def _env(
     node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig
 ) -> tuple[list[Any], list[Any], list[Any]]:
-    """Environment, volumes and mounts for NATS/Redis credentials, following the chart's common env."""
-    cons_spec = (consortium or {}).get("spec") or {}
-    nats = cons_spec.get("nats") or {}
+    """Environment, volumes and mounts: the chart's shared settings (ledger id, NATS URL, stream
+    replicas, credentials and CA, mounted from the same Secrets at the same paths as in the chart's pods)."""
     env: list[dict[str, Any]] = [
         {"name": "CONCLAVIUM_NODE_NAME", "value": node["metadata"]["name"]},
-        {"name": "CONCLAVIUM_LEDGER", "value": cons_spec.get("ledgerId", "local")},
-        {"name": "CONCLAVIUM_NATS_URL", "value": nats.get("url", "nats://nats:4222")},
+        {"name": "CONCLAVIUM_LEDGER", "value": cfg.ledger},
+        {"name": "CONCLAVIUM_NATS_URL", "value": cfg.nats_url},
+        {"name": "CONCLAVIUM_STREAM_REPLICAS", "value": str(cfg.stream_replicas)},
         {"name": "CONCLAVIUM_DATA_DIR", "value": DATA_DIR},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -180,28 +212,32 @@ def _env(
     env += [{"name": k, "value": v} for k, v in sorted(cfg.extra_env.items())]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    creds = nats.get("credentialsSecretRef")
-    if creds:
-        key = creds.get("key") or "nats.creds"
-        volumes.append({"name": "nats-creds", "secret": {"secretName": creds["name"]}})
-        mounts.append({"name": "nats-creds", "mountPath": "/etc/conclavium/nats", "readOnly": True})
-        env.append({"name": "CONCLAVIUM_NATS_CREDS", "value": f"/etc/conclavium/nats/{key}"})
-    tls = nats.get("tlsSecretRef")
-    if tls:
-        volumes.append({"name": "nats-tls", "secret": {"secretName": tls["name"]}})
-        mounts.append({"name": "nats-tls", "mountPath": "/etc/conclavium/nats-tls", "readOnly": True})
-        env.append({"name": "CONCLAVIUM_NATS_CA", "value": "/etc/conclavium/nats-tls/ca.crt"})
+    for secret, path, volume, variable in (
+        (cfg.nats_creds_secret, cfg.nats_creds, "nats-creds", "CONCLAVIUM_NATS_CREDS"),
+        (cfg.nats_tls_secret, cfg.nats_ca, "nats-tls", "CONCLAVIUM_NATS_CA"),
+    ):
+        if secret and path:
+            volumes.append({"name": volume, "secret": {"secretName": secret}})
+            mounts.append({"name": volume, "mountPath": path.rsplit("/", 1)[0], "readOnly": True})
+            env.append({"name": variable, "value": path})
+    genesis = node["spec"].get("genesisConfigMapName")
+    if genesis and node["spec"].get("role") == "Executor":
+        volumes.append({"name": "genesis", "configMap": {"name": genesis}})
+        mounts.append({"name": "genesis", "mountPath": GENESIS_DIR, "readOnly": True})
     return env, volumes, mounts
 
 
 def node_command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> tuple[list[str], int]:
     spec = node["spec"]
     cons_spec = (consortium or {}).get("spec") or {}
-    replicas = str((cons_spec.get("nats") or {}).get("streamReplicas", 3))
     if spec["role"] == "Executor":
         port = cfg.executor_metrics_port
         platform = (spec.get("tee") or {}).get("platform", "virtual")
         cmd = ["conclavium-executor", "--tee", TEE_PROVIDERS.get(platform, "virtual")]
+        if spec.get("genesisConfigMapName"):
+            # The founding executor: it creates the ledger once (an executor whose ledger stream already
+            # holds a genesis never makes another, so restarts and re-reconciles are harmless).
+            cmd += ["--genesis", f"{GENESIS_DIR}/{GENESIS_KEY}"]
     else:
         port = cfg.sequencer_metrics_port
         cmd = ["conclavium-sequencer"]
@@ -214,7 +250,7 @@ def node_command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: O
             cmd += ["--max-block-entries", str(seq["maxBlockTransactions"])]
         if seq.get("maxBlockBytes"):
             cmd += ["--max-block-bytes", str(seq["maxBlockBytes"])]
-    cmd += ["--http-host", "0.0.0.0", "--http-port", str(port), "--stream-replicas", replicas]
+    cmd += ["--http-host", "0.0.0.0", "--http-port", str(port)]
     return cmd, port
 
 
@@ -225,7 +261,7 @@ def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Op
     component = spec["role"].lower()
     node_labels = labels(spec["consortiumRef"]["name"], spec["memberRef"]["name"], component, name)
     selector = {NAME: "conclavium", COMPONENT: component, NODE_LABEL: name}
-    pod_security, container_security = _security()
+    pod_security, container_security = _security(cfg)
     env, volumes, mounts = _env(node, consortium, cfg)
     volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": pvc_name(name)}})
     mounts.append({"name": "data", "mountPath": DATA_DIR})
@@ -233,7 +269,7 @@ def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Op
     container: dict[str, Any] = {
         "name": component,
         "image": spec.get("image") or cfg.image,
-        "imagePullPolicy": cfg.image_pull_policy,
+        "imagePullPolicy": pull_policy(consortium, cfg),
         "command": command,
         "env": env,
         "ports": [{"name": "metrics", "containerPort": port, "protocol": "TCP"}],
@@ -257,9 +293,15 @@ def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Op
     runtime_class = (spec.get("tee") or {}).get("runtimeClassName")
     if runtime_class and spec["role"] == "Executor":
         pod_spec["runtimeClassName"] = runtime_class
-    for key in ("nodeSelector", "tolerations"):
+    for key in ("nodeSelector", "tolerations", "topologySpreadConstraints", "priorityClassName"):
         if spec.get(key):
             pod_spec[key] = spec[key]
+    pod_spec["affinity"] = spec.get("affinity") or default_affinity(spec["consortiumRef"]["name"], component)
+    if cfg.node_pod.get("imagePullSecrets"):
+        pod_spec["imagePullSecrets"] = cfg.node_pod["imagePullSecrets"]
+    template_meta: dict[str, Any] = {"labels": node_labels}
+    if spec.get("podAnnotations"):
+        template_meta["annotations"] = dict(spec["podAnnotations"])
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -274,9 +316,54 @@ def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Op
             "serviceName": name,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": node_labels}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
+
+
+def default_affinity(consortium: str, component: str) -> dict[str, Any]:
+    """Prefer one host per executor (and per sequencer) of a consortium: losing a host then costs the
+    commit quorum one signature, not several. Preferred, so a small cluster still schedules them."""
+    term = {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": {CONSORTIUM_LABEL: consortium, COMPONENT: component, MANAGED_BY: OPERATOR}},
+    }
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+
+
+def budget_selector(consortium: str, component: str) -> dict[str, str]:
+    return {PART_OF: "conclavium", MANAGED_BY: OPERATOR, CONSORTIUM_LABEL: consortium, COMPONENT: component}
+
+
+def disruption_budgets(consortium: dict[str, Any]) -> list[dict[str, Any]]:
+    """One PodDisruptionBudget per role of a consortium (`maxUnavailable: 1`): a drain evicts one executor
+    and one sequencer at a time, across all members' nodes in the namespace. Owned by the Consortium."""
+    meta = consortium["metadata"]
+    budgets = []
+    for component in ("executor", "sequencer"):
+        budgets.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {
+                    "name": short_name(f"{meta['name']}-{component}s", 253),
+                    "namespace": meta["namespace"],
+                    "labels": {
+                        PART_OF: "conclavium",
+                        MANAGED_BY: OPERATOR,
+                        CONSORTIUM_LABEL: meta["name"],
+                        COMPONENT: component,
+                    },
+                    "ownerReferences": [owner_reference(consortium)],
+                },
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": budget_selector(meta["name"], component)}},
+            }
+        )
+    return budgets
 
 
 def service(node: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:

@@ -71,6 +71,20 @@ class Gateway:
         self._service = (now, info)
         return dict(info)
 
+    async def runtime(self) -> dict[str, Any]:
+        """`GET /v1/runtime`: the sequencer lease holder and each executor's heights as the gateway
+        observes them (untrusted, for status only)."""
+        return dict(await self._guard(self._reader.runtime()))
+
+    async def state(self, map_name: str, key: str) -> Any:
+        """A public map entry the ledger committed (`GET /v1/state/...`); None when there is none."""
+        try:
+            return await self._guard(self._reader.get(map_name, key))
+        except ClientError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def forget_service(self) -> None:
         self._service = None
 
@@ -112,6 +126,22 @@ class Gateway:
             raise ProposalRefused(f"{st.get('reason', 'invalid')}: {st.get('message', '')}".strip())
         found = await self.proposal(answer["proposal_id"])
         return Submitted(answer["proposal_id"], (found or {}).get("state", "Open"))
+
+    async def submit_document(self, document: bytes, path: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Post a document a member signed elsewhere, exactly as it is, and wait for the ledger's
+        verdict: `{"tx_hash", "proposal_id", "status", ...}`. Nothing is signed here."""
+        client = Client(self.url)
+        try:
+            answer = await self._guard(client.submit_document(document, path))
+            st = await self._guard(client.wait(answer["tx_hash"], timeout=timeout))
+        except TimeoutError as e:
+            raise GatewayUnavailable(f"document not committed within {timeout}s") from e
+        except ClientError as e:
+            raise ProposalRefused(f"{e.code}: {e.message}") from e
+        finally:
+            await client.close()
+        self.forget_service()
+        return {**st, "tx_hash": answer["tx_hash"], "proposal_id": answer["proposal_id"]}
 
     async def withdraw(self, key: PrivateKey, proposal_id: str, ledger: str) -> None:
         client = Client(self.url, key, ledger=ledger)
@@ -170,12 +200,14 @@ def is_active(service: dict[str, Any], role: str, key_id: str) -> bool:
     return any(p.get("id") == key_id for p in people)
 
 
-def ledger_node(service: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """The ledger's record of a node by the name it joined with (its ConsortiumNode's name)."""
-    for n in service.get("nodes") or []:
+def ledger_node(service: dict[str, Any], name: str, node_id: str | None = None) -> dict[str, Any] | None:
+    """The ledger's record of a node: by the node id its ConsortiumNode recorded (`status.nodeId`) when
+    it has one, else by the name it joined with, never a Retired record of an earlier node of that
+    name (a re-created ConsortiumNode is a new node until it joins)."""
+    nodes = service.get("nodes") or []
+    if node_id:
+        return next((dict(n) for n in nodes if n.get("id") == node_id), None)
+    for n in nodes:
         if n.get("name") == name and n.get("status") != "Retired":
-            return dict(n)
-    for n in service.get("nodes") or []:
-        if n.get("name") == name:
             return dict(n)
     return None

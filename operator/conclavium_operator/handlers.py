@@ -13,11 +13,19 @@ from typing import Any
 
 import kopf
 
-from conclavium_operator import API_VERSION, metrics, reconcile_consortium, reconcile_member, reconcile_node
+from conclavium_operator import (
+    API_VERSION,
+    metrics,
+    reconcile_consortium,
+    reconcile_member,
+    reconcile_node,
+    signed_documents,
+)
 from conclavium_operator import settings as operator_settings
 from conclavium_operator.conditions import upsert
 from conclavium_operator.config import OperatorConfig
-from conclavium_operator.gateway import Gateway
+from conclavium_operator.errors import Waiting, WaitingIsNotAFailure
+from conclavium_operator.gateway import Gateway, GatewayUnavailable
 from conclavium_operator.kube import Kube, KubeError
 from conclavium_operator.runtime import Runtime, runtime
 
@@ -39,10 +47,13 @@ def register(
     @kopf.on.startup(id="configure", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
         operator_settings.configure(settings)
+        objects_log = logging.getLogger("kopf.objects")
+        if not any(isinstance(f, WaitingIsNotAFailure) for f in objects_log.filters):
+            objects_log.addFilter(WaitingIsNotAFailure())
         memo.conclavium = Runtime(
             cfg=config, gateway=Gateway(config.gateway_url, cache_s=min(1.0, config.poll_interval / 2))
         )
-        if metrics.start(config.metrics_port):
+        if metrics.start(config.metrics_port, host=config.metrics_host):
             logger.info("metrics on :%d/metrics", config.metrics_port)
 
     @kopf.on.login(id="login", registry=registry)
@@ -77,7 +88,12 @@ def register(
     @metrics.counted("Consortium")
     async def consortium(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         rt = rt_of(memo)
-        fields, conds = await reconcile_consortium.observe(dict(body.get("spec") or {}), rt.gateway)
+        if rt.cfg.node_pdb:
+            try:
+                await reconcile_consortium.ensure_budgets(rt.k8s, _raw(body))
+            except KubeError as e:
+                raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
+        fields, conds = await reconcile_consortium.observe(dict(body.get("spec") or {}), rt.gateway, rt.cfg.ledger)
         patch.status["observedGeneration"] = int(body.metadata.get("generation") or 0)
         patch.status.update(fields)
         upsert(patch, *conds)
@@ -117,7 +133,7 @@ def register(
         async with rt.lock(body.metadata.uid or body.metadata.name):
             await reconcile_member.remove(rt, _raw(body), patch, logger)
 
-    # --- ConsortiumNode (operator-owned; no timer and no delete handler, so no finalizer) ----------
+    # --- ConsortiumNode (operator-owned; the delete handler is its finalizer) --------------------------
 
     @kopf.on.resume(plural="consortiumnodes", id="node-resume", **res)
     @kopf.on.create(plural="consortiumnodes", id="node-create", **res)
@@ -133,6 +149,43 @@ def register(
         upsert(
             patch, reconcile_node.Condition("Provisioned", "True", "ChildrenCreated", "StatefulSet, Service and PVC")
         )
+
+    @kopf.on.delete(plural="consortiumnodes", id="node-retirement", **res)
+    @metrics.counted("ConsortiumNode")
+    async def node_retirement(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        """The finalizer: however a node is deleted (kubectl, Argo CD, a foreground cascade), an executor
+        the ledger trusts goes only after a `retire_node` vote, so its keys and ledger copy stay meanwhile."""
+        rt = rt_of(memo)
+        # The member's lock: its timer may be retiring the same node (scale-down, removal) right now.
+        owners = [
+            r.get("uid") for r in body.metadata.get("ownerReferences") or [] if r.get("kind") == "ConsortiumMember"
+        ]
+        async with rt.lock(owners[0] if owners else body.metadata.name):
+            try:
+                waiting = await reconcile_member.retire_next(rt, [_raw(body)], logger)
+            except GatewayUnavailable as e:
+                raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
+            except KubeError as e:
+                raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
+        if waiting:
+            raise Waiting(f"waiting for {waiting}", delay=rt.cfg.poll_interval)
+
+    # --- governance documents members signed offline (ConfigMaps labelled with their Consortium) ----
+
+    @kopf.on.resume("", "v1", "configmaps", id="document-resume", registry=registry, **_document_filter())
+    @kopf.on.create("", "v1", "configmaps", id="document-create", registry=registry, **_document_filter())
+    @kopf.on.update("", "v1", "configmaps", id="document-update", registry=registry, **_document_filter())
+    @metrics.counted("GovernanceDocument")
+    async def document(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        rt = rt_of(memo)
+        try:
+            await signed_documents.forward(rt, _raw(body), patch, logger)
+        except KubeError as e:
+            raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
+
+
+def _document_filter() -> dict[str, Any]:
+    return {"labels": {signed_documents.DOCUMENT_LABEL: kopf.PRESENT}}
 
 
 def _raw(body: kopf.Body) -> dict[str, Any]:

@@ -86,6 +86,23 @@ def can_sign(spec: dict[str, Any]) -> bool:
     return bool(ident.get("inClusterSigning")) and bool(ref.get("privateKeyKey"))
 
 
+def in_cluster_signing_allowed(consortium: dict[str, Any] | None) -> bool:
+    """In-cluster signing puts members' private keys in Kubernetes Secrets, so whoever administers
+    the cluster holds k members' keys: only a development consortium may use it. Staging and
+    production members sign offline and the operator forwards their documents (signed_documents)."""
+    return ((consortium or {}).get("spec") or {}).get("environment", "production") == "development"
+
+
+def signing_refusal(consortium: dict[str, Any] | None) -> str:
+    environment = ((consortium or {}).get("spec") or {}).get("environment", "production")
+    return (
+        f"in-cluster signing is for development consortiums only, this one is {environment}: the operator "
+        "does not read the member's private key. Sign governance documents offline "
+        "(conclavium gov propose|vote|withdraw ... --sign-only FILE) and hand them over in a ConfigMap "
+        "labelled conclavium.io/governance-document"
+    )
+
+
 async def load_signing_key(kube: Kube, namespace: str, spec: dict[str, Any]) -> PrivateKey:
     ref = spec["identity"]["secretRef"]
     pem = await _secret_value(kube, namespace, ref["name"], ref["privateKeyKey"])

@@ -38,12 +38,17 @@ class Kind:
 
 
 SECRETS = Kind("v1", "secrets")
+CONFIGMAPS = Kind("v1", "configmaps")
 SERVICES = Kind("v1", "services")
 PVCS = Kind("v1", "persistentvolumeclaims")
 STATEFULSETS = Kind("apps/v1", "statefulsets")
+PDBS = Kind("policy/v1", "poddisruptionbudgets")
 CONSORTIUMS = Kind(API_VERSION, "consortiums")
 MEMBERS = Kind(API_VERSION, "consortiummembers")
 NODES = Kind(API_VERSION, "consortiumnodes")
+
+
+OPERATOR_USER_AGENT = "conclavium-operator"
 
 
 class KubeError(Exception):
@@ -84,7 +89,7 @@ class Kube:
     def __init__(self, info: kopf.ConnectionInfo, timeout: float = 30.0) -> None:
         self.server = info.server.rstrip("/")
         self.token = info.token
-        self.headers: dict[str, str] = {}
+        self.headers: dict[str, str] = {"User-Agent": OPERATOR_USER_AGENT}
         if info.token:
             self.headers["Authorization"] = f"Bearer {info.token}"
         elif info.username and info.password:

@@ -27,15 +27,22 @@ PROPOSALS = Counter(
     "Governance proposals submitted by the operator, by action.",
     ["action"],
 )
+DOCUMENTS_FORWARDED = Counter(
+    "conclavium_operator_documents_forwarded_total",
+    "Governance documents members signed offline that the operator forwarded, by type and result "
+    "(Committed, Invalid, Refused).",
+    ["type", "result"],
+)
 
 _started: set[int] = set()
 
 
-def start(port: int, registry: CollectorRegistry = REGISTRY) -> bool:
-    """Serve /metrics once per port and process (tests start several operators in one process)."""
+def start(port: int, registry: CollectorRegistry = REGISTRY, host: str = "0.0.0.0") -> bool:
+    """Serve /metrics once per port and process (tests start several operators in one process), on
+    `host` (the pod IP when the chart passes it)."""
     if port <= 0 or port in _started:
         return False
-    start_http_server(port, registry=registry)
+    start_http_server(port, addr=host, registry=registry)
     _started.add(port)
     return True
 

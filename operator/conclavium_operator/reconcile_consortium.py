@@ -1,6 +1,6 @@
 """Consortium: check the spec, and report the ledger behind the gateway in its status.
 
-The Consortium seeds genesis only; afterwards the ledger's governance is the source of truth, so
+The Consortium seeds genesis only (operator/genesis.py); afterwards the ledger's governance is the source of truth, so
 the operator reports (members, trusted executors, quorum, height) and never overwrites the ledger.
 """
 
@@ -12,14 +12,24 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from conclavium_operator import children
 from conclavium_operator.conditions import Condition
 from conclavium_operator.gateway import Gateway, GatewayUnavailable
+from conclavium_operator.kube import PDBS, Kube
 
 
-def spec_problem(spec: dict[str, Any]) -> tuple[str, str] | None:
-    """The API server's CEL rules again, for clusters (or emulators) that did not enforce them."""
+def spec_problem(spec: dict[str, Any], installed_ledger: str | None = None) -> tuple[str, str] | None:
+    """The API server's CEL rules again, for clusters (or emulators) that did not enforce them, and
+    the one rule no schema can check: the ledger must be the one the chart installed (`ledgerId`),
+    which the gateway, the attestation service and every node use."""
     if not spec.get("ledgerId"):
         return "MissingLedgerId", "spec.ledgerId is required"
+    if installed_ledger is not None and spec["ledgerId"] != installed_ledger:
+        return (
+            "LedgerNotInstalled",
+            f"spec.ledgerId is {spec['ledgerId']!r} but this release serves ledger {installed_ledger!r} "
+            "(the chart's ledgerId value)",
+        )
     platforms = (spec.get("tee") or {}).get("platforms") or []
     if not platforms:
         return "MissingTeePlatforms", "spec.tee.platforms needs at least one platform"
@@ -29,6 +39,12 @@ def spec_problem(spec: dict[str, Any]) -> tuple[str, str] | None:
     if (spec.get("attestation") or {}).get("allowDebug") and env != "development":
         return "DebugForbidden", "debug enclaves are only allowed when environment is development"
     return None
+
+
+async def ensure_budgets(kube: Kube, consortium: dict[str, Any]) -> None:
+    """The executors' and sequencers' PodDisruptionBudgets (create-or-patch; owned by the Consortium)."""
+    for budget in children.disruption_budgets(consortium):
+        await kube.apply(PDBS, consortium["metadata"]["namespace"], budget)
 
 
 def cert_fingerprint(pem: str | None) -> str | None:
@@ -88,9 +104,11 @@ def from_service(
     return fields, conds
 
 
-async def observe(spec: dict[str, Any], gateway: Gateway) -> tuple[dict[str, Any], list[Condition]]:
+async def observe(
+    spec: dict[str, Any], gateway: Gateway, installed_ledger: str | None = None
+) -> tuple[dict[str, Any], list[Condition]]:
     """Status of a Consortium now; a malformed spec or an unreachable gateway become conditions."""
-    problem = spec_problem(spec)
+    problem = spec_problem(spec, installed_ledger)
     if problem:
         reason, message = problem
         return {"phase": "Failed"}, [

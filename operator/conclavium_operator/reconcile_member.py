@@ -16,11 +16,30 @@ from typing import Any
 import kopf
 
 from conclavium.crypto.keys import PrivateKey
-from conclavium_operator import children, conditions, gateway, reconcile_consortium, reconcile_node, status
+from conclavium.sdk.client import ClientError
+from conclavium_operator import (
+    children,
+    conditions,
+    gateway,
+    genesis,
+    measurements,
+    reconcile_consortium,
+    reconcile_node,
+    status,
+    votes,
+)
 from conclavium_operator.conditions import Condition
 from conclavium_operator.errors import Waiting
 from conclavium_operator.gateway import FINAL_FAILURES, GatewayUnavailable, ProposalRefused
-from conclavium_operator.identity import Identity, IdentityProblem, can_sign, load_identity, load_signing_key
+from conclavium_operator.identity import (
+    Identity,
+    IdentityProblem,
+    can_sign,
+    in_cluster_signing_allowed,
+    load_identity,
+    load_signing_key,
+    signing_refusal,
+)
 from conclavium_operator.kube import CONSORTIUMS, MEMBERS, NODES, STATEFULSETS, KubeError
 from conclavium_operator.metrics import PROPOSALS
 from conclavium_operator.runtime import Runtime
@@ -76,7 +95,7 @@ async def find_proposer(rt: Runtime, namespace: str, consortium: str, service: d
     active = {m.get("id") for m in service.get("members") or []}
     cons = await rt.k8s.get(CONSORTIUMS, namespace, consortium)
     ledger = ((cons or {}).get("spec") or {}).get("ledgerId")
-    if not isinstance(ledger, str) or not ledger:
+    if not isinstance(ledger, str) or not ledger or not in_cluster_signing_allowed(cons):
         return None
     members = await rt.k8s.list(MEMBERS, namespace)
     for m in sorted(members, key=lambda m: m["metadata"]["name"]):
@@ -97,8 +116,20 @@ async def find_proposer(rt: Runtime, namespace: str, consortium: str, service: d
 def _no_proposer(consortium: str) -> str:
     return (
         f"no admitted Voting member of consortium {consortium} lets the operator sign proposals "
-        "(identity.inClusterSigning: true with identity.secretRef.privateKeyKey)"
+        "(development consortiums: identity.inClusterSigning: true with identity.secretRef.privateKeyKey); "
+        "otherwise a member signs the proposal offline (conclavium gov propose FILE --sign-only OUT) and "
+        f"hands it over in a ConfigMap labelled conclavium.io/governance-document={consortium}"
     )
+
+
+def signing_condition(spec: dict[str, Any], consortium: dict[str, Any]) -> Condition | None:
+    """`InClusterSigning` for a member that asks the operator to sign with its key: allowed in a
+    development consortium, refused (and the key never read) in any other."""
+    if not can_sign(spec):
+        return None
+    if in_cluster_signing_allowed(consortium):
+        return Condition("InClusterSigning", "True", "DevelopmentOnly", "the operator signs with this member's key")
+    return Condition("InClusterSigning", "False", "ForbiddenOutsideDevelopment", signing_refusal(consortium))
 
 
 async def _admission(
@@ -117,14 +148,25 @@ async def _admission(
     pid = (body.get("status") or {}).get("proposalId")
     if gateway.is_active(service, role, fp):
         reason = "ProposalAccepted" if pid else "AlreadyMember"
+        if (body.get("status") or {}).get("proposal", {}).get("state") == "Open" and pid:
+            last = await rt.gateway.proposal(pid)
+            if last:
+                patch.status["proposal"] = votes.view(last, service)
+                patch.status["votes"] = None
         conditions.upsert(patch, Condition("Admitted", "True", reason, f"{role} {fp[:16]}… is active in the ledger"))
         return True
     pending = await rt.gateway.find_open(gateway.adds_key(fp))
     if pending:
-        approvals = sum(1 for v in (pending.get("ballots") or {}).values() if v == "approve")
+        shown = votes.view(pending, service)
         patch.status["proposalId"] = pending["proposal_id"]
+        patch.status["proposal"] = shown
+        patch.status["votes"] = votes.column(shown)
         patch.status["phase"] = "Proposed"
-        msg = f"proposal {pending['proposal_id']} is open; {approvals} approval(s) so far"
+        msg = (
+            f"proposal {pending['proposal_id']} is open: {shown['approvals']} approval(s) of "
+            f"{shown.get('required', 'a weighted threshold')}, {shown['rejections']} rejection(s); "
+            f"waiting for {', '.join(shown['pendingVoters']) or 'nobody'}"
+        )
         conditions.upsert(patch, Condition("Admitted", "False", "VotePending", msg))
         return False
     if pid:
@@ -136,6 +178,8 @@ async def _admission(
         same_spec = int(admitted.get("observedGeneration") or -1) == generation
         if last and last.get("state") in FINAL_FAILURES and same_spec:
             patch.status["phase"] = "Rejected"
+            patch.status["proposal"] = votes.view(last, service)
+            patch.status["votes"] = None
             msg = f"proposal {pid} is {last['state']}{': ' + last['failure'] if last.get('failure') else ''}"
             conditions.upsert(patch, Condition("Admitted", "False", f"Proposal{last['state']}", msg))
             return False
@@ -206,7 +250,7 @@ async def retire_next(
     for node in sorted(retiring, key=_retire_order):
         ns, name = node["metadata"]["namespace"], node["metadata"]["name"]
         service = await rt.gateway.service()
-        found = gateway.ledger_node(service, name)
+        found = gateway.ledger_node(service, name, (node.get("status") or {}).get("nodeId"))
         if node["spec"]["role"] != "Executor" or found is None or found.get("status") == "Retired":
             await rt.k8s.delete(NODES, ns, name)
             logger.info("deleted node %s (%s)", name, "retired" if found else "not in the ledger")
@@ -257,23 +301,46 @@ async def _annotate(rt: Runtime, kind: Any, obj: dict[str, Any], proposal_id: st
 async def _refresh_nodes(
     rt: Runtime, nodes: list[dict[str, Any]], service: dict[str, Any] | None
 ) -> list[tuple[dict[str, Any], dict[str, bool]]]:
-    """Write each node's status from its StatefulSet and the ledger; returns each node with its condition values."""
+    """Write each node's status from its StatefulSet, the ledger and the gateway's view of the running
+    nodes; returns each node with its condition values."""
     result = []
+    runtime: dict[str, Any] | None = None
+    if service is not None and nodes:
+        try:
+            runtime = await rt.gateway.runtime()
+        except (GatewayUnavailable, ClientError):
+            runtime = None  # status without heights and lease holder this pass
     for node in nodes:
         meta = node["metadata"]
         current = await rt.k8s.get(NODES, meta["namespace"], meta["name"])
         if current is None:
             continue
         sts = await rt.k8s.get(STATEFULSETS, meta["namespace"], meta["name"])
-        fields, conds = reconcile_node.observe(current, sts, service)
+        fields, conds = reconcile_node.observe(current, sts, service, runtime)
         await status.write(rt.k8s, NODES, current, fields, conds)
         result.append((current, {c.type: c.status == conditions.TRUE for c in conds}))
     return result
 
 
-async def refresh_consortium(rt: Runtime, consortium: dict[str, Any]) -> None:
-    """The Consortium has no timer of its own (a timer would give it a finalizer): its members refresh it."""
-    fields, conds = await reconcile_consortium.observe(consortium.get("spec") or {}, rt.gateway)
+async def refresh_consortium(
+    rt: Runtime, consortium: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
+    """The Consortium has no timer of its own (a timer would give it a finalizer): its members refresh
+    it, and turn new lines of its measurements ConfigMap into proposals (one pass at a time)."""
+    fields, conds = await reconcile_consortium.observe(consortium.get("spec") or {}, rt.gateway, rt.cfg.ledger)
+    meta = consortium["metadata"]
+
+    async def proposer_of() -> tuple[Proposer | None, str]:
+        service = await rt.gateway.service()
+        return await find_proposer(rt, meta["namespace"], meta["name"], service), _no_proposer(meta["name"])
+
+    if conditions.TRUE in [c.status for c in conds if c.type == "LedgerMatches"]:
+        async with rt.lock(f"measurements/{meta.get('uid') or meta['name']}"):
+            current = await rt.k8s.get(CONSORTIUMS, meta["namespace"], meta["name"]) or consortium
+            synced = await measurements.sync(rt, current, await rt.gateway.service(), logger, proposer_of)
+        if synced is not None:
+            conds.append(synced)
+        consortium = await rt.k8s.get(CONSORTIUMS, meta["namespace"], meta["name"]) or current
     await status.write(rt.k8s, CONSORTIUMS, consortium, fields, conds)
 
 
@@ -300,6 +367,11 @@ async def reconcile(
         msg = f"Consortium {cons_name} not found in {ns}"
         conditions.upsert(patch, Condition("Ready", "False", "ConsortiumNotFound", msg))
         raise kopf.TemporaryError(msg, delay=rt.cfg.retry_delay)
+    problem = reconcile_consortium.spec_problem(consortium.get("spec") or {}, rt.cfg.ledger)
+    if problem:  # no nodes for a consortium this release cannot serve; fixed by changing the Consortium
+        patch.status["phase"] = "Failed"
+        conditions.upsert(patch, Condition("Ready", "False", "ConsortiumInvalid", f"{problem[0]}: {problem[1]}"))
+        return
     try:
         ident = await load_identity(rt.k8s, ns, spec)
     except IdentityProblem as p:
@@ -316,6 +388,11 @@ async def reconcile(
     conditions.upsert(
         patch, Condition("IdentityValid", "True", "Valid", f"{ident.public_key.alg} key {ident.fingerprint[:16]}…")
     )
+    signing = signing_condition(spec, consortium)
+    if signing is not None:
+        conditions.upsert(patch, signing)
+    if await _bootstrap_founder(rt, body, consortium, patch):
+        return
     try:
         admitted = await _admission(rt, body, ident, patch, logger)
         service = await rt.gateway.service()
@@ -323,7 +400,7 @@ async def reconcile(
         conditions.upsert(patch, Condition("Admitted", "Unknown", "GatewayUnavailable", str(e)))
         conditions.upsert(patch, Condition("Ready", "False", "GatewayUnavailable", str(e)))
         raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
-    await refresh_consortium(rt, consortium)
+    await refresh_consortium(rt, consortium, logger)
     if not admitted:
         conditions.upsert(
             patch, Condition("Ready", "False", "NotAdmitted", "waiting for governance to admit the member")
@@ -336,6 +413,45 @@ async def reconcile(
     except GatewayUnavailable as e:
         raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
     _report_nodes(patch, nodes, len(desired), waiting)
+
+
+async def _bootstrap_founder(rt: Runtime, body: dict[str, Any], consortium: dict[str, Any], patch: kopf.Patch) -> bool:
+    """Before the ledger exists, a founding member gets its nodes without a vote (there is no one to
+    vote yet): the genesis ConfigMap is written once and the founding executor creates the ledger with
+    it. True when this pass was such a pass; once the ledger has a genesis, founding members are
+    `AlreadyMember` like everyone else."""
+    if body["metadata"]["name"] not in genesis.founding_members(consortium):
+        return False
+    service: dict[str, Any] | None
+    try:
+        service = await rt.gateway.service()
+    except GatewayUnavailable:
+        service = None  # no executor answers yet: the normal state before genesis
+    if service is not None and service.get("service_cert"):
+        return False
+    try:
+        configmap = await genesis.ensure_genesis_configmap(rt, consortium)
+    except genesis.GenesisWaiting as e:
+        patch.status["phase"] = "Pending"
+        conditions.upsert(
+            patch,
+            Condition("Admitted", "False", "AwaitingGenesis", str(e)),
+            Condition("Ready", "False", "AwaitingGenesis", str(e)),
+        )
+        raise Waiting(f"waiting for genesis: {e}", delay=rt.cfg.retry_delay) from e
+    desired, _ = await ensure_nodes(rt, body, consortium)
+    await _refresh_nodes(rt, desired, service)
+    founder = children.founding_node_name(consortium)
+    msg = f"founding member: {founder} creates the ledger with the genesis in ConfigMap {configmap}"
+    patch.status["phase"] = "Pending"
+    patch.status["desiredNodes"] = len(desired)
+    patch.status["nodes"] = sorted(n["metadata"]["name"] for n in desired)
+    conditions.upsert(
+        patch,
+        Condition("Admitted", "False", "AwaitingGenesis", msg),
+        Condition("Ready", "False", "AwaitingGenesis", msg),
+    )
+    return True
 
 
 def _report_nodes(

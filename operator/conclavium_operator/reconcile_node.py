@@ -1,8 +1,9 @@
 """ConsortiumNode: its StatefulSet of 1, headless Service and PVC, and its status from the ledger.
 
 The node joins the ledger under its ConsortiumNode name (CONCLAVIUM_NODE_NAME), so `GET /v1/service`
-tells whether its attested join was recorded (`Attested`), whether it is `Trusted`, and the
-ledger's committed height.
+tells whether its attested join was recorded (`Attested`) and whether it is `Trusted`; `GET
+/v1/runtime` tells which sequencer holds the lease (`Active`, the others `Standby`) and each executor's
+own executed and committed height.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ async def ensure_children(kube: Kube, cfg: OperatorConfig, node: dict[str, Any])
 
 
 def observe(
-    node: dict[str, Any], sts: dict[str, Any] | None, service: dict[str, Any] | None
+    node: dict[str, Any],
+    sts: dict[str, Any] | None,
+    service: dict[str, Any] | None,
+    runtime: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Condition]]:
-    """Node status from its StatefulSet and the ledger (None: the gateway could not be asked)."""
+    """Node status from its StatefulSet, the ledger (`service`; None: the gateway could not be asked)
+    and what the gateway observes of the running nodes (`runtime`: the sequencer lease holder, each
+    executor's executed and committed height)."""
     spec = node["spec"]
     name = node["metadata"]["name"]
     executor = spec["role"] == "Executor"
@@ -49,10 +55,18 @@ def observe(
         ]
     if not executor:
         ready = pod_ready
+        holder = ((runtime or {}).get("sequencer") or {}).get("holder")
+        active = ready and holder == name
         conds.append(Condition.of("Ready", ready, "PodReady" if ready else "PodNotReady"))
-        fields["phase"] = "Retiring" if spec.get("retire") else ("Standby" if ready else "Provisioning")
+        conds.append(
+            Condition.of("LeaseHeld", active, "HoldsLease" if active else "Standby", f"lease holder: {holder}")
+        )
+        if spec.get("retire"):
+            fields["phase"] = "Retiring"
+        else:
+            fields["phase"] = ("Active" if active else "Standby") if ready else "Provisioning"
         return fields, conds
-    found = ledger_node(service, name)
+    found = ledger_node(service, name, (node.get("status") or {}).get("nodeId"))
     state = (found or {}).get("status")
     if found:
         fields["nodeId"] = found["id"]
@@ -68,17 +82,17 @@ def observe(
         conds.append(Condition("Attested", "True", "JoinAttested", f"join recorded, platform {found.get('platform')}"))
     trusted = state == "Trusted"
     conds.append(Condition.of("Trusted", trusted, "Trusted" if trusted else f"Ledger{state or 'Unknown'}"))
-    if trusted:
-        fields["committedHeight"] = int(service.get("committed_height") or 0)
+    seen = ((runtime or {}).get("executors") or {}).get(name) or {}
+    for field, key in (("executedHeight", "executed_height"), ("committedHeight", "committed_height")):
+        if type(seen.get(key)) is int:
+            fields[field] = seen[key]
     ready = trusted and pod_ready
     reason = "Serving" if ready else ("PodNotReady" if trusted else "NotTrusted")
     conds.append(Condition.of("Ready", ready, reason))
     if spec.get("retire"):
         fields["phase"] = "Retired" if state == "Retired" else "Retiring"
-    elif ready:
-        fields["phase"] = "Active"
     elif trusted:
-        fields["phase"] = "Trusted"
+        fields["phase"] = "Trusted" if ready else "Provisioning"
     elif attested:
         fields["phase"] = "Joining"
     else:

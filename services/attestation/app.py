@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from cryptography import x509
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from conclavium.attestation import (
     PLATFORMS,
@@ -31,9 +32,10 @@ from conclavium.attestation import (
     load_policy,
     verify_evidence,
 )
+from conclavium.attestation.snp import leaf_product
 from conclavium.crypto.keys import PrivateKey
 
-from .collateral import CollateralSource, CollateralUnavailable
+from .collateral import SNP_PARTS, CollateralSource, CollateralUnavailable
 
 log = logging.getLogger("conclavium.attestation")
 
@@ -174,8 +176,22 @@ class AttestationService:
             ["source", "outcome"],
             registry=self.registry,
         )
+        self.crl_next_update = Gauge(
+            "conclavium_attestation_crl_next_update_timestamp_seconds",
+            "nextUpdate (Unix time) of the last CRL served, by source and CRL (root_ca, pck_platform, pck_processor,"
+            " vcek_<product>, vlek_<product>); executors refuse joins once it has passed",
+            ["source", "crl"],
+            registry=self.registry,
+        )
+        self.crl_unreadable = Counter(
+            "conclavium_attestation_crl_unreadable_total",
+            "CRLs from the source that do not parse or carry no nextUpdate (executors will refuse them)",
+            ["source", "crl"],
+            registry=self.registry,
+        )
         if source is not None:
             source.on_fetch = lambda src, outcome: self.fetches.labels(src, outcome).inc()
+            source.on_crl = self._record_crl
         self.verifications = Counter(
             "conclavium_attestation_verifications_total",
             "Evidence verifications by platform and outcome",
@@ -188,6 +204,18 @@ class AttestationService:
             registry=self.registry,
         )
         self.nats: Any | None = None
+
+    def _record_crl(self, source: str, name: str, data: bytes) -> None:
+        """Expose when a served CRL goes stale; nothing is decided here (executors judge the CRL)."""
+        try:
+            crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+            next_update = crl.next_update_utc
+        except ValueError:
+            next_update = None
+        if next_update is None:
+            self.crl_unreadable.labels(source, name).inc()
+            return
+        self.crl_next_update.labels(source, name).set(next_update.timestamp())
 
     async def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Answer one request body; the (status, document) pair is the same for HTTP and NATS."""
@@ -210,7 +238,7 @@ class AttestationService:
             return 500, {"error": {"code": "internal_error", "message": "the verifier failed; see its log"}}
 
     async def collateral(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """The collateral (SNP: VCEK; TDX/SGX: TCB info, QE identity, chain, CRLs) for some evidence."""
+        """The collateral (SNP: VCEK and the ARK's CRL; TDX/SGX: TCB info, QE identity, chain, CRLs)."""
         platform = "unknown"
         try:
             req = _json_object(body)
@@ -222,12 +250,21 @@ class AttestationService:
             product = req.get("product")
             if product is not None and product not in ("Milan", "Genoa", "Turin"):
                 raise RequestError(400, "malformed_request", "product must be Milan, Genoa or Turin")
+            parts = req.get("parts", list(SNP_PARTS))
+            if platform == "snp" and (
+                not isinstance(parts, list) or not parts or any(p not in SNP_PARTS for p in parts)
+            ):
+                raise RequestError(400, "malformed_request", f"parts must be a non-empty list among {list(SNP_PARTS)}")
             if self.source is None:
                 raise RequestError(503, "collateral_source_unconfigured", "this service has no collateral source")
             try:
                 if platform == "snp":
-                    files = await self.source.snp(evidence, product)
-                    doc = {"platform": platform, "certs": {k: _b64e(v) for k, v in files.items()}}
+                    certs, files = await self.source.snp(evidence, product, tuple(parts))
+                    doc = {"platform": platform}
+                    if "certs" in parts:
+                        doc["certs"] = {k: _b64e(v) for k, v in certs.items()}
+                    if "crl" in parts:
+                        doc["collateral"] = {k: _b64e(v) for k, v in files.items()}
                 else:
                     files = await self.source.intel(platform, evidence)
                     doc = {"platform": platform, "collateral": {k: _b64e(v) for k, v in files.items()}}
@@ -261,12 +298,18 @@ class AttestationService:
                 status = 422 if e.code == "evidence_unreadable" else 502
                 raise RequestError(status, e.code, e.message) from e
             encoded = {k: _b64e(v) for k, v in collateral.items()}
-        if not certs and platform == "snp" and self.source is not None:
+        if platform == "snp" and self.source is not None and (not certs or (not collateral and self.source.kds_url)):
+            # What the request lacks: the VCEK and/or the ARK's CRL (product from the given leaf).
+            parts = tuple(p for p, have in (("certs", certs), ("crl", collateral)) if not have)
+            named = leaf_product(certs) if certs else None
             try:
-                certs = list((await self.source.snp(evidence)).values())
+                fetched, files = await self.source.snp(evidence, named[0] if named else None, parts)
             except CollateralUnavailable as e:
                 status = 422 if e.code == "evidence_unreadable" else 502
                 raise RequestError(status, e.code, e.message) from e
+            certs = certs or list(fetched.values())
+            collateral = collateral or files
+            encoded = {k: _b64e(v) for k, v in collateral.items()}
         if collateral:
             collateral_ref = await self.cache.put(encoded)  # type: ignore[arg-type]
         at = datetime.now(UTC)
@@ -284,10 +327,18 @@ class AttestationService:
             except PolicyError as e:
                 raise RequestError(400, "invalid_policy", e.message, e.check) from e
         public_keys = [_b64(k, "public_keys[]") for k in req.get("public_keys") or []]
+        event_log = _b64(req["event_log"], "event_log") if req.get("event_log") is not None else None
         start = time.perf_counter()
         try:
             claims = await asyncio.to_thread(
-                verify_evidence, platform, evidence, certs=certs, collateral=collateral, at=at, policy=policy
+                verify_evidence,
+                platform,
+                evidence,
+                certs=certs,
+                collateral=collateral,
+                event_log=event_log,
+                at=at,
+                policy=policy,
             )
         except AttestationError as e:
             raise RequestError(422, "evidence_refused", e.message, e.check) from e

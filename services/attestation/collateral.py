@@ -10,7 +10,8 @@ Intel (TDX, SGX), for the FMSPC and PCK CA type read from the quote's PCK certif
 `{pcs}/{tdx|sgx}/certification/v4/tcb?fmspc=` (TCB info, signing chain in `TCB-Info-Issuer-Chain`),
 `{pcs}/{tdx|sgx}/certification/v4/qe/identity`, `{pcs}/sgx/certification/v4/pckcrl?ca=&encoding=der`,
 `{pcs}/sgx/certification/v4/rootcacrl`. AMD: `{kds}/vcek/v1/{product}/{hwid}?blSPL=&teeSPL=&snpSPL=&ucodeSPL=`
-(Turin also `fmcSPL`, hwID is the first 8 bytes of CHIP_ID).
+(Turin also `fmcSPL`, hwID is the first 8 bytes of CHIP_ID) and the ARK's CRL,
+`{kds}/{vcek|vlek}/v1/{product}/crl`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from conclavium.attestation import VerificationError
 from conclavium.attestation._x509 import cn, load_certs
 from conclavium.attestation.intel_quote import parse_quote, pck_info
 from conclavium.attestation.snp import CPUID_PRODUCTS, HCL_MAGIC, REPORT_SIZE, decode_tcb, parse_report
+
+SNP_PARTS = ("certs", "crl")
 
 FETCH_PREFIX = "conclavium:attestation:fetch:"
 FETCH_TIMEOUT = 10.0
@@ -82,11 +85,13 @@ class CollateralSource:
         pcs_url: str | None = None,
         kds_url: str | None = None,
         on_fetch: Any = None,
+        on_crl: Any = None,
     ) -> None:
         self.http, self.cache = http, cache
         self.pcs_url = pcs_url.rstrip("/") if pcs_url else None
         self.kds_url = kds_url.rstrip("/") if kds_url else None
         self.on_fetch = on_fetch or (lambda source, outcome: None)
+        self.on_crl = on_crl or (lambda source, crl, data: None)
 
     async def _fetch(self, source: str, url: str, header: str | None = None) -> tuple[bytes, str | None]:
         cached = await self.cache.get(url)
@@ -134,16 +139,22 @@ class CollateralSource:
         root_crl, _ = await self._fetch("pcs", f"{base}/sgx/certification/v4/rootcacrl")
         if not chain:
             raise CollateralUnavailable("collateral_unavailable", "the source sent TCB info without its issuer chain")
+        pck_crl, root_crl = _crl_bytes(pck_crl), _crl_bytes(root_crl)
+        self.on_crl("pcs", f"pck_{ca}", pck_crl)
+        self.on_crl("pcs", "root_ca", root_crl)
         return {
             "tcb_info.json": tcb,
             "qe_identity.json": qe,
             "tcb_signing_chain.pem": unquote(chain).encode(),
-            "pck_crl.der": _crl_bytes(pck_crl),
-            "root_ca_crl.der": _crl_bytes(root_crl),
+            "pck_crl.der": pck_crl,
+            "root_ca_crl.der": root_crl,
         }
 
-    async def snp(self, evidence: bytes, product: str | None = None) -> dict[str, bytes]:
-        """The VCEK for an SNP report, from AMD KDS (a VLEK cannot be fetched: the host must supply it)."""
+    async def snp(
+        self, evidence: bytes, product: str | None = None, parts: tuple[str, ...] = SNP_PARTS
+    ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """(certs, collateral) for an SNP report: the VCEK from AMD KDS (`certs` part; a VLEK cannot
+        be fetched, the host must supply it) and the ARK's CRL for the report's key type (`crl` part)."""
         if self.kds_url is None:
             raise CollateralUnavailable("collateral_source_unconfigured", "no AMD collateral source (--kds-url)")
         raw = evidence[0x20 : 0x20 + REPORT_SIZE] if evidence[:4] == HCL_MAGIC else evidence
@@ -151,19 +162,30 @@ class CollateralSource:
             report = parse_report(raw)
         except VerificationError as e:
             raise CollateralUnavailable("evidence_unreadable", str(e)) from e
-        if report.signing_key != 0:
+        kind = {0: "vcek", 1: "vlek"}.get(report.signing_key)
+        if kind is None:
+            raise CollateralUnavailable("evidence_unreadable", "the report names no VCEK or VLEK signing key")
+        known = product or CPUID_PRODUCTS.get(report.cpuid[:2])
+        certs: dict[str, bytes] = {}
+        if "certs" in parts:
+            certs, known = await self._vcek(report, kind, [known] if known else ["Milan", "Genoa", "Turin"])
+        collateral: dict[str, bytes] = {}
+        if "crl" in parts:
+            if known is None:
+                raise CollateralUnavailable(
+                    "evidence_unreadable", "the report does not name its product (v2); give the product for its CRL"
+                )
+            crl, _ = await self._fetch("kds", f"{self.kds_url}/{kind}/v1/{known}/crl")
+            crl = _crl_bytes(crl)
+            self.on_crl("kds", f"{kind}_{known}", crl)
+            collateral["amd_crl.der"] = crl
+        return certs, collateral
+
+    async def _vcek(self, report: Any, kind: str, products: list[str]) -> tuple[dict[str, bytes], str]:
+        if kind != "vcek":
             raise CollateralUnavailable("evidence_unreadable", "the report is VLEK-signed; KDS serves VCEKs only")
         if not any(report.chip_id):
             raise CollateralUnavailable("evidence_unreadable", "CHIP_ID is masked; the VCEK cannot be looked up")
-        products = (
-            [product]
-            if product
-            else (
-                [CPUID_PRODUCTS[report.cpuid[:2]]]
-                if report.cpuid[:2] in CPUID_PRODUCTS
-                else ["Milan", "Genoa", "Turin"]
-            )
-        )
         last: CollateralUnavailable | None = None
         for name in products:
             tcb = decode_tcb(report.reported_tcb, name)
@@ -176,7 +198,7 @@ class CollateralSource:
             except CollateralUnavailable as e:
                 last = e
                 continue
-            return {"vcek.der": vcek}
+            return {"vcek.der": vcek}, name
         assert last is not None
         raise last
 

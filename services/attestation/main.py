@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -15,23 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from conclavium.crypto.keys import PrivateKey
+from conclavium.runtime import connect_nats, redis_from_url, setup_logging
 
 from .app import SUBJECT, AttestationService, CollateralCache, create_app, nats_handler
 from .collateral import CollateralSource, FetchCache
 
 log = logging.getLogger("conclavium.attestation")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "ts": self.formatTime(record),
-                "level": record.levelname,
-                "logger": record.name,
-                "msg": record.getMessage(),
-            }
-        )
 
 
 def load_or_create_key(path: str | None) -> PrivateKey:
@@ -74,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=float(os.environ.get("CONCLAVIUM_COLLATERAL_REFRESH", "3600")),
         help="seconds a fetched document is served from the cache before it is fetched again",
     )
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default=os.environ.get("CONCLAVIUM_LOG_LEVEL", "info"))
     return p.parse_args(argv)
 
 
@@ -82,9 +70,8 @@ async def run(args: argparse.Namespace) -> None:
     key = load_or_create_key(args.key)
     redis_client: Any = None
     if args.redis_url:
-        import redis.asyncio as aioredis
-
-        redis_client = aioredis.from_url(args.redis_url)
+        # CONCLAVIUM_REDIS_PASSWORD, as the gateway
+        redis_client = redis_from_url(args.redis_url, socket_timeout=5, socket_connect_timeout=5)
     import aiohttp
 
     http = aiohttp.ClientSession()
@@ -107,9 +94,8 @@ async def run(args: argparse.Namespace) -> None:
         return True
 
     if args.nats_url:
-        import nats
-
-        nc = await nats.connect(args.nats_url, name="conclavium-attestation", max_reconnect_attempts=-1)
+        # CONCLAVIUM_NATS_CREDS and CONCLAVIUM_NATS_CA, as every service
+        nc = await connect_nats(args.nats_url, "conclavium-attestation")
 
         async def on_msg(msg: Any) -> None:
             await nats_handler(service, msg)
@@ -137,9 +123,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    setup_logging(args.log_level)
     asyncio.run(run(args))
     return 0
 

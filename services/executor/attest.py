@@ -25,6 +25,7 @@ from conclavium.attestation import (
     verify_evidence,
 )
 from conclavium.attestation.providers import ProviderError, provider_from_config
+from conclavium.attestation.snp import leaf_product
 from conclavium.encoding import b64d, b64e
 from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
 
@@ -38,14 +39,24 @@ class EvidenceRefused(Exception):
 COLLATERAL_TIMEOUT = 15.0
 
 
-def fetch_collateral(url: str, platform: str, evidence: bytes) -> dict[str, bytes]:
-    """Ask the attestation service for the collateral `evidence` needs (SNP: certs; Intel: collateral).
+def fetch_collateral(
+    url: str, platform: str, evidence: bytes, *, parts: list[str] | None = None, product: str | None = None
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Ask the attestation service for what `evidence` needs, as (certs, collateral).
 
-    The answer is not trusted: it travels in the Join entry and every executor verifies it there.
+    TDX/SGX: collateral (TCB info, QE identity, chain, CRLs). SNP: the VCEK (`parts` "certs") and
+    the ARK's CRL ("crl"); `product` names the product line when the report (v2) does not. The
+    answer is not trusted: it travels in the Join entry and every executor verifies it there.
     """
-    body = json.dumps({"platform": platform, "evidence": b64e(evidence)}).encode()
+    request: dict[str, Any] = {"platform": platform, "evidence": b64e(evidence)}
+    if parts is not None:
+        request["parts"] = parts
+    if product is not None:
+        request["product"] = product
     req = urllib.request.Request(
-        url.rstrip("/") + "/v1/attestation/collateral", data=body, headers={"Content-Type": "application/json"}
+        url.rstrip("/") + "/v1/attestation/collateral",
+        data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(req, timeout=COLLATERAL_TIMEOUT) as r:
@@ -60,10 +71,16 @@ def fetch_collateral(url: str, platform: str, evidence: bytes) -> dict[str, byte
         ) from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ProviderError(f"attestation service at {url} unreachable for collateral: {e}") from e
-    files = doc.get("certs") if platform == "snp" else doc.get("collateral")
-    if not isinstance(files, dict):
+    out: list[dict[str, bytes]] = []
+    for key in ("certs", "collateral"):
+        files = doc.get(key, {})
+        if not isinstance(files, dict):
+            raise ProviderError(f"attestation service answered with a malformed {key}")
+        out.append({str(k): b64d(v) for k, v in files.items()})
+    certs, collateral = out
+    if not certs and not collateral:
         raise ProviderError("attestation service answered without collateral")
-    return {str(k): b64d(v) for k, v in files.items()}
+    return certs, collateral
 
 
 def local_evidence(
@@ -71,15 +88,15 @@ def local_evidence(
 ) -> dict[str, Any]:
     """Evidence from this node's TEE binding its public keys, with the collateral it needs.
 
-    TDX and SGX quotes carry no TCB info, QE identity or CRLs, and an SNP report no VCEK unless
-    the host supplies it: that collateral is fetched from the attestation service and shipped in the
-    Join entry, because executors refuse evidence without it.
+    TDX and SGX quotes carry no TCB info, QE identity or CRLs, an SNP report no CRL and no VCEK
+    unless the host supplies it: that collateral is fetched from the attestation service and
+    shipped in the Join entry, because executors refuse evidence without it.
     """
     options: dict[str, Any] = {}
     if tee == "virtual":
         options = {"measurement": bytes.fromhex(virtual_measurement or VIRTUAL_DEV_MEASUREMENT), "host_data": b""}
     if tee == "sev-guest" and attestation_url:
-        options = {"fetch_certs": lambda report: fetch_collateral(attestation_url, "snp", report)}
+        options = {"fetch_certs": lambda report: fetch_collateral(attestation_url, "snp", report, parts=["certs"])[0]}
     provider = provider_from_config(tee, **options)
     ev = provider.get_evidence(expected_report_data(public_keys))
     out: dict[str, Any] = {
@@ -87,14 +104,26 @@ def local_evidence(
         "evidence": b64e(ev.evidence),
         "certs": {k: b64e(v) for k, v in ev.certs.items()},
     }
-    if ev.platform == "snp" and not {"vcek.der", "vlek.der"} & set(ev.certs):
+    if ev.event_log:
+        out["event_log"] = b64e(ev.event_log)
+    if ev.platform == "snp":
         if not attestation_url:
-            raise ProviderError("the SNP report came without a VCEK/VLEK and no attestation service is configured")
-        out["certs"].update({k: b64e(v) for k, v in fetch_collateral(attestation_url, "snp", ev.evidence).items()})
+            raise ProviderError("SNP evidence needs AMD's CRL (and a VCEK): configure the attestation service URL")
+        has_leaf = bool({"vcek.der", "vlek.der"} & set(ev.certs))
+        named = leaf_product(list(ev.certs.values()))
+        certs, collateral = fetch_collateral(
+            attestation_url,
+            "snp",
+            ev.evidence,
+            parts=["crl"] if has_leaf else ["certs", "crl"],
+            product=named[0] if named else None,
+        )
+        out["certs"].update({k: b64e(v) for k, v in certs.items()})
+        out["collateral"] = {k: b64e(v) for k, v in collateral.items()}
     if ev.platform in ("tdx", "sgx"):
         if not attestation_url:
             raise ProviderError(f"{ev.platform} evidence needs Intel collateral: configure the attestation service URL")
-        collateral = fetch_collateral(attestation_url, ev.platform, ev.evidence)
+        _, collateral = fetch_collateral(attestation_url, ev.platform, ev.evidence)
         out["collateral"] = {k: b64e(v) for k, v in collateral.items()}
     return out
 
@@ -118,12 +147,21 @@ def verify_join_evidence(
         raw = b64d(evidence["evidence"])
         certs = [b64d(v) for v in (evidence.get("certs") or {}).values()]
         collateral = {k: b64d(v) for k, v in (evidence.get("collateral") or {}).items()}
+        event_log = b64d(evidence.get("event_log") or "")
     except (KeyError, TypeError, ValueError):
         raise EvidenceRefused("evidence_format", "evidence must carry platform and base64 evidence") from None
     at = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC)
     try:
         parsed = load_policy(policy)
-        claims = verify_evidence(platform, raw, certs=certs, collateral=collateral or None, at=at, policy=parsed)
+        claims = verify_evidence(
+            platform,
+            raw,
+            certs=certs,
+            collateral=collateral or None,
+            event_log=event_log or None,
+            at=at,
+            policy=parsed,
+        )
         result = evaluate_policy(claims, parsed, public_keys=public_keys, at=at)
     except AttestationError as e:
         raise EvidenceRefused(e.check, e.message) from None

@@ -20,7 +20,8 @@ In both modes every commit signature in the ledger is checked on its own, with t
 governance held when the block carrying it was applied: a trusted node's valid signature must name
 the block hash the files hold at that height and the quorum replay computes, and (where the root is
 known) the same root; trusted nodes must not sign different roots for one height; and each block
-that needed a commit below the highest committed one must have a quorum. Snapshot files are checked
+that needed a commit below the highest committed one must have a quorum, counted as live execution
+counts it (nodes of k distinct members, `commit_rule`), after every block. Snapshot files are checked
 against the digests recorded in the ledger (decrypted too, when the secrets are there).
 
 The report says what was checked and, under `not_checked`, exactly what could not be. Exit 0 when
@@ -43,6 +44,7 @@ import msgspec
 from conclavium import node_messages
 from conclavium.block import Block, Kind, decode_block, sig_statement
 from conclavium.chain import ChainError
+from conclavium.consortium import quorum_met as has_quorum
 from conclavium.crypto.keys import PublicKey
 from conclavium.ledger_files import (
     BlockRecord,
@@ -87,6 +89,7 @@ class Height:
     root: bytes | None  # None: not recomputable (sealed entries not replayed)
     leaves: bool  # whether the block has accepted entries (when the root is known)
     votes: dict[bytes, set[str]] = field(default_factory=dict)  # root -> trusted signers
+    committed: bool = False
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Audit:
     counts: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     recomputed: dict[int, str] = field(default_factory=dict)  # height -> digest of the replayed state
+    open: set[int] = field(default_factory=set)  # heights not yet seen committed
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 50:
@@ -174,7 +178,7 @@ async def _run(data_dir: Path, secrets: LedgerSecrets | None) -> dict[str, Any]:
     )
     try:
         for rec in records:
-            nodes = machine.trusted_node_keys()  # the node set the block's commit signatures count against
+            nodes = machine.signer_keys()  # the node set the block's commit signatures count against
             where = f"{rec.path}: at byte {rec.offset}"
             try:
                 block, out = await machine.apply(rec.raw, rec.seq)
@@ -190,6 +194,7 @@ async def _run(data_dir: Path, secrets: LedgerSecrets | None) -> dict[str, Any]:
             _entries(a, block, out.invalid)
             _signatures(a, machine, block, nodes)
             _record_height(a, machine, block, out.invalid)
+            _count(a, machine)
             if block.height in recompute:
                 secret = machine.snapshot_secret()
                 if secret is not None:
@@ -250,11 +255,24 @@ def _record_height(a: Audit, machine: LedgerMachine, block: Block, invalid: list
     unknown = any(code == NOT_REPLAYED for _, code, _ in invalid)
     root = None if unknown else (rec.root if rec is not None else b"")
     a.heights[block.height] = Height(machine.tip.hash, machine.quorum(), root, rec is not None)
+    if rec is not None or root is None:  # a block that can need a commit
+        a.open.add(block.height)
+
+
+def _count(a: Audit, machine: LedgerMachine) -> None:
+    """Mark the heights whose votes now meet the commit rule as live execution applies it after
+    this block: the larger of the block's and the current node quorum, nodes of k members."""
+    member_of, k, quorum = machine.signer_members(), machine.member_threshold(), machine.quorum()
+    for h in [h for h in a.open if a.heights[h].votes]:
+        known = a.heights[h]
+        if any(has_quorum(v, member_of, max(known.quorum, quorum), k) for v in known.votes.values()):
+            known.committed = True
+            a.open.discard(h)
 
 
 def _commits(a: Audit) -> dict[str, Any]:
     """Which blocks a quorum of trusted nodes committed, and whether any needed block fell short."""
-    committed = [h for h, k in a.heights.items() if k.quorum and max(map(len, k.votes.values()), default=0) >= k.quorum]
+    committed = [h for h, k in a.heights.items() if k.committed]
     top = max(committed, default=0)
     short, unsigned_sealed, tail = [], 0, 0
     for h, k in a.heights.items():
@@ -270,7 +288,7 @@ def _commits(a: Audit) -> dict[str, Any]:
         else:
             tail += 1
     for h in short[:10]:
-        a.problem(f"at height {h}: the block needed a commit but has fewer than {a.heights[h].quorum} valid signatures")
+        a.problem(f"at height {h}: the block needed a commit but its valid signatures never met the commit rule")
     return {
         "blocks_committed": len(committed),
         "committed_height": top,

@@ -20,7 +20,7 @@ import nats.js.errors
 from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from conclavium import node_messages, rules, streams
+from conclavium import node_messages, recovery, rules, streams
 from conclavium.attestation.providers import ProviderError, sealing_from_config
 from conclavium.block import (
     ClockSig,
@@ -35,19 +35,25 @@ from conclavium.block import (
 from conclavium.chain import ChainError
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64e, loads, pack
+from conclavium.governance import recovery as gov_recovery
 from conclavium.identity import node_certificate, sign_tx_key
 from conclavium.ledger_files import chunk_files
 from conclavium.runtime import connect_nats, health_routes, now_ms, serve_http
 
+from . import commit_rule, node_auth
 from . import metrics as m
-from . import node_auth
+from .apps import default_apps
 from .attest import local_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys, SealedStore
 from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets, UnsupportedRules
 from .persistence import LedgerStore
 from .queries import QueryHandler
 from .receipt_index import ReceiptIndex
+from .recovery import RecoverySession
+from .recovery_entries import share_set_of, share_set_wanted
+from .sawtooth_tp import TpRouter
 from .sealed_openers import SealedOpenerPool
+from .tables import AppUnavailable
 from .verifier import BatchVerifier
 
 log = logging.getLogger("conclavium.executor")
@@ -61,6 +67,7 @@ CLOCK_MIN_INTERVAL_S = 0.2
 CLOCK_HEARTBEAT_S = 2.0
 CLAMP_LOG_INTERVAL_S = 60.0
 UNSUPPORTED_RULES_RETRY_S = 5.0
+APP_UNAVAILABLE_RETRY_S = 0.5  # a Sawtooth TP registering is enough to go on
 
 
 @dataclass
@@ -82,6 +89,8 @@ class ExecutorConfig:
     open_workers: int = 1
     blocks_per_chunk: int = 10_000
     rules_versions: frozenset[int] = rules.IMPLEMENTED  # rules versions this executor runs
+    recover: bool = False  # every executor is lost: recover the ledger with the members' shares
+    sawtooth_tp: str = ""  # ZeroMQ endpoint this node's Sawtooth TPs connect to (sawtooth_tp.py); "": none
 
 
 class Executor:
@@ -98,6 +107,7 @@ class Executor:
         self.keys = NodeKeys.load_or_create(self.sealed)
         self.verifier = BatchVerifier(cfg.verify_threads)
         self.store = LedgerStore(cfg.data_dir, cfg.blocks_per_chunk)
+        self.sawtooth = TpRouter(cfg.sawtooth_tp) if cfg.sawtooth_tp else None
         self.machine = LedgerMachine(
             cfg.ledger,
             self.verifier,
@@ -106,9 +116,14 @@ class Executor:
             node_keys=self.keys,
             openers=SealedOpenerPool(cfg.open_workers),
             rules_versions=cfg.rules_versions,
+            apps=default_apps(self.sawtooth),
         )
         self.awaiting_secrets: str | None = None
+        self.recovery: RecoverySession | None = None  # while recovering (--recover), recovery.py
+        self.node_info_cached: node_messages.NodeInfo | None = None
+        self.last_share_issue = 0.0
         self.unsupported_rules: str | None = None  # why this node stopped before a block
+        self.app_unavailable: str | None = None  # an application cannot run the next block here now
         self._sig_tasks: set[asyncio.Task[None]] = set()
         self.last_rekey = 0.0
         self.stopping = asyncio.Event()
@@ -141,19 +156,24 @@ class Executor:
             return False, f"fork_detected: {self.machine.fork_reason}"
         if self.unsupported_rules:
             return False, f"unsupported_rules: {self.unsupported_rules}"
+        if self.recovery is not None:
+            return False, self.recovery.reason()
         if not self.machine.genesis_done:
             return False, "waiting for genesis"
         if self.awaiting_secrets:
             return False, "waiting for the ledger secrets (join pending or not yet endorsed)"
         if not self.is_signer():
-            return False, "not yet a trusted, endorsed node"
+            return False, "not yet a trusted node endorsed by the service and by its member"
         if not self.caught_up():
             return False, "catching up"
+        problem = self.machine.quorum_problem()
+        if problem is not None:
+            return False, f"quorum_unreachable: {problem}"
         return True, "ok"
 
     def is_signer(self) -> bool:
-        row = self.machine.state.get(NODES, self.node_id)
-        return bool(row and row["status"] == "Trusted" and row.get("cert") and self.secrets)
+        """Trusted, holding the secrets, and endorsed by an active member at the ledger's time."""
+        return bool(self.secrets) and self.node_id in self.machine.signer_members()
 
     # --- process life ---------------------------------------------------------------------------
 
@@ -256,12 +276,18 @@ class Executor:
                     except (nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionClosedError):
                         log.warning("ledger consumer lost (NATS restarting?); recreating it after the tip")
                         break
+                    if not batch and self._must_recover():
+                        break
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-                if self.awaiting_secrets and not self.stopping.is_set():
+                if self._must_recover() and not self.stopping.is_set():
+                    await self._recover()
+                elif self.awaiting_secrets and not self.stopping.is_set():
                     await self._wait_for_secrets()
                 if self.unsupported_rules and not self.stopping.is_set():
                     await asyncio.sleep(UNSUPPORTED_RULES_RETRY_S)  # nothing changes until an upgrade
+                if self.app_unavailable and not self.stopping.is_set():
+                    await asyncio.sleep(APP_UNAVAILABLE_RETRY_S)
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, nats.errors.Error) as e:
@@ -299,6 +325,13 @@ class Executor:
                 m.RULES_UNSUPPORTED.set(1)
                 paused = True
                 break
+            except AppUnavailable as e:
+                if self.app_unavailable is None:
+                    log.error("stopped before the block at stream sequence %d: %s; not signing", seq, e)
+                self.app_unavailable = str(e)
+                m.APP_UNAVAILABLE.set(1)
+                paused = True
+                break
             except NeedSecrets as e:
                 self.awaiting_secrets = str(e)
                 log.info("block at stream sequence %d needs ledger secrets this node does not hold yet", seq)
@@ -311,6 +344,10 @@ class Executor:
                 continue
             self.unsupported_rules = None
             m.RULES_UNSUPPORTED.set(0)
+            if self.app_unavailable is not None:
+                log.info("the block at stream sequence %d ran: %s no longer", seq, self.app_unavailable)
+                self.app_unavailable = None
+                m.APP_UNAVAILABLE.set(0)
             self.store.append(self.machine.tip.height, seq, msg.data)
             m.BLOCK_SECONDS.observe(time.perf_counter() - t0)
             m.BLOCKS.inc()
@@ -341,7 +378,15 @@ class Executor:
             return
         start = machine.tip.seq + 1
         scan = node_auth.JoinScan(
-            self.cfg.ledger, machine.tip, self.keys, machine.trusted_node_keys(), machine.quorum(), cert
+            self.cfg.ledger,
+            machine.tip,
+            self.keys,
+            machine.trusted_node_keys(),
+            machine.quorum(),
+            cert,
+            machine.signer_keys(),
+            machine.signer_members(),
+            machine.member_threshold(),
         )
         found: LedgerSecrets | None = None
         sub = await self.js.subscribe(
@@ -366,11 +411,80 @@ class Executor:
         machine.receive_secrets(found)
         found.save(self.sealed, self.node_id)
         self.awaiting_secrets = None
+        await self.store.resume(machine)
         log.info(
             "received the ledger secrets (endorsement committed by height %d); resuming at stream sequence %d",
             scan.tip.height,
             start,
         )
+
+    def _must_recover(self) -> bool:
+        """--recover and no secrets: once the replay stopped for them or reached the stream's end."""
+        if not self.cfg.recover or self.secrets is not None or not self.machine.genesis_done:
+            return False
+        return bool(self.awaiting_secrets) or self.caught_up()
+
+    async def _recover(self) -> None:
+        """Every executor is lost: get the ledger secrets from k members' shares (recovery.py),
+        then replay the rest of the local chunks with them; the stream follows."""
+        self.recovery = RecoverySession(self)
+        log.warning(
+            "recovery: replayed the public prefix to height %d; scanning for the share set", self.machine.tip.height
+        )
+        try:
+            secrets = await self.recovery.run(self.stopping)
+        finally:
+            if self.stopping.is_set():
+                self.recovery = None
+        if secrets is None:
+            return
+        self.awaiting_secrets = None
+        t0 = time.perf_counter()
+        replayed = await self.store.resume(self.machine)
+        self.recovery = None
+        log.info(
+            "recovery: replayed %d blocks from local chunks with the secrets in %.2fs",
+            replayed,
+            time.perf_counter() - t0,
+        )
+
+    async def _issue_recovery_shares(self) -> None:
+        """Whenever the share set in the ledger no longer matches the members holding encryption
+        keys, the threshold or the generations of secrets, the lowest-id signer (the others after
+        a grace period) issues a new one (conclavium/recovery.py)."""
+        state = self.machine.state
+        wanted = share_set_wanted(state)
+        stale = wanted is not None and share_set_of(gov_recovery.share_set(state)) != wanted
+        m.RECOVERY_SET_STALE.set(1 if stale else 0)
+        if not stale or self.secrets is None or wanted is None:
+            return
+        threshold, generations, holders = wanted
+        if any(self.secrets.by_id(g) is None for g in generations):
+            return
+        signers = sorted(self.machine.trusted_node_keys())
+        now = time.monotonic()
+        if now - self.last_share_issue < ENDORSE_GRACE_S * (1 if signers[0] == self.node_id else 2):
+            return
+        if self.last_share_issue == 0.0 and signers[0] != self.node_id:
+            self.last_share_issue = now
+            return
+        self.last_share_issue = now
+        keys = {mid: bytes.fromhex(enc) for mid, (_, enc) in holders.items()}
+        issued = await asyncio.to_thread(recovery.issue, self.secrets.to_bytes(), self.cfg.ledger, keys, threshold)
+        msg = node_messages.RecoveryShares(
+            v=node_messages.NODE_MSG_VERSION,
+            ledger=self.cfg.ledger,
+            ts=now_ms(),
+            sender=self.node_id,
+            id=issued.id,
+            threshold=threshold,
+            generations=generations,
+            wrapped=issued.wrapped,
+            shares={mid: {**share, "public_key": holders[mid][0]} for mid, share in issued.shares.items()},
+        )
+        entry = node_messages.make_entry(msg, self.keys.signing)
+        await self._publish_intake(IntakeBatch(entries=[entry]), f"recovery-shares:{issued.id}")
+        log.info("issued recovery share set %s (%d of %d members)", issued.id[:16], threshold, len(holders))
 
     def _maybe_snapshot(self) -> None:
         """Snapshot when the executed-entry count crosses a multiple of `snapshot_every`: every
@@ -446,10 +560,24 @@ class Executor:
             m.LEDGER_TIME_OFFSET.set((machine.tip.ts_ms - now) / 1000)
         m.TRUSTED_NODES.set(len(machine.trusted_node_keys()))
         m.QUORUM.set(machine.quorum())
+        signers = machine.signer_members()
+        signing = commit_rule.signing_nodes(machine.last_signed, machine.signer_keys())
+        m.SIGNING_NODES.set(len(signing))
+        m.SIGNING_MEMBERS.set(len({signers[n] for n in signing if n in signers}))
+        m.MEMBER_THRESHOLD.set(machine.member_threshold())
+        m.QUORUM_UNREACHABLE.set(0 if machine.quorum_problem() is None else 1)
         if committed or invalid:
             await self.nc.publish(
                 streams.status_subject(self.cfg.ledger),
-                pack({"c": committed, "i": invalid, "n": self.cfg.name}),
+                pack(
+                    {
+                        "c": committed,
+                        "i": invalid,
+                        "n": self.cfg.name,
+                        "x": machine.tip.height,
+                        "h": machine.committed_height,
+                    }
+                ),
             )
         await self._sign_uncommitted()
 
@@ -559,6 +687,8 @@ class Executor:
         )
 
     async def _bootstrap(self, force_join: bool = False) -> None:
+        if self.cfg.recover and self.secrets is None:
+            return  # a recovering node does not join: the members' shares make it trusted
         if not self.caught_up() and not force_join:
             return
         machine = self.machine
@@ -597,6 +727,7 @@ class Executor:
         if self.is_signer():
             await self._endorse_waiting_nodes()
             await self._rekey_if_requested()
+            await self._issue_recovery_shares()
 
     def _create_genesis(self, path: Path) -> None:
         assert self.cfg.genesis is not None
@@ -696,4 +827,3 @@ class Executor:
         entry = node_messages.make_entry(msg, self.keys.signing)
         await self._publish_intake(IntakeBatch(entries=[entry]), f"rekey:{gen.id}")
         log.info("proposed ledger secret generation %s", gen.id)
-

@@ -64,6 +64,7 @@ from .tables import (
     SNAPSHOT_DIGESTS,
     TX_KEYS,
     USERS,
+    AppUnavailable,
     NeedSecrets,
     UnsupportedRules,
 )
@@ -130,11 +131,14 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         self.window = ReplayWindow()
         self._stage: BlockStage | None = None
         self.fork_reason: str | None = None
+        self.last_signed: dict[str, int] = {}  # node → height of its latest valid commit signature (metrics)
         self._verified: dict[tuple[bytes, bytes], tuple[str, bool]] = {}  # (entry id, signature) -> (sender, ok)
         self._keys: dict[str, PublicKey] | None = None
         self._node_keys: dict[str, PublicKey] | None = None
         # Time of the block being applied (ledger_clock.py); every time check in execution uses it.
         self.block_time = 0
+        self.block_height = 0  # height of the block being applied (or last applied)
+        self.block_prev = bytes(32)  # the previous block's hash, for the block being applied
 
     # --- blocks ---------------------------------------------------------------------------------
 
@@ -156,6 +160,7 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         # From here to the commit nothing awaits, so no query ever reads a block half applied.
         self.state.begin_block()
         self._running = None
+        self.block_height, self.block_prev = block.height, block.prev
         try:
             if activating is not None:
                 self.state.put(SERVICE, rules.RULES_KEY, {"version": activating})
@@ -163,12 +168,14 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
             stage = self._stage = self.window.stage(self.block_time, self.uncommitted)
             if self.genesis_done:
                 out.expired = governance.expire(self.state, governance.Context(block.height, self.block_time))
-            votes = commit_rule.check_signatures(block.sigs, self.uncommitted, self.trusted_node_keys(), self.ledger)
+            signers = self.signer_keys()
+            votes = commit_rule.check_signatures(block.sigs, self.uncommitted, signers, self.ledger)
+            commit_rule.note_signers(block.sigs, votes, self.uncommitted, signers, self.ledger, self.last_signed)
             for i, entry in enumerate(block.entries):
                 self._apply_entry(entry, eids[i], sig_ok[i], block, stage, out)
         except BaseException:  # NeedSecrets, or a fault of this node: the block is applied again later
             self.state.rollback_block()
-            self._keys = self._node_keys = None
+            self._keys = self._node_keys = self._endorsed = None
             raise
         finally:
             self._stage = None
@@ -184,9 +191,9 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         stage: BlockStage,
         out: BlockOutcome,
     ) -> None:
-        """Execute one entry into the block being staged, or record it Invalid. Only NeedSecrets
-        (the whole block waits) and MemoryError (a local failure, not the entry's: calling it
-        Invalid would make this node diverge) leave here."""
+        """Execute one entry into the block being staged, or record it Invalid. Only NeedSecrets,
+        AppUnavailable and UnsupportedRules (the whole block waits) and MemoryError (a local failure,
+        not the entry's: calling it Invalid would make this node diverge) leave here."""
         if self.window.seen(eid, stage):
             return  # a resubmission: the first copy stands, this one is ignored
         marks = (len(out.governance), len(out.endorsed))
@@ -196,7 +203,7 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         except TxError as e:
             self._refuse_entry(eid, e.code, e.message, marks, out)
             return
-        except (NeedSecrets, UnsupportedRules, MemoryError):
+        except (NeedSecrets, UnsupportedRules, AppUnavailable, MemoryError):
             raise
         except Exception as e:
             # Deterministic code raises the same exception on every executor for the same entry.
@@ -224,24 +231,37 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         """Everything the block changed, at once; nothing here can fail on the block's content."""
         self.state.commit_block()
         self.window.commit(stage, block.height, out.invalid, self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS))
-        self.fork_reason = commit_rule.count_signatures(votes, self.fork_reason, out)
+        legacy = self._node_commits()  # rules before 3: every signature counted, the block's own quorum
+        member_of, k = (None if legacy else self.signer_members()), self.member_threshold()
+        self.fork_reason = commit_rule.count_signatures(votes, self.fork_reason, out, member_of, k)
         self.tip = Tip(block.height, bhash, seq, self.block_time)
         leaves = stage.leaves
         self.entries_executed += len(leaves)
         root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
-        rec = BlockRecord(block.height, bhash, root, self.quorum(), self.block_time, leaves)
+        quorum = self.quorum()
+        rec = BlockRecord(block.height, bhash, root, quorum, self.block_time, leaves)
+        if out.recovered:
+            self._after_recovery(rec.quorum)
         if leaves:
             self.uncommitted[block.height] = rec
-        commit_rule.advance(self.uncommitted, self.index, out)
+        commit_rule.advance(self.uncommitted, self.index, out, member_of, k, 0 if legacy else quorum)
         if out.committed:
             self.last_committed = out.committed[-1]
         self.committed_height = next(iter(self.uncommitted)) - 1 if self.uncommitted else self.tip.height
 
+    def _after_recovery(self, quorum: int) -> None:
+        """The blocks the lost nodes left uncommitted wait for the recovered nodes' quorum; the lost
+        nodes' signatures on them no longer count (they are retired)."""
+        for rec in self.uncommitted.values():
+            rec.quorum = quorum
+            rec.signatures = {}
+            rec.divergent = set()
+
     def _block_time(self, block: Block) -> tuple[int, str | None]:
         """Record the block's clock signatures, then bound its timestamp by them (ledger_clock.py)."""
-        trusted = self.trusted_node_keys()
+        trusted = self.signer_keys(self.tip.ts_ms)  # the block's own time is what this bounds
         ledger_clock.record(self.state, block.clocks, trusted, self.ledger)
-        ref = ledger_clock.reference(self.state, trusted, self.quorum())
+        ref = ledger_clock.reference(self.state, trusted, self.quorum_at(self.tip.ts_ms))
         tolerance = self.config("clock_tolerance_ms", ledger_clock.DEFAULT_CLOCK_TOLERANCE_MS)
         return ledger_clock.block_time(self.tip.ts_ms, block.ts_ms, ref, tolerance)
 
@@ -492,6 +512,8 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         extra = {name: part for name, part in parts.items() if part is not None}
         if extra:
             snap["apps"] = extra
+        if self.fork_reason is not None:
+            snap["fork"] = self.fork_reason  # a diverged node stays stopped after a restart
         return _snap_enc.encode(snap)
 
     def restore(self, data: bytes) -> None:
@@ -511,8 +533,11 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         self.window.restore(snap["recent"], snap["invalid"])
         self.entries_executed = snap["entries"]
         self.committed_height = snap["committed_height"]
-        self._keys = self._node_keys = None
-        last = self.index.block(self.committed_height)
+        self.fork_reason = snap.get("fork")
+        self.block_time = self.tip.ts_ms
+        self._keys = self._node_keys = self._endorsed = None
+        # The committed height may be a block without entries (not indexed): the last one with some.
+        last = self.index.latest_at_or_before(self.committed_height)
         if last is not None:
             self.last_committed = BlockRecord(
                 last.height, last.hash, last.root, last.quorum, last.ts_ms, last.leaves, last.signatures, committed=True

@@ -43,7 +43,19 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         help="comma-separated rules versions to run (default: all this build implements); pins an "
         "executor to older rules, e.g. to rehearse an upgrade: it stops before a newer version activates",
     )
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="every executor of the ledger is lost: start from a copy of the ledger files (DATA_DIR/ledger) and "
+        "recover the ledger secrets from the members' recovery shares (docs/recovery.md)",
+    )
     p.add_argument("--open-workers", type=int, default=1, help="processes opening sealed transactions (0: inline)")
+    p.add_argument(
+        "--sawtooth-tp",
+        default=os.environ.get("CONCLAVIUM_SAWTOOTH_TP", ""),
+        help="ZeroMQ endpoint (tcp://HOST:PORT) on which this node's Sawtooth transaction processors connect "
+        "(docs/sawtooth.md); none by default",
+    )
     a = p.parse_args(argv)
     if a.virtual_measurement:
         try:
@@ -78,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         snapshot_every=a.snapshot_every,
         blocks_per_chunk=a.blocks_per_chunk,
         open_workers=a.open_workers,
+        recover=a.recover,
+        sawtooth_tp=a.sawtooth_tp,
     )
 
 

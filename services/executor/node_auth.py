@@ -14,11 +14,13 @@ message outside the validity window around the block time is refused. A `Rekey` 
 the accepted rotate_ledger_secret proposal that is waiting for it and bring a generation the
 ledger never had. A joining node, which cannot execute sealed history before it holds the ledger
 secrets, takes them only through `JoinScan`: from an endorsement in the hash chain after its own
-tip, signed by a node it trusts, in a block a commit quorum of those nodes signed, whose service key
-is the one in the service certificate.
+tip, signed by a node it trusts, in a block a commit quorum of those nodes signed (nodes of k
+distinct members, `commit_rule.has_quorum`), whose service key is the one in the service
+certificate.
 
-The service key is shared by every trusted node today; the endorsement model that replaces it
-belongs here, in `trusted_sender`, `endorsement_for` and `secrets_match_certificate`.
+The service key is shared by every trusted node and only vouches for secret handover and the
+transaction key; what makes a node's signature count for commits and receipts is its member's
+endorsement (`conclavium.consortium`), which no node's secrets can mint.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import msgspec
 from conclavium import node_messages
 from conclavium.block import ClockSig, CommitSig, Entry, Kind, clock_statement, sig_statement
 from conclavium.chain import ChainError, Tip, next_block
+from conclavium.consortium import quorum_met as has_quorum
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate
 from conclavium.tx import TxError
@@ -42,8 +45,10 @@ from .enclave import LedgerSecrets, NodeKeys
 
 log = logging.getLogger("conclavium.executor")
 
-SignedBySender = node_messages.Endorse | node_messages.Rekey | node_messages.SnapshotDigest
-SelfSigned = node_messages.Genesis | node_messages.Join
+SignedBySender = (
+    node_messages.Endorse | node_messages.Rekey | node_messages.SnapshotDigest | node_messages.RecoveryShares
+)
+SelfSigned = node_messages.Genesis | node_messages.Join | node_messages.RecoveryOpen
 
 
 class Verifier(Protocol):
@@ -54,6 +59,7 @@ WHAT = {
     node_messages.Endorse: "endorsement",
     node_messages.Rekey: "rekey",
     node_messages.SnapshotDigest: "snapshot digest",
+    node_messages.RecoveryShares: "recovery share set",
 }
 
 
@@ -164,10 +170,10 @@ class JoinScan:
 
     Fed the stream's blocks in order from the node's tip, it follows the hash chain with the same
     rule as execution (blocks that do not extend it are skipped, as executors skip them), and
-    returns the secrets of the first valid endorsement of this node once `quorum` nodes of
-    `trusted` have signed a commit statement naming its block's hash. Rekeys are not taken here:
-    those after the endorsement carry a share for this node and execute in order; those before it
-    are already in the ring the endorsement carries.
+    returns the secrets of the first valid endorsement of this node once a commit quorum of
+    `signers` (`quorum` nodes of `k` distinct members) signed a statement naming its block's hash.
+    Rekeys are not taken here: those after the endorsement carry a share for this node and execute
+    in order; those before it are already in the ring the endorsement carries.
     """
 
     def __init__(
@@ -178,11 +184,17 @@ class JoinScan:
         trusted: dict[str, PublicKey],
         quorum: int,
         service_cert: str,
+        signers: dict[str, PublicKey],
+        member_of: dict[str, str],
+        k: int,
     ) -> None:
         self.ledger = ledger
         self.tip = Tip(tip.height, tip.hash, tip.seq, tip.ts_ms)
         self.keys = keys
         self.trusted = dict(trusted)
+        self.signers = dict(signers)
+        self.member_of: dict[str, str] | None = dict(member_of)
+        self.k = k
         self.quorum = max(quorum, 1)
         self.service_cert = service_cert
         self.candidates: dict[int, _Candidate] = {}
@@ -197,10 +209,13 @@ class JoinScan:
         self.tip = Tip(block.height, bhash, 0, block.ts_ms)
         for s in block.sigs:
             cand = self.candidates.get(s.height)
-            if cand is None or s.block_hash != cand.hash or not commit_sig_ok(s, self.trusted, self.ledger):
+            if cand is None or s.block_hash != cand.hash or not commit_sig_ok(s, self.signers, self.ledger):
                 continue
             cand.signers[(s.root, s.quorum)].add(s.node)
         for e in block.entries:
+            if e.kind == Kind.NODE and b'"recovered"' in e.data:
+                self._recovered(e)
+                continue
             if e.kind != Kind.NODE or b'"endorse"' not in e.data or block.height in self.candidates:
                 continue
             try:
@@ -213,6 +228,34 @@ class JoinScan:
                     self.candidates[block.height] = _Candidate(block.height, bhash, secrets)
         for height in sorted(self.candidates):
             cand = self.candidates[height]
-            if any(len(nodes) >= self.quorum for nodes in cand.signers.values()):
+            if any(has_quorum(nodes, self.member_of, self.quorum, self.k) for nodes in cand.signers.values()):
                 return cand.secrets
         return None
+
+    def _recovered(self, e: Entry) -> None:
+        """After a disaster recovery the lost nodes are retired and the recovered node alone is
+        trusted (recovery_entries.py): follow it when its node certificate is signed by the service
+        key, which only the reconstructed secrets hold, and the entry by the certified key. Its
+        signature alone then hands a joiner its secrets (it signs once its member endorsed it);
+        commits still need nodes of k members (docs/recovery.md, step 6)."""
+        try:
+            msg = node_messages.decode(e.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if not isinstance(msg, node_messages.Recovered) or msg.ledger != self.ledger:
+            return
+        try:
+            key = verify_node_certificate(msg.cert, load_cert(self.service_cert))
+        except CertificateError:
+            return
+        if key.key_id != msg.sender or not key.verify(e.signature, e.data):
+            return
+        # Until the members' joiners count, the recovered node is the only one that can sign, and a
+        # joiner of another member gets its secrets only from it: what k members must sign is the
+        # commits and receipts after that, which the joiner's own signature is needed for.
+        self.trusted = {msg.sender: key}
+        self.signers = {msg.sender: key}
+        self.member_of = None
+        self.k = 1
+        self.quorum = 1
+        self.candidates.clear()

@@ -1,4 +1,5 @@
-"""Node messages in execution: genesis, join, endorsement, rekey and snapshot digests.
+"""Node messages in execution: genesis, join, endorsement, rekey and snapshot digests (recovery's
+messages in `recovery_entries.py`).
 
 `node_auth.py` decides who may send each message and binds it to what it answers; this module
 executes an authenticated message against the block being staged, as a part of `LedgerMachine`
@@ -12,11 +13,11 @@ from typing import Any
 
 import msgspec
 
-from conclavium import governance, node_messages, rules
+from conclavium import consortium, governance, node_messages, rules
 from conclavium.block import Block, Entry
 from conclavium.chain import Tip
 from conclavium.crypto.keys import KeyError_, PublicKey
-from conclavium.governance.actions import apply_actions, current_node_policy, validate_action
+from conclavium.governance.actions import apply_actions, current_node_policy, record_identity, validate_action
 from conclavium.identity import CertificateError, load_cert, verify_node_certificate, verify_tx_key
 from conclavium.tx import TxError
 
@@ -24,6 +25,7 @@ from . import ledger_clock, node_auth
 from .attest import EvidenceRefused, drifted_nodes, policy_document, verify_join_evidence
 from .enclave import Generation, LedgerSecrets, NodeKeys
 from .outcome import BlockOutcome
+from .recovery_entries import RecoveryEntries
 from .state import State, write_digest
 from .tables import (
     CERTIFICATE,
@@ -42,7 +44,7 @@ from .views import TableViews
 log = logging.getLogger("conclavium.executor")
 
 
-class NodeEntries(TableViews):
+class NodeEntries(RecoveryEntries, TableViews):
     """Execution of node messages (entries of kind NODE), mixed into `LedgerMachine`."""
 
     ledger: str
@@ -64,6 +66,11 @@ class NodeEntries(TableViews):
         if isinstance(msg, node_messages.Genesis):
             key, bound = node_auth.self_signed(msg, entry)
             return self._genesis(msg, key, bound, block)
+        if isinstance(msg, node_messages.RecoveryOpen):
+            _, bound = node_auth.self_signed(msg, entry)
+            return self._recovery_open(msg, bound)
+        if isinstance(msg, node_messages.Recovered):
+            return self._recovered(msg, entry, out)
         validity = self.config("tx_validity_ms", DEFAULT_TX_VALIDITY_MS)
         if isinstance(msg, node_messages.Join):
             _, bound = node_auth.self_signed(msg, entry)
@@ -77,6 +84,8 @@ class NodeEntries(TableViews):
             return self._endorse(msg, out)
         if isinstance(msg, node_messages.SnapshotDigest):
             return self._snapshot_digest(msg)
+        if isinstance(msg, node_messages.RecoveryShares):
+            return self._recovery_shares(msg)
         return self._rekey(msg)
 
     def attestation_drift(self) -> list[str]:
@@ -151,25 +160,37 @@ class NodeEntries(TableViews):
         self.state.begin()
         try:
             ctx = governance.Context(block.height, at)
-            allow = [
-                validate_action({"name": "allow_measurement", "args": m}) for m in cfg.get("measurements", [])
-            ]
+            allow = [validate_action({"name": "allow_measurement", "args": m}) for m in cfg.get("measurements", [])]
             apply_actions(self.state, allow, ctx)
             claims = self._check_evidence(msg.node, bound, node_policy, at)
+            identity = self._genesis_identity(cfg, claims)
             governance.genesis(
                 self.state,
-                members=[_person(r, weight=True) for r in cfg.get("members", [])],
+                members=[_person(r, weight=True) for r in identity["identity"]["members"]],
                 users=[_person(r, weight=False) for r in cfg.get("users", [])],
                 constitution=cfg.get("constitution"),
                 nodes=[self._governance_node(msg.node, claims)],
             )
+            if cfg.get("recovery_threshold") is not None:
+                threshold = {"name": "set_recovery_threshold", "args": {"threshold": cfg["recovery_threshold"]}}
+                apply_actions(self.state, [validate_action(threshold)], ctx)
         except governance.GovernanceError as e:
             self.state.rollback()
             raise TxError("invalid_genesis", str(e)) from None
         except TxError:
             self.state.rollback()
             raise
-        self.state.delete(SERVICE, governance.model.COMMIT_QUORUM_KEY)
+        quorum = cfg.get("commit_quorum")
+        if quorum is None:
+            # unset: a majority of the nodes that can sign
+            self.state.delete(SERVICE, governance.model.COMMIT_QUORUM_KEY)
+        elif type(quorum) is int and 1 <= quorum <= 1000:
+            # Until that many nodes can sign nothing commits, and readyz says why (views.quorum_problem).
+            self.state.put(SERVICE, governance.model.COMMIT_QUORUM_KEY, quorum)
+        else:
+            self.state.rollback()
+            raise TxError("invalid_genesis", f"commit_quorum must be an integer in [1, 1000], got {quorum!r}")
+        record_identity(self.state, identity)
         row = self.state.get(NODES, msg.node.id)
         self.state.put(NODES, msg.node.id, {**row, **self._node_fields(msg.node, claims, msg.node_cert)})
         try:
@@ -186,6 +207,43 @@ class NodeEntries(TableViews):
         digest = write_digest(self.state.commit())
         self.block_time = at
         return digest
+
+    def _genesis_identity(self, cfg: dict[str, Any], claims: dict[str, Any]) -> dict[str, Any]:
+        """The consortium identity version 1: signed by a threshold of the founders over this
+        genesis configuration. Only a development ledger on the virtual platform may start
+        without one (its members then come unsigned from the configuration, and no receipt of it
+        verifies against an identity the members did not sign)."""
+        doc = cfg.get("consortium")
+        if doc is None:
+            if claims.get("platform") != "virtual":
+                raise TxError(
+                    "unsigned_genesis",
+                    "a ledger on TEE hardware needs a genesis whose consortium identity the founders signed",
+                )
+            try:
+                members = [
+                    {"name": r["name"], "public_key": r["public_key"], "weight": int(r.get("weight", 1))}
+                    | ({"encryption_key": r["encryption_key"]} if r.get("encryption_key") else {})
+                    for r in cfg.get("members", [])
+                ]
+                return consortium.make_identity(self.ledger, members, genesis=consortium.genesis_digest(cfg))
+            except (KeyError, TypeError, ValueError) as e:
+                raise TxError("invalid_genesis", f"genesis members: {e}") from None
+        try:
+            ident = consortium.verify_genesis(doc, self.ledger)
+        except consortium.IdentityError as e:
+            code = "unsigned_genesis" if e.code == "insufficient_signatures" else "invalid_genesis"
+            raise TxError(code, str(e)) from None
+        if ident.body.get("genesis") != consortium.genesis_digest(cfg):
+            raise TxError("invalid_genesis", "the founders signed another genesis configuration than this one")
+        if "members" in cfg:
+            try:
+                named = {PublicKey.load(r["public_key"]).key_id for r in cfg["members"]}
+            except (KeyError, TypeError, KeyError_):
+                raise TxError("invalid_genesis", "a genesis member has no valid public_key") from None
+            if named != set(ident.members):
+                raise TxError("invalid_genesis", "the genesis members differ from the signed identity's")
+        return {"identity": ident.body, "signatures": doc["signatures"]}
 
     def _join(self, msg: node_messages.Join, bound: list[bytes], block: Block) -> bytes:
         if not self.genesis_done:
@@ -309,6 +367,8 @@ def _person(row: dict[str, Any], weight: bool) -> dict[str, Any]:
     out = {"name": row["name"], "public_key": pem}
     if weight:
         out["weight"] = int(row.get("weight", 1))
+        if row.get("encryption_key"):
+            out["encryption_key"] = row["encryption_key"]
     return out
 
 

@@ -30,3 +30,4 @@ class BlockOutcome:
     expired: list[str] = field(default_factory=list)
     fork: str | None = None
     clamped: str | None = None  # ledger_clock.AHEAD / BEHIND when the block's timestamp was bounded
+    recovered: bool = False  # a recovery completed in this block (recovery_entries.py)

@@ -32,7 +32,8 @@ from conclavium.ledger_files import (
 
 from . import metrics as m
 from .child_lifetime import end_with_parent
-from .ledger_machine import LedgerMachine
+from .ledger_machine import LedgerMachine, NeedSecrets
+from .tables import AppUnavailable
 
 log = logging.getLogger("conclavium.executor")
 SNAPSHOT_CHILD_TIMEOUT_S = 120.0
@@ -78,6 +79,13 @@ class LedgerStore:
                 self._quarantine(path, str(e))
             except ValueError as e:
                 self._quarantine(path, f"{path}: {e}")
+        return await self.resume(machine)
+
+    async def resume(self, machine: LedgerMachine) -> int:
+        """Replay the chunk records after the machine's tip; stops before a block that needs ledger
+        secrets the machine does not hold (a recovering or joining node: it gets them, then
+        resumes here) or an application cannot run here yet (a Sawtooth TP that has not registered:
+        the ledger stream takes over from the tip). Returns how many blocks were replayed."""
         replayed = 0
         files = chunk_files(self.ledger_dir)
         for i, path in enumerate(files):
@@ -93,6 +101,14 @@ class LedgerStore:
                 try:
                     await machine.apply(rec.raw, rec.seq)
                     replayed += 1
+                except NeedSecrets:
+                    log.info("replay from chunks paused at stream sequence %d: it needs ledger secrets", rec.seq)
+                    machine.index.flush()
+                    return replayed
+                except AppUnavailable as e:  # a Sawtooth TP not registered yet: the stream resumes here
+                    log.info("replay from chunks paused at stream sequence %d: %s", rec.seq, e)
+                    machine.index.flush()
+                    return replayed
                 except ChainError as e:
                     for later in files[i:]:
                         self._quarantine(later, f"{path}: at byte {rec.offset}: {e}" if later == path else "follows")

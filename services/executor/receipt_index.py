@@ -106,6 +106,17 @@ class ReceiptIndex:
         leaves = [(bytes(e), bytes(d)) for e, d in _dec.decode(row[5])]
         return CommittedBlock(row[0], row[1], row[2], row[3], row[4], leaves, dict(_dec.decode(row[6])))
 
+    def latest_at_or_before(self, height: int) -> CommittedBlock | None:
+        """The newest committed block at or below `height` (blocks without entries are not indexed:
+        this is the one whose time and place an empty height inherits)."""
+        with self._lock:
+            pending = [b for b in self._pending + self._writing if b.height <= height]
+            row = self.db.execute("SELECT MAX(height) FROM blocks WHERE height <= ?", (height,)).fetchone()
+        best = max(pending, key=lambda b: b.height, default=None)
+        if row is None or row[0] is None or (best is not None and best.height >= row[0]):
+            return best
+        return self.block(row[0])
+
     def close(self) -> None:
         self.flush()
         self._writer.shutdown(wait=True)

@@ -39,6 +39,11 @@ class State:
         self._block_deletes = set()
         self._pending = self._undo = None
 
+    def block_token(self) -> object | None:
+        """The block being applied, as an identity: a new object for every application of a block
+        (a block applied again after a rollback gets another), for caches that must not outlive it."""
+        return self._block
+
     def commit_block(self) -> None:
         """Apply every write of the block to the committed maps."""
         block, self._block = self._block or {}, None

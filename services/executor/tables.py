@@ -28,6 +28,12 @@ class NeedSecrets(Exception):
     """The block needs a generation of ledger secrets this node does not hold yet."""
 
 
+class AppUnavailable(Exception):
+    """An application cannot run an entry on this node now (a Sawtooth family whose TP is not
+    registered here): a local fault, so the node stops before the block and applies it again later
+    instead of deciding anything about the entry."""
+
+
 class UnsupportedRules(Exception):
     """The ledger's active rules (version, or an application it runs) are not implemented by this
     executor: it stops before the block instead of computing another root."""

@@ -18,7 +18,7 @@ import nats.errors
 import orjson
 from aiohttp import web
 
-from conclavium import cose, streams
+from conclavium import cose, read_answer, streams
 from conclavium.block import Entry, Kind, entry_id
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, dumps, loads, unpack
@@ -31,7 +31,8 @@ from .admission import AdmissionBound
 from .errors import ApiError, _json, error_response
 from .intake import IntakeBatcher, IntakeUnavailable
 from .limits import MAX_BATCH, MAX_BATCH_BODY
-from .openapi import openapi_document
+from .node_progress import NodeProgress, sequencer_lease
+from .openapi import MAX_HEIGHT, openapi_document
 from .status_store import MemoryStatusStore, RedisStatusStore
 
 __all__ = ["MAX_BATCH", "ApiError", "Gateway", "GatewayConfig", "error_response", "route_table"]
@@ -42,6 +43,7 @@ HASH = re.compile(r"^[0-9a-f]{64}$")
 SERVICE_CACHE_S = 1.0
 PENDING_TRACK_S = 600
 FRESH_READ_WAIT_S = 3.0
+ENDORSED_ANSWER_WAIT_S = 1.0
 
 
 @dataclass
@@ -80,18 +82,21 @@ class Gateway:
         self._keys: dict[str, PublicKey] = {}
         self._refresher: asyncio.Task[None] | None = None
         self.commit_height = 0
+        self.routers: list[protocols.ProtocolRoutes] = []
+        self.progress = NodeProgress()
 
     # --- life ------------------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BATCH_BODY, middlewares=[self._middleware])
         r = app.router
-        protocols.add_submission_routes(r, self)
+        self.routers = protocols.add_submission_routes(r, self)
         # "batch" is the batch resource, not a hash: without the exclusion GET would match it too
         r.add_get("/v1/transactions/{hash:(?!batch$)[^/]+}", self.get_status)
         r.add_get("/v1/transactions/{hash}/receipt", self.get_receipt)
         protocols.add_query_routes(r, self)
         r.add_get("/v1/service", self.get_service)
+        r.add_get("/v1/runtime", self.get_runtime)
         r.add_post("/v1/gov/proposals", self.post_proposal)
         r.add_post("/v1/gov/proposals/{id}/ballots", self.post_ballot)
         r.add_post("/v1/gov/proposals/{id}/withdraw", self.post_withdrawal)
@@ -99,13 +104,17 @@ class Gateway:
         r.add_get("/v1/gov/proposals/{id}", self.get_proposal)
         r.add_get("/v1/gov/constitution", self.get_constitution)
         r.add_get("/v1/gov/members", self.get_members)
+        r.add_post("/v1/nodes/{id}/endorsement", self.post_node_endorsement)
         r.add_get("/v1/nodes/{id}/attestation", self.get_node_attestation)
+        r.add_get("/v1/recovery", self.get_recovery)
+        r.add_post("/v1/gov/recovery-shares", self.post_recovery_share)
         r.add_get("/openapi.json", self.get_openapi)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", metrics_handler)
         self.openapi = openapi_document(route_table(app))
         app.on_startup.append(self._start)
+        app.on_shutdown.append(self._close_routers)  # before aiohttp waits for open connections
         app.on_cleanup.append(self._stop)
         return app
 
@@ -117,6 +126,10 @@ class Gateway:
         await self.nc.subscribe(streams.status_subject(self.cfg.ledger), cb=self._on_status)
         if self.cfg.verify_signatures:
             self._refresher = asyncio.create_task(self.refresh_keys())
+
+    async def _close_routers(self, _: web.Application) -> None:
+        for router in self.routers:
+            await router.close()
 
     async def _stop(self, _: web.Application) -> None:
         if self._refresher:
@@ -136,7 +149,7 @@ class Gateway:
         try:
             resp = await handler(request)
         except ApiError as e:
-            resp = error_response(e.status, e.code, e.message, e.headers)
+            resp = error_response(e.status, e.code, e.message, e.headers, e.signed_read)
         except web.HTTPRequestEntityTooLarge:
             resp = error_response(413, "too_large", "request body is too large")
         except web.HTTPException as e:
@@ -147,7 +160,8 @@ class Gateway:
             log.exception("unhandled error on %s", request.path)
             resp = error_response(500, "internal", "internal error")
         m.REQUESTS.labels(route, request.method, str(resp.status)).inc()
-        m.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
+        if not isinstance(resp, web.WebSocketResponse):  # a socket's lifetime is no request latency
+            m.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
         return resp
 
     # --- submissions -----------------------------------------------------------------------------
@@ -259,6 +273,26 @@ class Gateway:
         h = await self._submit_document(await self._read_document(request, "withdrawal", pid))
         return _json({"proposal_id": pid, "tx_hash": h}, status=202)
 
+    async def post_recovery_share(self, request: web.Request) -> web.Response:
+        h = await self._submit_document(await self._read_document(request, "recovery_share", None))
+        return _json({"tx_hash": h}, status=202)
+
+    async def get_recovery(self, _: web.Request) -> web.Response:
+        return self._relay(await self.ask_executor({"type": "recovery"}))
+    async def post_node_endorsement(self, request: web.Request) -> web.Response:
+        nid = request.match_info["id"].lower()
+        if not HASH.match(nid):
+            raise ApiError(400, "invalid_node_id", "a node id is 64 hex digits")
+        doc = await self._read_document(request, "node_endorsement", None)
+        try:
+            named = loads(cose.parse1(doc).payload).get("node")
+        except (ValueError, AttributeError):
+            named = None
+        if named != nid:
+            raise ApiError(400, "node_mismatch", "the endorsement names another node than the URL")
+        h = await self._submit_document(doc)
+        return _json({"node_id": nid, "tx_hash": h}, status=202)
+
     @staticmethod
     def _proposal_id(request: web.Request) -> str:
         pid = request.match_info["id"].lower()
@@ -270,17 +304,17 @@ class Gateway:
         state = request.query.get("state")
         if state is not None and state not in PROPOSAL_STATES:
             raise ApiError(400, "invalid_state", f"state is one of {', '.join(PROPOSAL_STATES)}")
-        return self._relay(await self.ask_fresh({"type": "gov_proposals", "state": state}, 0))
+        return self._relay(await self.ask_fresh(read_answer.proposals_request(state), self.min_height(request)))
 
     async def get_proposal(self, request: web.Request) -> web.Response:
         pid = self._proposal_id(request)
-        return self._relay(await self.ask_fresh({"type": "gov_proposal", "id": pid}, 0))
+        return self._relay(await self.ask_fresh(read_answer.proposal_request(pid), self.min_height(request)))
 
-    async def get_constitution(self, _: web.Request) -> web.Response:
-        return self._relay(await self.ask_fresh({"type": "gov_constitution"}, 0))
+    async def get_constitution(self, request: web.Request) -> web.Response:
+        return self._relay(await self.ask_fresh(read_answer.constitution_request(), self.min_height(request)))
 
-    async def get_members(self, _: web.Request) -> web.Response:
-        return self._relay(await self.ask_fresh({"type": "gov_members"}, 0))
+    async def get_members(self, request: web.Request) -> web.Response:
+        return self._relay(await self.ask_fresh(read_answer.members_request(), self.min_height(request)))
 
     async def get_node_attestation(self, request: web.Request) -> web.Response:
         nid = request.match_info["id"].lower()
@@ -296,6 +330,7 @@ class Gateway:
             committed, invalid = event.get("c", []), event.get("i", [])
         except (msgspec.DecodeError, AttributeError):
             return
+        self.progress.observe(event)
         now = time.monotonic()
         items: list[tuple[str, int, int]] = []
         drained = 0
@@ -329,6 +364,23 @@ class Gateway:
     # --- reads -----------------------------------------------------------------------------------
 
     async def ask_executor(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One executor's answer. NATS hands the request to any executor listening; one that is not
+        endorsed (a joiner, a retired node) while another is says `not_endorsed`, and is asked again,
+        so that the answer relayed is one that clients can verify. When no endorsed node answers
+        within a second (none runs), a node that is not endorsed is asked to answer unsigned: the
+        best there is, which a client that verifies refuses."""
+        deadline = time.monotonic() + ENDORSED_ANSWER_WAIT_S
+        while True:
+            answer = await self._ask_any_executor(request)
+            err = answer.get("error") if isinstance(answer, dict) else None
+            if not (isinstance(err, dict) and err.get("code") == "not_endorsed"):
+                return answer
+            if time.monotonic() > deadline:
+                m.UNENDORSED_READS.inc()
+                return await self._ask_any_executor({**request, read_answer.UNENDORSED_OK: True})
+            await asyncio.sleep(0.01)
+
+    async def _ask_any_executor(self, request: dict[str, Any]) -> Any:
         if not self.nc.is_connected:
             raise ApiError(503, "no_executor", "not connected to NATS", {"Retry-After": "1"})
         try:
@@ -362,6 +414,15 @@ class Gateway:
             await asyncio.sleep(0.02)
 
     @staticmethod
+    def min_height(request: web.Request) -> int:
+        """A read's `?min_height=` (default 0): answer from a state at least this new."""
+        text = request.query.get("min_height", "0")
+        wanted = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else -1
+        if not 0 <= wanted <= MAX_HEIGHT:
+            raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
+        return wanted
+
+    @staticmethod
     def _hash(request: web.Request) -> str:
         h = request.match_info["hash"].lower()
         if not HASH.match(h):
@@ -377,6 +438,7 @@ class Gateway:
         if cached and cached["status"] in ("Committed", "Invalid"):
             return _json({"tx_hash": h, **cached})
         answer = await self.ask_executor({"type": "status", "tx": h})
+        answer.pop(read_answer.FIELD, None)  # statuses are mixed with the cache's: proof is the receipt
         if "error" in answer:
             raise ApiError(400, answer["error"]["code"], answer["error"]["message"])
         if answer["status"] == "Unknown" and cached:
@@ -386,6 +448,7 @@ class Gateway:
     async def get_receipt(self, request: web.Request) -> web.Response:
         h = self._hash(request)
         answer = await self.ask_executor({"type": "receipt", "tx": h})
+        answer.pop(read_answer.FIELD, None)  # a receipt is its own proof
         err = answer.get("error")
         if err is None:
             return _json(answer)
@@ -406,6 +469,7 @@ class Gateway:
 
     @staticmethod
     def _relay(answer: dict[str, Any]) -> web.Response:
+        """An executor's answer to a read, with its signature (`signed_read`) kept for the client."""
         err = answer.get("error")
         if err is None:
             return _json(answer)
@@ -417,15 +481,17 @@ class Gateway:
             "bad_signature": 401,
             "unknown_sender": 401,
             "stale_query": 401,
+            "recovering": 503,
             "internal": 500,
         }.get(err["code"], 400)
-        raise ApiError(status, err["code"], err["message"])
+        retry = {"Retry-After": "5"} if status == 503 else None
+        raise ApiError(status, err["code"], err["message"], retry, signed_read=answer.get(read_answer.FIELD))
 
     async def service_info(self) -> dict[str, Any]:
         now = time.monotonic()
         if self._service and now - self._service[0] < SERVICE_CACHE_S:
             return self._service[1]
-        info = await self.ask_executor({"type": "service"})
+        info = await self.ask_executor(read_answer.service_request())
         if "error" not in info:
             self._service = (now, info)
             keys = {}
@@ -437,6 +503,11 @@ class Gateway:
 
     async def get_service(self, _: web.Request) -> web.Response:
         return self._relay(await self.service_info())
+
+    async def get_runtime(self, _: web.Request) -> web.Response:
+        """What this gateway observes of the running nodes (node_progress.py): untrusted, for status."""
+        lease = await sequencer_lease(self.js, self.cfg.ledger) if self.js is not None else None
+        return _json({"sequencer": lease, "executors": self.progress.report()})
 
     async def get_openapi(self, _: web.Request) -> web.Response:
         return _json(self.openapi)
@@ -453,7 +524,9 @@ class Gateway:
         if not reasons:
             try:
                 info = await self.service_info()
-                if "error" in info or not info.get("service_cert"):
+                if info.get("error", {}).get("code") == "recovering":
+                    reasons.append(info["error"]["message"])
+                elif "error" in info or not info.get("service_cert"):
                     reasons.append("no service yet")
             except ApiError:
                 reasons.append("no executor answers")

@@ -9,15 +9,31 @@ from aiohttp import web
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        signed_read: dict[str, Any] | None = None,
+    ) -> None:
+        """`signed_read`: an executor's signature over this error as its answer to a read, relayed as is."""
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.signed_read = signed_read
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers, dumps=_dumps
-    )
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    signed_read: dict[str, Any] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if signed_read is not None:
+        body["signed_read"] = signed_read
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 def _dumps(v: Any) -> str:

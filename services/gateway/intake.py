@@ -4,6 +4,11 @@ Concurrent submissions are packed into one intake message (per-message costs dom
 docs/performance.md) and each caller is answered only after JetStream acknowledged the message
 holding its entry. The message id is derived from its entries, so a retried publish is dropped by
 JetStream's de-duplication; a transaction submitted twice is dropped by the executors.
+
+A "no responders" answer (the intake stream has no leader reachable from this gateway's server: a
+NATS cluster electing one after losing a server, or a server just re-joined) comes back at once; the
+publish is repeated with the same message id until `timeout_s` is spent, so the client waits out
+an election instead of receiving a 503 for it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nats.js.errors import NoStreamResponseError
+
 from conclavium import streams
 from conclavium.block import Entry, IntakeBatch, encode
 
@@ -22,6 +29,9 @@ from . import metrics as m
 
 class IntakeUnavailable(Exception):
     """JetStream did not acknowledge: nothing was accepted, the client should retry."""
+
+
+NO_LEADER_RETRY_S = 0.1  # pause between publishes answered "no responders"
 
 
 class IntakeBatcher:
@@ -85,7 +95,7 @@ class IntakeBatcher:
         async with self._inflight:
             t0 = time.perf_counter()
             try:
-                await self.js.publish(self.subject, payload, timeout=self.timeout_s, headers={"Nats-Msg-Id": msg_id})
+                await self._publish_once_acknowledged(payload, msg_id, t0 + self.timeout_s)
             except Exception as e:
                 error = IntakeUnavailable(f"intake not acknowledged: {type(e).__name__}")
             m.INTAKE_PUBLISH_SECONDS.observe(time.perf_counter() - t0)
@@ -96,6 +106,20 @@ class IntakeBatcher:
                     fut.set_result(None)
                 else:
                     fut.set_exception(error)
+
+    async def _publish_once_acknowledged(self, payload: bytes, msg_id: str, deadline: float) -> None:
+        """Publish until JetStream acknowledges, repeating (same message id) while the answer is
+        "no responders" and time is left before `deadline` (a `perf_counter` value)."""
+        while True:
+            left = deadline - time.perf_counter()
+            try:
+                await self.js.publish(self.subject, payload, timeout=max(left, 0.05), headers={"Nats-Msg-Id": msg_id})
+                return
+            except NoStreamResponseError:
+                if deadline - time.perf_counter() <= NO_LEADER_RETRY_S:
+                    raise
+                m.INTAKE_NO_LEADER_RETRIES.inc()
+                await asyncio.sleep(NO_LEADER_RETRY_S)
 
     async def close(self) -> None:
         self._flush()

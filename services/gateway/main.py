@@ -9,6 +9,7 @@ from aiohttp import web
 from conclavium.runtime import install_uvloop, service_arguments, setup_logging
 
 from .app import Gateway, GatewayConfig
+from .limits import MAX_HTTP_LINE
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -53,7 +54,15 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     install_uvloop()
-    web.run_app(Gateway(cfg).build_app(), host=cfg.host, port=cfg.port, access_log=None, print=None)
+    web.run_app(
+        Gateway(cfg).build_app(),
+        host=cfg.host,
+        port=cfg.port,
+        access_log=None,
+        print=None,
+        max_line_size=MAX_HTTP_LINE,
+        max_field_size=MAX_HTTP_LINE,
+    )
 
 
 if __name__ == "__main__":

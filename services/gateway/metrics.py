@@ -35,4 +35,40 @@ INTAKE_PUBLISH_SECONDS = Histogram(
     "Time for JetStream to acknowledge an intake message",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1),
 )
+INTAKE_NO_LEADER_RETRIES = Counter(
+    "conclavium_gateway_intake_no_leader_retries_total",
+    "Intake publishes repeated because no intake stream leader answered (a NATS leader election);"
+    " the client is answered 503 only once the publish timeout is spent",
+)
 STATUS_EVENTS = Counter("conclavium_gateway_status_events_total", "Status events applied", ["status"])
+NOTARY_REQUESTS = Counter("conclavium_gateway_notary_requests_total", "Notarisation requests accepted into the intake")
+RPC_REQUESTS = Counter(
+    "conclavium_gateway_rpc_requests_total", "Ethereum JSON-RPC calls, by method and outcome", ["method", "outcome"]
+)
+UNENDORSED_READS = Counter(
+    "conclavium_gateway_unendorsed_reads_total",
+    "Reads answered unsigned by a node that is not endorsed, because no endorsed node answered",
+)
+WS_CONNECTIONS = Gauge("conclavium_gateway_ws_connections", "Open JSON-RPC WebSockets on this gateway")
+WS_SUBSCRIPTIONS = Gauge(
+    "conclavium_gateway_ws_subscriptions", "Open eth_subscribe subscriptions on this gateway", ["kind"]
+)
+WS_MESSAGES = Counter(
+    "conclavium_gateway_ws_messages_sent_total",
+    "Messages written to JSON-RPC WebSockets (kind: response to a call, or subscription notification)",
+    ["kind"],
+)
+WS_DROPPED = Counter(
+    "conclavium_gateway_ws_messages_dropped_total",
+    "Messages not sent because the socket's bounded queue was full (the client reads too slowly);"
+    " the socket is then closed",
+    ["kind"],
+)
+WS_SLOW_CLOSED = Counter(
+    "conclavium_gateway_ws_slow_consumers_closed_total",
+    "JSON-RPC WebSockets closed because the client did not read what it was sent",
+)
+WS_FOLLOW_ERRORS = Counter(
+    "conclavium_gateway_ws_follow_errors_total",
+    "Failed polls of the executors for new heads and logs for subscriptions (retried)",
+)

@@ -14,7 +14,8 @@ from conclavium.cose import MAX_DOCUMENT_BYTES
 from conclavium.governance.model import PROPOSAL_STATES
 from conclavium.tx import MAP_NAME, MAX_KEY_LEN
 
-MAX_BATCH = 1000  # the gateway's batch bound (app.MAX_BATCH; a test keeps them equal)
+from .limits import MAX_BATCH, MAX_HTTP_LINE
+
 MAX_HEIGHT = 2**63 - 1  # the largest min_height a read may name: a 64-bit integer on its way to executors
 
 BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -24,6 +25,8 @@ HEX64 = "^[0-9a-fA-F]{64}$"
 FMT_TX_BODY = "conclavium-tx-body"
 FMT_QUERY_BODY = "conclavium-query-body"
 FMT_COSE = "conclavium-cose-sign1"
+FMT_NOTARY_BODY = "conclavium-notary-body"
+FMT_NOTARY_QUERY = "conclavium-notary-query"
 
 RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
@@ -63,6 +66,18 @@ def path_param(name: str, schema: dict[str, Any], description: str) -> dict[str,
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+MIN_HEIGHT_PARAM = {
+    "name": "min_height",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_HEIGHT},
+    "description": "Answer from a state at least this new (read-your-writes)",
+}
+E400_MIN_HEIGHT = "Malformed min_height (`invalid_min_height`)"
+SIGNED_READ = (
+    "Every answer an executor gives carries `signed_read`: its signature over (ledger, height, request, "
+    "answer) and its endorsement (docs/formats.md, Signed read answers)."
+)
 HASH_PARAM = path_param("hash", {"type": "string", "pattern": HEX64}, "Transaction hash (entry id), 64 hex digits")
 PROPOSAL_PARAM = path_param("id", {"type": "string", "pattern": HEX64}, "Proposal id, 64 hex digits")
 NODE_PARAM = path_param("id", {"type": "string", "pattern": HEX64}, "Node id, 64 hex digits")
@@ -125,6 +140,14 @@ def _gov_post(summary: str, with_id: bool) -> dict[str, Any]:
     return op
 
 
+def _endorsement_post() -> dict[str, Any]:
+    op = _gov_post("Submit a member's signed endorsement of its node (node_endorsement)", with_id=False)
+    op["parameters"] = [NODE_PARAM]
+    op["responses"]["202"] = ok("Durably accepted; executed, it names the node's member", ref("EndorsementAccepted"))
+    op["responses"]["400"] = err(E400_DOC + "; the document names another node (`node_mismatch`)")
+    return op
+
+
 def operations() -> dict[tuple[str, str], dict[str, Any]]:
     """Every operation the gateway serves, keyed by (upper-case method, router path)."""
     tx_post = {
@@ -159,7 +182,38 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
             "503": err(BUSY, RETRY_AFTER),
         },
     }
+    # JSON-RPC answers malformed calls inside a 200 answer, with JSON-RPC error codes: the schema
+    # says only what the route itself refuses (a body that is neither an object nor an array).
+    rpc_call = {"type": "object", "description": "a JSON-RPC 2.0 call: jsonrpc, method, params, id"}
+    rpc_post = {
+        "summary": "Ethereum JSON-RPC 2.0 (docs/ethereum.md): one call or a batch",
+        "tags": ["ethereum"],
+        "requestBody": json_body({"oneOf": [rpc_call, {"type": "array", "items": rpc_call}]}),
+        "responses": {
+            "200": ok(
+                "JSON-RPC answers; errors are JSON-RPC errors with geth's codes and messages",
+                {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]},
+            ),
+            "400": err(
+                "The body is not JSON (`invalid_json`), or neither an object nor an array of objects "
+                "(`invalid_request`)"
+            ),
+            "413": err(E413),
+            "415": err(E415),
+        },
+    }
+    rpc_socket = {
+        "summary": "Ethereum JSON-RPC over WebSocket, with eth_subscribe newHeads and logs (docs/ethereum.md)",
+        "tags": ["ethereum"],
+        "responses": {
+            "101": {"description": "Switching to the WebSocket protocol: JSON-RPC messages both ways"},
+            "400": err("Not a WebSocket upgrade request (`websocket_required`): POST calls to /rpc"),
+            "503": err("This gateway holds its most WebSockets (`too_many_sockets`)", RETRY_AFTER),
+        },
+    }
     return {
+        ("POST", "/rpc"): rpc_post,
+        ("GET", "/rpc"): rpc_socket,
         ("POST", "/v1/transactions"): tx_post,
         ("POST", "/v1/transactions/batch"): batch_post,
         ("GET", "/v1/transactions/{hash}"): {
@@ -190,13 +244,7 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
             "parameters": [
                 path_param("map", {"type": "string", "pattern": MAP_NAME.pattern}, "Map name"),
                 path_param("key", {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN}, "Entry key"),
-                {
-                    "name": "min_height",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_HEIGHT},
-                    "description": "Answer from a state at least this new (read-your-writes)",
-                },
+                MIN_HEIGHT_PARAM,
             ],
             "responses": {
                 "200": ok("The entry", ref("Entry")),
@@ -234,6 +282,15 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },
+        ("GET", "/v1/runtime"): {
+            "summary": "What this gateway observes of the running nodes (untrusted; not ledger state)",
+            "description": (
+                "The active sequencer's lease holder and each executor's executed and committed height "
+                "from its status events, for status displays such as the operator's node phases."
+            ),
+            "tags": ["service"],
+            "responses": {"200": ok("Observed node progress", ref("RuntimeInfo"))},
+        },
         ("POST", "/v1/gov/proposals"): _gov_post("Submit a signed proposal", with_id=False),
         ("POST", "/v1/gov/proposals/{id}/ballots"): _gov_post("Submit a signed ballot on a proposal", with_id=True),
         ("POST", "/v1/gov/proposals/{id}/withdraw"): _gov_post("Withdraw one's own proposal", with_id=True),
@@ -247,42 +304,72 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
                     "required": False,
                     "schema": {"type": "string", "enum": list(PROPOSAL_STATES)},
                     "description": "Only proposals in this state",
-                }
+                },
+                MIN_HEIGHT_PARAM,
             ],
             "responses": {
                 "200": ok("Proposals", ref("Proposals")),
-                "400": err("Unknown state (`invalid_state`)"),
+                "400": err("Unknown state (`invalid_state`) or malformed min_height (`invalid_min_height`)"),
+                "409": err(AHEAD),
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },
         ("GET", "/v1/gov/proposals/{id}"): {
             "summary": "One proposal",
             "tags": ["governance"],
-            "parameters": [PROPOSAL_PARAM],
+            "parameters": [PROPOSAL_PARAM, MIN_HEIGHT_PARAM],
             "responses": {
                 "200": ok("The proposal", ref("Proposal")),
-                "400": err("Malformed proposal id (`invalid_proposal_id`)"),
+                "400": err("Malformed proposal id (`invalid_proposal_id`) or min_height (`invalid_min_height`)"),
                 "404": err("No such proposal (`not_found`)"),
+                "409": err(AHEAD),
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },
         ("GET", "/v1/gov/constitution"): {
             "summary": "The constitution in force",
             "tags": ["governance"],
+            "parameters": [MIN_HEIGHT_PARAM],
             "responses": {
                 "200": ok("The constitution", {"type": "object"}),
+                "400": err(E400_MIN_HEIGHT),
                 "404": err("No constitution yet (`not_found`)"),
+                "409": err(AHEAD),
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },
         ("GET", "/v1/gov/members"): {
             "summary": "Members and the service's state",
             "tags": ["governance"],
+            "parameters": [MIN_HEIGHT_PARAM],
             "responses": {
                 "200": ok("Members", ref("Members")),
+                "400": err(E400_MIN_HEIGHT),
+                "409": err(AHEAD),
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },
+        ("GET", "/v1/recovery"): {
+            "summary": "Disaster recovery: the share set in force, or what a recovering executor waits for",
+            "tags": ["governance"],
+            "responses": {
+                "200": ok("Recovery status (docs/recovery.md)", ref("RecoveryStatus")),
+                "503": err(UNAVAILABLE, RETRY_AFTER),
+            },
+        },
+        ("POST", "/v1/gov/recovery-shares"): {
+            "summary": "Submit a member's signed recovery share (sealed to the recovering executor)",
+            "tags": ["governance"],
+            "requestBody": _document_body(),
+            "responses": {
+                "202": ok("Durably accepted; its outcome is the transaction's status", ref("ShareAccepted")),
+                "400": err(E400_DOC),
+                "413": err(E413),
+                "415": err(E415),
+                "503": err("The intake is unavailable (`intake_unavailable`); retry after Retry-After", RETRY_AFTER),
+            },
+        },
+        ("POST", "/v1/nodes/{id}/endorsement"): _endorsement_post(),
         ("GET", "/v1/nodes/{id}/attestation"): {
             "summary": "A node's attestation evidence and the claims verified from it",
             "tags": ["service"],
@@ -313,6 +400,182 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
             "summary": "Prometheus metrics",
             "tags": ["meta"],
             "responses": {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        },
+        **_notary_operations(),
+        **_sawtooth_operations(),
+    }
+
+
+E400_NOTARY = (
+    "Malformed request: `invalid_json`, `missing_field`, `invalid_encoding`, `invalid_body`, `unsupported_version`, "
+    "`wrong_ledger`, `invalid_state_ref`, `duplicate_state`, `too_many_states`, `nothing_to_notarise`, "
+    "`invalid_time_window`, `bad_signature` (only with the optional early signature check)"
+)
+
+
+def _notary_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """The notary's routes (services/gateway/protocols/notary.py; docs/notary.md)."""
+    return {
+        ("POST", "/v1/notary/requests"): {
+            "summary": f"Submit one notarisation request, or a batch of up to {MAX_BATCH}",
+            "tags": ["notary"],
+            "requestBody": json_body(
+                {
+                    "anyOf": [
+                        ref("SignedNotaryRequest"),
+                        {
+                            "type": "object",
+                            "required": ["requests"],
+                            "properties": {
+                                "requests": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": MAX_BATCH,
+                                    "items": ref("SignedNotaryRequest"),
+                                }
+                            },
+                        },
+                    ]
+                }
+            ),
+            "responses": {
+                "202": ok(
+                    "Durably accepted, in order; poll GET /v1/notary/requests/{hash}",
+                    {"anyOf": [ref("NotaryAccepted"), ref("NotaryBatchAccepted")]},
+                ),
+                "400": err(E400_NOTARY + "; in a batch the message names the request's index"),
+                "413": err(E413),
+                "415": err(E415),
+                "503": err(BUSY, RETRY_AFTER),
+            },
+        },
+        ("GET", "/v1/notary/requests/{hash}"): {
+            "summary": "A notarisation request's status: Committed (notarised) or Invalid with Corda's error",
+            "tags": ["notary"],
+            "parameters": [path_param("hash", {"type": "string", "pattern": HEX64}, "Request hash, 64 hex digits")],
+            "responses": {
+                "200": ok("Status", ref("NotaryStatus")),
+                "400": err("Malformed hash (`invalid_hash`)"),
+                "503": err(UNAVAILABLE, RETRY_AFTER),
+            },
+        },
+        ("POST", "/v1/notary/who-consumed"): {
+            "summary": "Which transaction consumed a state: a notary party's signed query, answered sealed to it",
+            "tags": ["notary"],
+            "requestBody": json_body(ref("SignedNotaryQuery")),
+            "responses": {
+                "200": ok("The answer, sealed to the query's reply key", ref("SealedReply")),
+                "400": err(
+                    "Malformed query: `invalid_json`, `missing_field`, `invalid_encoding`, `invalid_body`, "
+                    "`unsupported_version`, `wrong_ledger`, `invalid_state_ref`, `invalid_reply_key`"
+                ),
+                "401": err(
+                    "The caller is not a notary party, or not who it says (`unknown_party`, `bad_signature`, "
+                    "`stale_query`)"
+                ),
+                "409": err(AHEAD),
+                "413": err(E413),
+                "415": err(E415),
+                "503": err(UNAVAILABLE, RETRY_AFTER),
+            },
+        },
+    }
+
+
+def _sawtooth_error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = ok(description, ref("SawtoothError"))
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _sawtooth_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """Sawtooth's REST subset (services/gateway/protocols/sawtooth.py; docs/sawtooth.md): its own
+    error bodies, `{"error": {"code": <int>, "title", "message"}}`, with Sawtooth's fixed codes."""
+    unavailable = _sawtooth_error("No executor answered, or none runs Sawtooth yet (codes 15, 17)", RETRY_AFTER)
+    address = {"type": "string", "pattern": "^[0-9a-f]{70}$"}
+    return {
+        ("POST", "/batches"): {
+            "summary": "Submit a serialized Sawtooth BatchList (application/octet-stream)",
+            "tags": ["sawtooth"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            },
+            "responses": {
+                "202": ok(
+                    "Durably accepted; `link` is the batches' /batch_statuses URL",
+                    {"type": "object", "required": ["link"], "properties": {"link": {"type": "string"}}},
+                ),
+                "400": _sawtooth_error(
+                    "Wrong content type (42), not decodable (35), no batches (34), or a batch breaks a header "
+                    "rule (30: the message says which)"
+                ),
+                "413": err(E413),
+                "503": err(BUSY, RETRY_AFTER),
+            },
+        },
+        ("GET", "/batch_statuses"): {
+            "summary": "Statuses of batches: COMMITTED, INVALID (with the transaction and why), PENDING, UNKNOWN",
+            "tags": ["sawtooth"],
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{128}(,[0-9a-f]{128}){0,99}$"},
+                    "description": "Batch ids, separated by commas",
+                },
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "Seconds to wait while any is PENDING (at most 300; without a number, 300)",
+                },
+            ],
+            "responses": {
+                "200": ok("The statuses, in the order asked", ref("SawtoothBatchStatuses")),
+                "400": _sawtooth_error("No ids (66), or an id that is not 128 hex digits (60)"),
+                "503": unavailable,
+            },
+        },
+        ("GET", "/state"): {
+            "summary": "State entries under an address prefix, in address order, a page at a time",
+            "tags": ["sawtooth"],
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": {"type": "string", "pattern": pattern}}
+                for n, pattern in (
+                    ("address", "^[0-9a-f]{0,70}$"),
+                    ("start", "^[0-9a-f]{70}$"),
+                    ("limit", "^(1000|[1-9][0-9]{0,2})$"),
+                    ("head", "^[0-9a-f]{64}$"),
+                )
+            ],
+            "responses": {
+                "200": ok("A page of entries", ref("SawtoothStateList")),
+                "400": _sawtooth_error("Invalid address prefix (62), limit (53) or paging (54)"),
+                "404": _sawtooth_error("A head other than the current one (50)"),
+                "503": unavailable,
+            },
+        },
+        ("GET", "/state/{address}"): {
+            "summary": "The data at one state address",
+            "tags": ["sawtooth"],
+            "parameters": [path_param("address", address, "A state address, 70 hex digits")],
+            "responses": {
+                "200": ok(
+                    "The data, base64",
+                    {
+                        "type": "object",
+                        "required": ["data", "head", "link"],
+                        "properties": {k: {"type": "string"} for k in ("data", "head", "link")},
+                    },
+                ),
+                "400": _sawtooth_error("Not a state address (62)"),
+                "404": _sawtooth_error("No data at the address (75)"),
+                "503": unavailable,
+            },
         },
     }
 
@@ -347,7 +610,11 @@ def openapi_document(routes: Iterable[tuple[str, str]]) -> dict[str, Any]:
         "info": {
             "title": "Conclavium gateway",
             "version": "1",
-            "description": "Confidential consortium ledger API. Errors: docs/formats.md, Gateway API errors.",
+            "description": (
+                "Confidential consortium ledger API. Errors: docs/formats.md, Gateway API errors. A "
+                f"request line or header field beyond {MAX_HTTP_LINE // 1024} KiB is refused by the HTTP "
+                "layer with a plain-text 400, before any operation."
+            ),
         },
         "paths": paths,
         "components": {"schemas": SCHEMAS},
@@ -355,6 +622,93 @@ def openapi_document(routes: Iterable[tuple[str, str]]) -> dict[str, Any]:
 
 
 SCHEMAS: dict[str, Any] = {
+    "RuntimeInfo": {
+        "type": "object",
+        "required": ["sequencer", "executors"],
+        "properties": {
+            "sequencer": {
+                "type": ["object", "null"],
+                "properties": {
+                    "holder": {"type": ["string", "null"], "description": "name of the lease holder"},
+                    "revision": {"type": "integer"},
+                    "ttl_ms": {"type": ["integer", "null"]},
+                },
+            },
+            "executors": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "executed_height": {"type": "integer"},
+                        "committed_height": {"type": "integer"},
+                        "seen_seconds_ago": {"type": "number"},
+                    },
+                },
+            },
+        },
+    },
+    "SawtoothError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "title", "message"],
+                "properties": {
+                    "code": {"type": "integer", "description": "Sawtooth's fixed error code"},
+                    "title": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "SawtoothBatchStatuses": {
+        "type": "object",
+        "required": ["data", "link"],
+        "properties": {
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "status", "invalid_transactions"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {"enum": ["COMMITTED", "INVALID", "PENDING", "UNKNOWN"]},
+                        "invalid_transactions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "message"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "message": {"type": "string"},
+                                    "extended_data": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "link": {"type": "string"},
+        },
+    },
+    "SawtoothStateList": {
+        "type": "object",
+        "required": ["data", "head", "link", "paging"],
+        "properties": {
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["address", "data"],
+                    "properties": {"address": {"type": "string"}, "data": {"type": "string"}},
+                },
+            },
+            "head": {"type": "string"},
+            "link": {"type": "string"},
+            "paging": {"type": "object"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -366,7 +720,27 @@ SCHEMAS: dict[str, Any] = {
                     "code": {"type": "string", "description": "Machine-readable reason, snake_case"},
                     "message": {"type": "string", "description": "For people; may change"},
                 },
-            }
+            },
+            "signed_read": ref("SignedRead"),
+        },
+    },
+    "SignedRead": {
+        "type": "object",
+        "description": SIGNED_READ,
+        "required": ["v", "ledger", "height", "request", "node", "signature", "signing_key", "endorsement"],
+        "properties": {
+            "v": {"const": 2},
+            "ledger": {"type": "string"},
+            "height": {"type": "integer", "description": "The height of the state the answer was read from"},
+            "request": {"type": "string", "pattern": HEX64, "description": "SHA-256 of the request answered"},
+            "node": {"type": "string", "pattern": HEX64, "description": "The answering node's key id"},
+            "signature": {"type": "string", "pattern": BASE64, "contentEncoding": "base64"},
+            "signing_key": {"type": "string", "description": "The answering node's signing key (PEM)"},
+            "endorsement": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "Its member's node endorsement (COSE_Sign1), checked against the consortium identity",
+            },
         },
     },
     "SignedTx": {
@@ -411,7 +785,62 @@ SCHEMAS: dict[str, Any] = {
     "SealedReply": {
         "type": "object",
         "required": ["sealed"],
-        "properties": {"sealed": {"type": "string", "contentEncoding": "base64"}},
+        "properties": {"sealed": {"type": "string", "contentEncoding": "base64"}, "signed_read": ref("SignedRead")},
+    },
+    "SignedNotaryRequest": {
+        "type": "object",
+        "required": ["body", "signature"],
+        "properties": {
+            "body": {
+                "type": "string",
+                "format": FMT_NOTARY_BODY,
+                "contentEncoding": "base64",
+                "contentMediaType": "application/json",
+                "description": "The canonical JSON notarisation request body (docs/notary.md), base64",
+            },
+            "signature": {"type": "string", "pattern": BASE64, "contentEncoding": "base64"},
+        },
+    },
+    "SignedNotaryQuery": {
+        "type": "object",
+        "required": ["body", "signature"],
+        "properties": {
+            "body": {
+                "type": "string",
+                "format": FMT_NOTARY_QUERY,
+                "contentEncoding": "base64",
+                "contentMediaType": "application/json",
+                "description": "The canonical JSON who-consumed query body (docs/notary.md), base64",
+            },
+            "signature": {"type": "string", "pattern": BASE64, "contentEncoding": "base64"},
+        },
+    },
+    "NotaryAccepted": {
+        "type": "object",
+        "required": ["request_hash"],
+        "properties": {"request_hash": {"type": "string", "pattern": HEX64}},
+    },
+    "NotaryBatchAccepted": {
+        "type": "object",
+        "required": ["request_hashes"],
+        "properties": {"request_hashes": {"type": "array", "items": {"type": "string", "pattern": HEX64}}},
+    },
+    "NotaryStatus": {
+        "type": "object",
+        "required": ["request_hash", "status"],
+        "properties": {
+            "request_hash": {"type": "string", "pattern": HEX64},
+            "status": {"enum": ["Unknown", "Pending", "Committed", "Invalid"]},
+            "height": {"type": "integer"},
+            "index": {"type": "integer"},
+            "reason": {"type": "string", "description": "Why it was refused, e.g. `conflict`, `time_window_invalid`"},
+            "message": {"type": "string"},
+            "error": {
+                "type": "object",
+                "description": "The refusal's detail: Corda's NotaryError.Conflict or "
+                "TimeWindowInvalid (docs/notary.md)",
+            },
+        },
     },
     "TxAccepted": {
         "type": "object",
@@ -422,6 +851,14 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["tx_hashes"],
         "properties": {"tx_hashes": {"type": "array", "items": {"type": "string", "pattern": HEX64}}},
+    },
+    "EndorsementAccepted": {
+        "type": "object",
+        "required": ["node_id", "tx_hash"],
+        "properties": {
+            "node_id": {"type": "string", "pattern": HEX64},
+            "tx_hash": {"type": "string", "pattern": HEX64},
+        },
     },
     "GovAccepted": {
         "type": "object",
@@ -446,7 +883,12 @@ SCHEMAS: dict[str, Any] = {
     "Entry": {
         "type": "object",
         "required": ["map", "key", "value"],
-        "properties": {"map": {"type": "string"}, "key": {"type": "string"}, "value": {}},
+        "properties": {
+            "map": {"type": "string"},
+            "key": {"type": "string"},
+            "value": {},
+            "signed_read": ref("SignedRead"),
+        },
     },
     "Receipt": {
         "type": "object",
@@ -477,22 +919,53 @@ SCHEMAS: dict[str, Any] = {
             "quorum": {"type": "integer"},
             "height": {"type": "integer"},
             "committed_height": {"type": "integer"},
+            "time_ms": {"type": "integer", "description": "The ledger time of the executed tip (ms since the epoch)"},
+            "member_threshold": {"type": "integer"},
+            "consortium": {"type": ["object", "null"], "description": "The current consortium identity (untrusted)"},
+            "signed_read": ref("SignedRead"),
         },
     },
     "Proposal": {
         "type": "object",
         "required": ["proposal_id", "state"],
-        "properties": {"proposal_id": {"type": "string"}, "state": {"enum": list(PROPOSAL_STATES)}},
+        "properties": {
+            "proposal_id": {"type": "string"},
+            "state": {"enum": list(PROPOSAL_STATES)},
+            "signed_read": ref("SignedRead"),
+        },
     },
     "Proposals": {
         "type": "object",
         "required": ["proposals"],
-        "properties": {"proposals": {"type": "array", "items": ref("Proposal")}},
+        "properties": {"proposals": {"type": "array", "items": ref("Proposal")}, "signed_read": ref("SignedRead")},
+    },
+    "RecoveryStatus": {
+        "type": "object",
+        "required": ["state", "reason", "share_set"],
+        "properties": {
+            "state": {"enum": ["running", "opening", "waiting_for_shares"]},
+            "reason": {"type": "string"},
+            "ledger": {"type": "string"},
+            "share_set": {"type": ["object", "null"]},
+            "node": {"type": ["object", "null"]},
+            "received": {"type": "array", "items": {"type": "string"}},
+            "refused": {"type": "object"},
+            "last": {},
+        },
+    },
+    "ShareAccepted": {
+        "type": "object",
+        "required": ["tx_hash"],
+        "properties": {"tx_hash": {"type": "string", "pattern": HEX64}},
     },
     "Members": {
         "type": "object",
         "required": ["members"],
-        "properties": {"members": {"type": "array", "items": {"type": "object"}}, "service": {}},
+        "properties": {
+            "members": {"type": "array", "items": {"type": "object"}},
+            "service": {},
+            "signed_read": ref("SignedRead"),
+        },
     },
     "NodeAttestation": {
         "type": "object",

@@ -14,9 +14,10 @@ TTLs written are exactly those of per-key `SET key value EX ttl [NX]`.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Any
+
+from conclavium.runtime import redis_from_url
 
 DEFAULT_TTL_S = 24 * 3600
 SCRIPT_CHUNK = 1000  # keys per script call: bounds how long one call holds Redis (~1 ms)
@@ -84,12 +85,7 @@ class MemoryStatusStore:
 
 class RedisStatusStore:
     def __init__(self, url: str, ledger: str, ttl_s: int = DEFAULT_TTL_S) -> None:
-        import redis.asyncio as redis
-
-        password = os.environ.get("CONCLAVIUM_REDIS_PASSWORD") or None
-        self.r = redis.from_url(
-            url, password=password, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
+        self.r = redis_from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
         self.prefix = f"cv:{ledger}:"
         self.ttl = ttl_s
         self._set_many = self.r.register_script(SET_MANY_LUA)

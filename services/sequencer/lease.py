@@ -21,9 +21,11 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+from conclavium import streams
+
 log = logging.getLogger("conclavium.sequencer.lease")
 
-LEASE_KEY = "lease"
+LEASE_KEY = streams.SEQUENCER_LEASE_KEY
 
 
 @dataclass

@@ -23,3 +23,14 @@ CONFLICTS = Counter(
 FOREIGN_BLOCKS = Counter(
     "conclavium_sequencer_foreign_blocks_total", "Messages in the ledger stream that do not extend the chain"
 )
+STREAM_REPLICAS = Gauge(
+    "conclavium_sequencer_stream_replicas",
+    "Replicas configured for each of the ledger's JetStream streams (intake, ledger, sequencer_kv)",
+    ["stream"],
+)
+STREAM_REPLICAS_CURRENT = Gauge(
+    "conclavium_sequencer_stream_replicas_current",
+    "Replicas of each stream that are up to date: its leader and the followers JetStream reports current "
+    "(0 when the stream has no leader or does not answer)",
+    ["stream"],
+)

@@ -41,6 +41,13 @@ WRONG_LAST_SEQUENCE = 10071
 TIP_KEY = "tip"
 TIP_SAVE_INTERVAL_S = 1.0
 CONSUMER = "sequencer"
+# Taking over the intake consumer (delete, create) waits at first this long, doubling after each
+# timeout up to the JetStream timeout: when a NATS server of the cluster is lost its peers elect
+# new leaders within seconds, and a first attempt that waited the full 10 s would keep the ledger
+# from ordering for those 10 s; a slow but healthy cluster still gets the full 10 s in the end.
+CONTROL_TIMEOUT_S = (1.0, 10.0)
+BUCKET_PATIENCE_S = 60.0  # how long start-up waits for the sequencer bucket to answer
+REPLICA_CHECK_S = 5.0  # how often every replica samples the streams' replicas for the metrics
 
 
 @dataclass
@@ -77,6 +84,7 @@ class Sequencer:
         self.lease: Lease | None = None
         self._led_term = 0
         self._wake = asyncio.Event()
+        self._control_timeout_s = CONTROL_TIMEOUT_S[0]
 
     def ready(self) -> tuple[bool, str]:
         if self.nc is None or not self.nc.is_connected:
@@ -97,9 +105,20 @@ class Sequencer:
         self.nc = await connect_nats(self.cfg.nats_url, f"sequencer-{self.cfg.name}")
         self.js = self.nc.jetstream(timeout=10)
         await streams.ensure_streams(self.js, self.cfg.ledger, self.cfg.stream_replicas)
-        self.kv = await self._bucket()
         lease_js = self.nc.jetstream(timeout=max(0.2, self.cfg.lease_ttl_s / 3))
-        kv = await lease_js.key_value(streams.sequencer_bucket(self.cfg.ledger))
+        deadline = asyncio.get_running_loop().time() + BUCKET_PATIENCE_S
+        while True:
+            # On a JetStream cluster a bucket just created (by this replica or another) can be
+            # missing for a moment on the server that answers, and a busy cluster answers slowly.
+            try:
+                self.kv = await self._bucket()
+                kv = await lease_js.key_value(streams.sequencer_bucket(self.cfg.ledger))
+                break
+            except (BucketNotFoundError, TimeoutError, nats.errors.Error) as e:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("sequencer bucket not ready (%s); retrying", type(e).__name__)
+                await asyncio.sleep(0.25)
         self.lease = Lease(kv, self.cfg.name, self.cfg.lease_ttl_s)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,7 +128,9 @@ class Sequencer:
         runner = await serve_http(app, self.cfg.http_host, self.cfg.http_port)
         lease_task = asyncio.create_task(self._lease_loop(stop)) if not self.cfg.ignore_lease else None
         order_task = asyncio.create_task(self._order_loop(stop))
+        replicas_task = asyncio.create_task(self._watch_replicas(stop))
         await stop.wait()
+        replicas_task.cancel()
         self._wake.set()
         try:
             await asyncio.wait_for(order_task, 5.0)
@@ -126,6 +147,30 @@ class Sequencer:
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await runner.cleanup()
+
+    async def _watch_replicas(self, stop: asyncio.Event) -> None:
+        """Sample how many replicas of each of the ledger's streams are current, for the operator:
+        with R3 one lost or lagging NATS server is survived, but it is the margin that is gone."""
+        ledger = self.cfg.ledger
+        names = {
+            "intake": streams.intake_stream(ledger),
+            "ledger": streams.ledger_stream(ledger),
+            "sequencer_kv": f"KV_{streams.sequencer_bucket(ledger)}",
+        }
+        js = self.nc.jetstream(timeout=2)
+        while not stop.is_set():
+            for label, name in names.items():
+                try:
+                    info = await js.stream_info(name)
+                except Exception:
+                    m.STREAM_REPLICAS_CURRENT.labels(label).set(0)
+                    continue
+                followers = info.cluster.replicas if info.cluster else None
+                current = 1 + sum(1 for peer in followers or [] if peer.current and not peer.offline)
+                m.STREAM_REPLICAS.labels(label).set(info.config.num_replicas or 1)
+                m.STREAM_REPLICAS_CURRENT.labels(label).set(current)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REPLICA_CHECK_S)
 
     async def _bucket(self) -> Any:
         name = streams.sequencer_bucket(self.cfg.ledger)
@@ -177,6 +222,10 @@ class Sequencer:
                 raise
             except LeaseLost:
                 log.warning("sequencer %s stopped appending: its lease lapsed", self.cfg.name)
+            except TimeoutError as e:
+                self._control_timeout_s = min(self._control_timeout_s * 2, CONTROL_TIMEOUT_S[1])
+                log.warning("ordering interrupted (%s: %s); resuming", type(e).__name__, e)
+                await asyncio.sleep(0.1)
             except Exception as e:
                 log.warning("ordering interrupted (%s: %s); resuming", type(e).__name__, e)
                 await asyncio.sleep(0.5)
@@ -186,16 +235,18 @@ class Sequencer:
     async def _lead(self, stop: asyncio.Event) -> None:
         assert self.lease is not None
         term = self.lease.term
+        control = self.nc.jetstream(timeout=self._control_timeout_s)
         if not self.cfg.ignore_lease and term != self._led_term:
-            await self._reset_consumer()
+            await self._reset_consumer(control)
             self._led_term = term
         await self._resync()
-        sub = await self.js.pull_subscribe(
+        sub = await control.pull_subscribe(
             streams.intake_subject(self.cfg.ledger),
             durable=CONSUMER,
             stream=streams.intake_stream(self.cfg.ledger),
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=-1, max_deliver=-1),
         )
+        self._control_timeout_s = CONTROL_TIMEOUT_S[0]
         try:
             self._set_active(True)
             log.info("sequencer %s ordering from height %d", self.cfg.name, self.tip.height + 1)
@@ -209,11 +260,11 @@ class Sequencer:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _reset_consumer(self) -> None:
+    async def _reset_consumer(self, js: Any) -> None:
         """A new term starts from a fresh consumer: intake messages a crashed or deposed holder had
         fetched but not acknowledged become deliverable now instead of after their ack wait."""
         with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(streams.intake_stream(self.cfg.ledger), CONSUMER)
+            await js.delete_consumer(streams.intake_stream(self.cfg.ledger), CONSUMER)
             log.info("reset the intake consumer for a new term")
 
     async def _gather(self, sub: Any) -> list[Any]:

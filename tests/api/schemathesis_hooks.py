@@ -26,12 +26,15 @@ from urllib.request import urlopen
 import schemathesis
 from hypothesis import strategies as st
 
-from conclavium import query
+from conclavium import consortium, query, recovery
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e
 from conclavium.governance import documents
+from conclavium.notary import request as notary
+from conclavium.sawtooth.batch import build_batch
+from conclavium.sawtooth.pb.sawtooth_pb2 import BatchList
 from conclavium.tx import make_body
-from services.gateway.openapi import FMT_COSE, FMT_QUERY_BODY, FMT_TX_BODY
+from services.gateway.openapi import FMT_COSE, FMT_NOTARY_BODY, FMT_NOTARY_QUERY, FMT_QUERY_BODY, FMT_TX_BODY
 
 NET = Path(os.environ["CONCLAVIUM_ST_NET"])
 NETWORK = json.loads((NET / "local.json").read_text())
@@ -99,6 +102,27 @@ def _proposal() -> bytes:
 
 schemathesis.openapi.format(FMT_TX_BODY, OPS.map(_tx_body))
 schemathesis.openapi.format(FMT_QUERY_BODY, ((st.just(KNOWN_KEY) if KNOWN_KEY else KEYS) | KEYS).map(_query_body))
+STATE_REFS = st.builds(
+    lambda h, i: notary.state_ref(h, i), st.binary(min_size=32, max_size=32), st.integers(0, 2**31 - 1)
+)
+
+
+def _notary_body(inputs: list[str], tx_id: bytes) -> str:
+    """A well-formed request by the first user (who is no notary party here: executors refuse it)."""
+    return b64e(notary.make(USER, LEDGER, tx_id.hex(), inputs, ts_ms=_now_ms()).body)
+
+
+def _notary_query(state: str) -> str:
+    return notary.make_who_consumed(USER, LEDGER, state)[0]["body"]
+
+
+schemathesis.openapi.format(
+    FMT_NOTARY_BODY,
+    st.builds(
+        _notary_body, st.lists(STATE_REFS, min_size=1, max_size=3, unique=True), st.binary(min_size=32, max_size=32)
+    ),
+)
+schemathesis.openapi.format(FMT_NOTARY_QUERY, STATE_REFS.map(_notary_query))
 schemathesis.openapi.format(FMT_COSE, st.just(None).map(lambda _: b64e(_proposal())))
 
 
@@ -117,6 +141,8 @@ def _document(path: str, proposal_id: str | None) -> bytes:
     if path.endswith("/withdraw"):
         assert proposal_id is not None
         return documents.make_withdrawal(proposal_id.lower(), STRANGER, now, ledger=LEDGER)
+    if path.endswith("/recovery-shares"):
+        return recovery.share_document(STRANGER, LEDGER, "00" * 32, "00" * 32, b64e(b"sealed share"), now)
     return _proposal()
 
 
@@ -129,6 +155,15 @@ def _known(path: str, name: str, value: Any) -> Any:
     return known[digest[1] % len(known)] if digest[0] < 128 else value
 
 
+def _sawtooth_batch_list() -> bytes:
+    """A genuine, signed BatchList (one intkey transaction with a fresh key): accepted, then Invalid
+    at apply when the ledger does not run the family, changing nothing."""
+    key = os.urandom(32)
+    address = hashlib.sha512(b"intkey").hexdigest()[:6] + hashlib.sha512(key).hexdigest()[-64:]
+    b = build_batch(key, [("intkey", "1.0", b"\xa0", [address], [address])])
+    return BatchList(batches=[b]).SerializeToString()
+
+
 @schemathesis.hook
 def map_case(ctx: Any, case: Any) -> Any:
     meta = case.meta
@@ -138,11 +173,23 @@ def map_case(ctx: Any, case: Any) -> Any:
     if case.method.upper() == "GET":
         case.path_parameters = {k: _known(path, k, v) for k, v in (case.path_parameters or {}).items()}
         return case
-    if path in ("/v1/transactions", "/v1/queries"):
+    if path in ("/v1/transactions", "/v1/queries", "/v1/notary/who-consumed"):
         case.body = _signed(case.body)
+    elif path == "/v1/notary/requests" and isinstance(case.body, dict):
+        if "requests" in case.body:
+            case.body = {**case.body, "requests": [_signed(r) for r in case.body.get("requests") or []]}
+        else:
+            case.body = _signed(case.body)
     elif path == "/v1/transactions/batch" and isinstance(case.body, dict):
         case.body = {**case.body, "transactions": [_signed(t) for t in case.body.get("transactions", [])]}
+    elif path == "/batches":
+        case.body = _sawtooth_batch_list()
     elif path.startswith("/v1/gov/"):
         doc = _document(path, (case.path_parameters or {}).get("id"))
+        case.body = doc if case.media_type == "application/cose" else {"document": b64e(doc)}
+    elif path == "/v1/nodes/{id}/endorsement":
+        node = PrivateKey.generate()  # a stranger's endorsement of a node nobody knows: accepted, then Invalid
+        doc = consortium.make_node_endorsement(STRANGER, LEDGER, node.public_key.pem, int(time.time()))
+        case.path_parameters = {**(case.path_parameters or {}), "id": node.key_id}
         case.body = doc if case.media_type == "application/cose" else {"document": b64e(doc)}
     return case

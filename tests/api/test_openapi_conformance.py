@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 # The run's bounds: examples per operation and phase, and a hard wall-clock limit.
 MAX_EXAMPLES = 15
-TIME_BUDGET_S = 120
+TIME_BUDGET_S = 480
 KNOWN_KEY = "known"
 
 
@@ -55,6 +55,11 @@ def test_a_route_without_an_entry_fails_the_build() -> None:
         openapi.openapi_document(without)
 
 
+# Sawtooth's REST paths answer with Sawtooth's own error body (its clients read its integer codes;
+# a wrong content type is its 400 code 42), except for the gateway's shared refusals (413, 503 busy).
+SAWTOOTH_PATHS = ("/batches", "/batch_statuses", "/state", "/state/{address}")
+
+
 def test_every_operation_documents_its_errors_with_the_error_body() -> None:
     gw, _ = _app()
     for path, ops in gw.openapi["paths"].items():
@@ -62,11 +67,17 @@ def test_every_operation_documents_its_errors_with_the_error_body() -> None:
             responses = op["responses"]
             assert "405" in responses and "Allow" in responses["405"]["headers"], (method, path)
             if "requestBody" in op:
-                assert {"400", "413", "415"} <= responses.keys(), (method, path)
+                wanted = {"400", "413"} if path in SAWTOOTH_PATHS else {"400", "413", "415"}
+                assert wanted <= responses.keys(), (method, path)
             for status, response in responses.items():
                 if status.startswith(("4", "5")) and path != "/readyz":
                     schema = response["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+                    bodies = [{"$ref": "#/components/schemas/Error"}]
+                    if path in SAWTOOTH_PATHS and status not in ("405", "413"):
+                        bodies = [{"$ref": "#/components/schemas/SawtoothError"}]
+                        if (method, path, status) == ("post", "/batches", "503"):
+                            bodies = [{"$ref": "#/components/schemas/Error"}]
+                    assert schema in bodies, (method, path, status)
                 if status == "503" and path != "/readyz":
                     assert "Retry-After" in response["headers"], (method, path)
 
@@ -95,6 +106,8 @@ async def test_wrong_method_answers_405_with_allow(network: LocalNetwork) -> Non
         ("GET", "/v1/gov/proposals?state=Nonsense", None, 400, "invalid_state"),
         ("GET", "/v1/state/bad%20map!/k", None, 400, "invalid_map"),
         ("GET", f"/v1/state/public:x/{'k' * 513}", None, 400, "invalid_key"),
+        # beyond aiohttp's default 8190-byte request line (what the fuzzer once sent): still JSON
+        ("GET", f"/v1/state/public:x/{'%C2%B4' * 2000}", None, 400, "invalid_key"),
         ("GET", "/v1/state/public:x/k?min_height=-1", None, 400, "invalid_min_height"),
         ("GET", f"/v1/state/public:x/k?min_height={'9' * 5000}", None, 400, "invalid_min_height"),
         ("GET", f"/v1/state/public:x/k?min_height={2**63}", None, 400, "invalid_min_height"),
@@ -122,7 +135,7 @@ async def _write_known(net: LocalNetwork) -> str:
     async with Client(
         net.gateway_url,
         PrivateKey.from_file(str(net.dir / net.users[0]["key"])),
-        service_cert=(net.dir / "service_cert.pem").read_text(),
+        **net.trust(),
     ) as c:
         h = await c.submit(await c.build(ops))
         assert (await c.wait(h))["status"] == "Committed"
@@ -130,12 +143,14 @@ async def _write_known(net: LocalNetwork) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TIME_BUDGET_S + 120)  # beyond pytest's default 300 s: the budget, plus set-up
 def test_schemathesis_all_checks_against_live_gateway(network: LocalNetwork, tmp_path: Path) -> None:
     """Schemathesis with every check (`--checks all`) against the live gateway: coverage, fuzzing
     and stateful phases, at most 15 examples per operation and phase, one worker. Time budget:
-    2 minutes (the subprocess is killed at 120 s); it takes about 60 s on a busy 2-core machine,
-    most of it reads with a `min_height` ahead of the ledger, each answered after the gateway's
-    3 s read-your-writes wait.
+    8 minutes (the subprocess is killed at 480 s). With the Sawtooth operations it took 235 s on
+    the shared 2-core machine; with 25 operations, more than 180 s on a quiet one (coverage 45 s,
+    fuzzing 87 s, then the stateful phase), most of it reads with a `min_height` ahead of the
+    ledger, each answered after the gateway's 3 s read-your-writes wait.
 
     Positive data is made genuine by tests/api/schemathesis_hooks.py (signed bodies, COSE
     documents, a ballot naming the proposal of its URL); the accepted statuses are in
@@ -168,6 +183,10 @@ def test_schemathesis_all_checks_against_live_gateway(network: LocalNetwork, tmp
         "--request-timeout",
         "10",
         "--no-shrink",
+        # The JSON-RPC WebSocket refuses plain HTTP by design (400 websocket_required), and an
+        # upgraded socket is no HTTP exchange: tests/eth/test_websocket.py tests it with real clients.
+        "--exclude-name",
+        "GET /rpc",
     ]
     t0 = time.monotonic()
     try:
@@ -180,8 +199,9 @@ def test_schemathesis_all_checks_against_live_gateway(network: LocalNetwork, tmp
     elapsed = time.monotonic() - t0
     report = "\n".join(line[:300] for line in (proc.stdout + proc.stderr).splitlines())
     assert proc.returncode == 0, f"schemathesis found failures ({elapsed:.0f} s):\n{report[-20000:]}"
-    # every operation but the document's own (schemathesis leaves /openapi.json out) was tested
-    operations = sum(len(ops) for ops in _app()[0].openapi["paths"].values()) - 1
-    assert re.search(rf"Selected: +{operations}/{operations}\b", report), report[-3000:]
+    # every operation but the document's own (schemathesis leaves /openapi.json out) and the
+    # WebSocket was tested
+    operations = sum(len(ops) for ops in _app()[0].openapi["paths"].values()) - 2
+    assert re.search(rf"Selected: +{operations}/{operations + 1}\b", report), report[-3000:]
     assert re.search(rf"Tested: +{operations}\b", report), report[-3000:]
     print(f"schemathesis: {elapsed:.0f} s\n{report[-1500:]}")

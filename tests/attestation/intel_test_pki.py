@@ -100,8 +100,9 @@ class IntelTestPki:
         fp = hashlib.sha256(self.root.public_bytes(serialization.Encoding.DER)).hexdigest()
         monkeypatch.setattr(roots, "INTEL_SGX_ROOT_CA_SHA256", fp)
 
-    def requote(self, real: bytes, report_data: bytes | None = None) -> bytes:
-        """Re-sign a real v4/v5 TDX or v3 SGX quote under this PKI (optionally with new report data)."""
+    def requote(self, real: bytes, report_data: bytes | None = None, rtmrs: list[bytes] | None = None) -> bytes:
+        """Re-sign a real v4/v5 TDX or v3 SGX quote under this PKI (optionally with new report data,
+        and for TDX new RTMR0-3, e.g. what a test event log replays to)."""
         q = parse_quote(real)
         real_leaf = x509.load_pem_x509_certificates(q.pck_chain_pem.rstrip(b"\0"))[0]
         ext = real_leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXT_OID)).value.value  # type: ignore[attr-defined]
@@ -111,6 +112,8 @@ class IntelTestPki:
         body = bytearray(q.body.raw)
         if report_data is not None:
             body[-64:] = report_data.ljust(64, b"\0")
+        for i, rtmr in enumerate(rtmrs or []):
+            body[328 + 48 * i : 376 + 48 * i] = rtmr
         header_len = len(q.signed) - len(q.body.raw)
         signed = q.signed[:header_len] + bytes(body)
         att_key = ec.generate_private_key(ec.SECP256R1())

@@ -82,6 +82,12 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
         "--policy",
         str(policy),
     ]
+    # The recorded report has no AMD CRL: production refuses it for that (exit 3), development accepts.
+    no_crl = cli(*args, "--report-data", snp["report_data"][:64])
+    assert no_crl.returncode == 3 and json.loads(no_crl.stderr)["error"]["check"] == "collateral_missing"
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps({**json.loads(policy.read_text()), "environment": "development"}))
+    args[-1] = str(dev)
     accepted = cli(*args, "--report-data", snp["report_data"][:64])
     assert accepted.returncode == 0, accepted.stderr
     assert json.loads(accepted.stdout)["policy"]["allowed"] is True
@@ -97,6 +103,21 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     prod.write_text(json.dumps({"environment": "production", "platforms": ["virtual"]}))
     assert cli(str(virtual), "--platform", "virtual", "--policy", str(prod)).returncode == 2
     assert cli(str(tmp_path / "missing.bin"), "--platform", "snp").returncode == 2
+
+
+def test_cli_event_log(tmp_path: Path) -> None:
+    """--event-log replays a TDX event log; the built log is not the recorded quote's (exit 1)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tdx_test_log import BootChain
+
+    log = tmp_path / "ccel.bin"
+    log.write_bytes(BootChain().log())
+    args = [str(TDX_DIR / "quote.bin"), "--platform", "tdx", "--collateral", str(TDX_DIR / "collateral")]
+    refused = cli(*args, "--at", TDX_AT, "--event-log", str(log))
+    assert refused.returncode == 1 and json.loads(refused.stderr)["error"]["check"] == "event_log_replay"
+    log.write_bytes(b"not a log")
+    bad = cli(*args, "--at", TDX_AT, "--event-log", str(log))
+    assert bad.returncode == 1 and json.loads(bad.stderr)["error"]["check"] == "event_log_format"
 
 
 @pytest.fixture(scope="module")

@@ -56,13 +56,16 @@ def bump(tcb: dict[str, int], comp: str) -> dict[str, int]:
 @pytest.mark.parametrize("v", SNP, ids=lambda v: v.name)
 def test_snp_components(v: Any) -> None:
     claims, doc = snp_base(v)
-    assert failures(claims, doc) == set()
+    # The recorded vectors have no AMD CRL (none can be fetched here): production refuses them for
+    # that alone, development does not require it. test_att_amd_crl.py covers the CRL.
+    no_crl = set() if doc.get("environment") == "development" else {"collateral_missing"}
+    assert failures(claims, doc) == no_crl
     product = claims.product
 
     def refused(change: Any) -> set[str]:
         d = copy.deepcopy(doc)
         change(d)
-        return failures(claims, d)
+        return failures(claims, d) - no_crl
 
     assert refused(lambda d: d.update(measurements=[OTHER])) == {"measurement_not_allowed"}
     assert refused(lambda d: d["snp"].update(host_data=["11" * 32])) == {"host_data_not_allowed"}

@@ -146,9 +146,9 @@ def crd_schema(crd: Json, version: str = "v1alpha1") -> Json:
     raise KeyError(version)
 
 
-def load_examples() -> list[Json]:
+def load_examples(directory: Path = EXAMPLES) -> list[Json]:
     docs: list[Json] = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
 

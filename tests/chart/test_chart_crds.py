@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from chart_support import (
+    EXAMPLES,
     Json,
     apply_defaults,
     cel_errors,
@@ -210,6 +211,16 @@ def test_example_is_valid(index: int) -> None:
     assert errors(doc) == []
 
 
+DEVELOPMENT = load_examples(EXAMPLES / "development")
+
+
+@pytest.mark.parametrize("doc", DEVELOPMENT, ids=[f"{d['kind']}-{d['metadata']['name']}" for d in DEVELOPMENT])
+def test_development_example_is_valid(doc: dict[str, Any]) -> None:
+    """examples/development/ (the walk-through tests/e2e follows) validates against the CRDs."""
+    assert doc["apiVersion"] == "conclavium.io/v1alpha1"
+    assert errors(doc) == []
+
+
 def test_defaults_are_applied() -> None:
     crd = CRDS["ConsortiumMember"]
     minimal = {
@@ -239,10 +250,13 @@ def test_defaults_are_applied() -> None:
         (lambda c: c["spec"].update(ledgerId="Trade_Finance"), "ledgerId"),
         (lambda c: c["spec"]["tee"].update(platforms=["sev-snp", "nitro"]), "nitro"),
         (lambda c: c["spec"]["tee"].update(platforms=[]), "platforms"),
-        (lambda c: c["spec"]["nats"].update(url="http://nats:4222"), "url"),
-        (lambda c: c["spec"]["nats"].update(streamReplicas=7), "streamReplicas"),
+        (lambda c: c["spec"].update(nats={"url": "nats://nats:4222"}), "nats"),  # the chart's, not the CR's
+        (lambda c: c["spec"].update(foundingMembers=["Acme_Bank"]), "foundingMembers"),
+        (lambda c: c["spec"].update(foundingMembers=[]), "foundingMembers"),
         (lambda c: c["spec"]["sequencer"].update(blockInterval="fast"), "blockInterval"),
-        (lambda c: c["spec"]["attestation"]["minimumTcb"]["sevSnp"].update(snp=300), "snp"),
+        (lambda c: c["spec"]["attestation"].update(minimumTcb={"sevSnp": {"snp": 8}}), "minimumTcb"),  # removed
+        (lambda c: c["spec"]["attestation"].update(reverifyInterval="12h"), "reverifyInterval"),  # removed
+        (lambda c: c["spec"].setdefault("image", {}).update(pullPolicy="Sometimes"), "pullPolicy"),
         (lambda c: c["spec"].update(ledgerID="typo"), "ledgerID"),
         (lambda c: c["spec"].pop("tee"), "tee"),
     ],

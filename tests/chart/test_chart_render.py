@@ -213,6 +213,8 @@ def test_selectors_match_pod_templates_and_services(docs: list[Json]) -> None:
         assert "app.kubernetes.io/component" in selector
     for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         for obj in by_kind(docs, kind):
+            if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "nodes":
+                continue  # the operator's pods, not the chart's (test_node_pods_get_a_network_policy_...)
             selector = (
                 obj["spec"]["selector"]
                 if kind == "Service"
@@ -387,16 +389,22 @@ def test_rbac_is_least_privilege() -> None:
     for (_, resource), verbs in grants.items():
         assert "*" not in verbs and resource != "*"
         assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}
-    assert grants[("conclavium.io", "consortiummembers")] == {"get", "list", "watch", "patch"}
-    assert "delete" in grants[("conclavium.io", "consortiumnodes")]
-    for status in ("consortiums/status", "consortiummembers/status", "consortiumnodes/status"):
-        assert grants[("conclavium.io", status)] == {"get", "patch"}
-    assert grants[("", "events")] == {"create"}
-    assert grants[("kopf.dev", "kopfpeerings")] == {"get", "list", "watch", "patch"}
-    for r in ("statefulsets",):
-        assert {"create", "patch", "delete"} <= grants[("apps", r)]
-    for r in ("services", "configmaps", "secrets", "persistentvolumeclaims"):
-        assert {"create", "patch", "delete"} <= grants[("", r)]
+    assert grants == {
+        ("conclavium.io", "consortiums"): {"get", "list", "watch", "patch"},
+        ("conclavium.io", "consortiummembers"): {"get", "list", "watch", "patch"},
+        ("conclavium.io", "consortiumnodes"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("conclavium.io", "consortiums/status"): {"patch"},
+        ("conclavium.io", "consortiummembers/status"): {"patch"},
+        ("conclavium.io", "consortiumnodes/status"): {"patch"},
+        ("", "events"): {"create"},
+        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+        ("apps", "statefulsets"): {"get", "create", "patch"},
+        ("", "services"): {"create", "patch"},
+        ("", "persistentvolumeclaims"): {"create", "patch"},
+        ("policy", "poddisruptionbudgets"): {"create", "patch"},
+        ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
+        ("", "secrets"): {"get"},
+    }
     assert ("", "pods") not in grants and ("", "nodes") not in grants
     binding = by_kind(docs, "RoleBinding")[0]
     assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount", "-operator")["metadata"]["name"]
@@ -408,7 +416,7 @@ def test_rbac_is_least_privilege() -> None:
 def test_network_policies_cover_every_component() -> None:
     docs = render_full()
     policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in by_kind(docs, "NetworkPolicy")}
-    assert set(policies) == {"gateway", "attestation", "operator"}
+    assert set(policies) == {"gateway", "attestation", "operator", "nodes"}
     for p in policies.values():
         assert p["spec"]["policyTypes"] == ["Ingress"]
     gw_from = policies["gateway"]["spec"]["ingress"][0]["from"]
@@ -421,6 +429,42 @@ def test_network_policies_cover_every_component() -> None:
     )
     op_ingress = policies["operator"]["spec"]["ingress"]
     assert op_ingress[0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
+def test_node_pods_get_a_network_policy_in_every_watched_namespace() -> None:
+    """The operator's executor and sequencer pods (their labels are the contract in docs/kubernetes.md)
+    admit only metrics."""
+    docs = render_full()
+    nodes = [
+        p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["labels"]["app.kubernetes.io/component"] == "nodes"
+    ]
+    assert {p["metadata"]["namespace"] for p in nodes} == {r["metadata"]["namespace"] for r in by_kind(docs, "Role")}
+    for p in nodes:
+        for component in ("executor", "sequencer"):
+            pod = {
+                "app.kubernetes.io/part-of": "conclavium",
+                "app.kubernetes.io/managed-by": "conclavium-operator",
+                "app.kubernetes.io/component": component,
+                "app.kubernetes.io/name": "conclavium",
+                "conclavium.io/node": f"acme-{component}-0",
+            }
+            assert pod.items() >= p["spec"]["podSelector"]["matchLabels"].items()
+        assert p["spec"]["ingress"] == [
+            {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": p["spec"]["ingress"][0]["from"]}
+        ]
+        assert p["spec"]["ingress"][0]["from"], "full values narrow who may scrape"
+
+
+def test_node_pods_get_the_charts_pull_secrets_security_contexts_and_budget_switch() -> None:
+    docs = render_full(sets=("nodes.podDisruptionBudget.enabled=false",))
+    (op,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = json.loads(env["CONCLAVIUM_NODE_POD_SETTINGS"])
+    values = yaml.safe_load(FULL_VALUES.read_text())
+    assert settings["imagePullSecrets"] == values["imagePullSecrets"] and settings["imagePullSecrets"]
+    assert settings["podSecurityContext"] == op["spec"]["template"]["spec"]["securityContext"]
+    assert settings["containerSecurityContext"] == op["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert env["CONCLAVIUM_NODE_PDB"] == "false"
 
 
 def test_default_gateway_policy_is_open_and_attestation_is_closed() -> None:

@@ -1,5 +1,6 @@
 """Clients trust only what they verify, tried through a hostile proxy in front of a real gateway:
-it substitutes the transaction key (the SDK and the CLI refuse to seal), and it answers Committed
+it substitutes the transaction key in the service's answer (the SDK and the CLI refuse the
+answer, whose executor signature no longer covers it, and seal nothing), and it answers Committed
 for a transaction that never committed or hands out another transaction's receipt (`wait()`
 refuses to report the commit). Without a pinned service certificate nothing is sealed at all."""
 
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from gateway_proxy import serving, user_key
 
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
@@ -82,23 +84,8 @@ class HostileProxy:
 @pytest.fixture
 async def proxy(network: LocalNetwork) -> AsyncIterator[HostileProxy]:
     p = HostileProxy(network.gateway_url)
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", p.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", p.port).start()
-    try:
+    async with serving(p.handle, p.port):
         yield p
-    finally:
-        await runner.cleanup()
-
-
-def _user(network: LocalNetwork) -> PrivateKey:
-    return PrivateKey.from_file(str(network.dir / network.users[0]["key"]))
-
-
-def _cert(network: LocalNetwork) -> str:
-    return (network.dir / "service_cert.pem").read_text()
 
 
 @pytest.mark.parametrize("mode", ["swap_key", "swap_key_resigned"])
@@ -106,18 +93,19 @@ async def test_sdk_refuses_to_seal_to_a_substituted_tx_key(
     network: LocalNetwork, proxy: HostileProxy, mode: str
 ) -> None:
     proxy.mode = mode
-    async with Client(proxy.url, _user(network), service_cert=_cert(network)) as c:
+    async with Client(proxy.url, user_key(network), **network.trust()) as c:
         with pytest.raises(ClientError) as e:
             await c.put("clinic", "patient-1", {"secret": "O-"})
-        assert (e.value.status, e.value.code) == (502, "untrusted_tx_key"), e.value
+        # the altered /v1/service answer no longer carries a valid executor signature
+        assert (e.value.status, e.value.code, e.value.reason) == (502, "unverified_read", "bad_signature"), e.value
         with pytest.raises(ClientError) as e:
             await c.get("clinic", "patient-1")
-        assert e.value.code == "untrusted_tx_key"
+        assert e.value.code == "unverified_read"
     assert proxy.sealed_seen == []
 
 
 async def test_sdk_without_a_pinned_certificate_seals_nothing(network: LocalNetwork, proxy: HostileProxy) -> None:
-    async with Client(proxy.url, _user(network)) as c:
+    async with Client(proxy.url, user_key(network)) as c:
         with pytest.raises(ClientError) as e:
             await c.put("clinic", "patient-2", {"secret": "B+"})
         assert (e.value.status, e.value.code) == (400, "no_service_cert")
@@ -130,7 +118,7 @@ async def test_sdk_without_a_pinned_certificate_seals_nothing(network: LocalNetw
 
 async def test_wait_refuses_a_commit_that_never_happened(network: LocalNetwork, proxy: HostileProxy) -> None:
     proxy.mode = "fake_commit"
-    async with Client(proxy.url, _user(network), service_cert=_cert(network)) as c:
+    async with Client(proxy.url, user_key(network), **network.trust()) as c:
         h = await c.put("clinic", "patient-3", {"secret": "A-"})
         assert h in proxy.dropped
         assert (await c.status(h))["status"] == "Committed"  # the proxy's lie
@@ -140,7 +128,7 @@ async def test_wait_refuses_a_commit_that_never_happened(network: LocalNetwork, 
 
 
 async def test_wait_refuses_another_transactions_receipt(network: LocalNetwork, proxy: HostileProxy) -> None:
-    async with Client(proxy.url, _user(network), service_cert=_cert(network)) as c:
+    async with Client(proxy.url, user_key(network), **network.trust()) as c:
         real = await c.put("clinic", "patient-4", {"secret": "AB"})
         st = await c.wait(real)
         assert st["status"] == "Committed" and st["verified"] is True and st["receipt"]["tx_hash"] == real
@@ -162,20 +150,25 @@ async def test_cli_pins_a_service_certificate_with_gateway(
     key_file = network.dir / network.users[0]["key"]
     cert_file = network.dir / "service_cert.pem"
 
+    identity_file = network.dir / "consortium.json"
+    pins = ["--service-cert", str(cert_file), "--consortium", str(identity_file)]
+
     def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "conclavium.cli.main", "--gateway", url, "--key", str(key_file)]
-        return subprocess.run(
-            [*argv, "--service-cert", str(cert_file), *args], capture_output=True, text=True, timeout=60
-        )
+        return subprocess.run([*argv, *pins, *args], capture_output=True, text=True, timeout=60)
 
     ok = await asyncio.to_thread(cli, network.gateway_url, "tx", "put", "clinic", "cli-key", '"cli-value"', "--wait")
     assert ok.returncode == 0, ok.stderr
     proxy.mode = "swap_key"
     bad = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "cli-key-2", '"v"')
+    assert bad.returncode == 1 and "unverified_read" in bad.stderr, (bad.stdout, bad.stderr)
+    # With the service certificate alone the answer is not checked, but the key it carries is.
+    pins = ["--service-cert", str(cert_file)]
+    bad = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "cli-key-2", '"v"')
     assert bad.returncode == 1 and "untrusted_tx_key" in bad.stderr, (bad.stdout, bad.stderr)
     assert proxy.sealed_seen == []
     not_pem = tmp_path / "x.pem"
     not_pem.write_text("nope")
-    cert_file = not_pem
+    pins = ["--service-cert", str(not_pem)]
     r = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "k", "1")
     assert r.returncode == 2 and "not a PEM certificate" in r.stderr, r.stderr

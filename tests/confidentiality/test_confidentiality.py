@@ -37,7 +37,7 @@ def _users(net: LocalNetwork) -> list[PrivateKey]:
 
 
 def _client(net: LocalNetwork, key: PrivateKey | None) -> Client:
-    return Client(net.gateway_url, key, service_cert=(net.dir / "service_cert.pem").read_text())
+    return Client(net.gateway_url, key, **net.trust())
 
 
 async def test_untrusted_path_never_sees_private_data(conf_net: LocalNetwork) -> None:
@@ -142,7 +142,7 @@ async def test_query_replies_are_sealed_to_the_caller(conf_net: LocalNetwork) ->
         await c.wait(await c.put("diary", "today", "PRIVATE-ENTRY"))
         q, reply_key, body = query.make(user, "local", "diary", "today", int(time.time() * 1000), await c.tx_key())
         _, answer = await c._request("POST", "/v1/queries", q)
-        assert set(answer) == {"sealed"} and b"PRIVATE-ENTRY" not in json.dumps(answer).encode()
+        assert set(answer) == {"sealed", "signed_read"} and b"PRIVATE-ENTRY" not in json.dumps(answer).encode()
         assert query.open_reply(answer, reply_key, body)["value"] == "PRIVATE-ENTRY"
         with pytest.raises(ValueError):
             query.open_reply(answer, sealing.generate_key(), body)

@@ -36,7 +36,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 
 def _client(net: LocalNetwork) -> Client:
     key = PrivateKey.from_file(str(net.dir / net.users[0]["key"]))
-    return Client(net.gateway_url, key, service_cert=(net.dir / "service_cert.pem").read_text())
+    return Client(net.gateway_url, key, **net.trust())
 
 
 def _raw_private(key: PrivateKey) -> bytes:

@@ -23,6 +23,8 @@ from conclavium.block import (
     encode,
     statement,
 )
+from conclavium.consortium import genesis_digest, make_identity, make_node_endorsement
+from conclavium.consortium import sign as sign_identity
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64e
@@ -117,6 +119,13 @@ class Chain:
             "constitution": {**default_constitution(), "auto_trust_nodes": True},
             **(config or {}),
         }
+        if "consortium" not in config:  # signed by its one founder, as a genesis on TEE hardware must be
+            founders = [{"name": "alice", "public_key": self.member.public_key.pem}]
+            if config["members"] == founders:
+                doc = make_identity(LEDGER, founders, genesis=genesis_digest(config))
+                config["consortium"] = sign_identity(doc, self.member)
+        elif config["consortium"] is None:
+            del config["consortium"]
         cert = node_certificate(self.service_key, self.service_cert, n0.key.public_key, now)
         msg = node_messages.Genesis(
             v=1,
@@ -148,6 +157,13 @@ class Chain:
         )
         return node_messages.make_entry(msg, self.nodes[0].key)
 
+    def member_endorse_entry(self, i: int, member: PrivateKey | None = None, days: int = 365) -> Entry:
+        """The member's endorsement of node i (`conclavium.consortium`), valid from a minute ago."""
+        nb = self.ts // 1000 - 60
+        pem = self.nodes[i].key.public_key.pem
+        doc = make_node_endorsement(member or self.member, LEDGER, pem, nb, nb + days * 86400)
+        return Entry(Kind.GOV, doc, b"")
+
     def tx(self, key: str, value: Any, sender: PrivateKey | None = None, ts: int | None = None) -> Entry:
         who = sender or self.user
         ops = [{"op": "put", "map": "public:t", "key": key, "value": value}]
@@ -163,13 +179,22 @@ class Chain:
         return CommitSig(self.nodes[i].id, height, bhash, root, quorum, s)
 
 
-async def bootstrap(chain: Chain, machine: LedgerMachine, config: dict[str, Any] | None = None) -> None:
-    """Genesis, two joins and their endorsements, and an open_service vote: three signing nodes."""
+async def bootstrap(
+    chain: Chain,
+    machine: LedgerMachine,
+    config: dict[str, Any] | None = None,
+    endorsers: list[PrivateKey] | None = None,
+) -> None:
+    """Genesis, two joins and their endorsements, and an open_service vote: three signing nodes.
+    `endorsers`: the member that endorses each node, when the configuration names several members
+    (a commit needs nodes of a majority of them); by default the one member of the harness."""
     from conclavium.governance import documents
 
     await machine.apply(*chain.block([chain.genesis_entry(config=config)]))
     await machine.apply(*chain.block([chain.join_entry(1), chain.join_entry(2)]))
     await machine.apply(*chain.block([chain.endorse_entry(1), chain.endorse_entry(2)]))
+    by = endorsers or [chain.member] * 3
+    await machine.apply(*chain.block([chain.member_endorse_entry(i, by[i]) for i in range(3)]))
     doc = documents.make_proposal([{"name": "open_service", "args": {}}], chain.member, chain.ts // 1000, ledger=LEDGER)
     await machine.apply(*chain.block([Entry(Kind.GOV, doc, b"")]))
     pid = hashlib.sha256(doc).hexdigest()

@@ -191,5 +191,5 @@ async def test_a_new_ledger_runs_the_latest_rules_and_its_members_choose_its_app
     assert [code for _, code, _ in out.invalid] == ["unknown_application"], "the key-value app is governed too"
 
 
-def test_the_harness_machine_runs_the_key_value_application_only() -> None:
-    assert set(new_machine(Chain()).apps) == {"kv"}
+def test_the_harness_machine_implements_the_built_in_applications() -> None:
+    assert set(new_machine(Chain()).apps) == {"kv", "notary", "eth", "sawtooth"}

@@ -148,3 +148,23 @@ async def test_divergent_signers_survive_a_snapshot() -> None:
         _, out = await machine.apply(raw, seq)
         assert out.fork and "diverged" in out.fork
     assert restored.snapshot() == m.snapshot()
+
+
+async def test_a_detected_fork_survives_a_snapshot() -> None:
+    """A node that found it diverged stays stopped after restoring its snapshot, and reports the fork
+    once, as the node that never restarted does (found by the block application properties)."""
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    rec = await _executed(chain, [m], [chain.tx("a", 1)])
+    sigs = [chain.sig(i, rec.height, rec.hash, bytes(32), rec.quorum) for i in (1, 2)]
+    _, out = await m.apply(*chain.block([], sigs))
+    assert out.fork and m.fork_reason
+    restored = new_machine(chain)
+    restored.restore(m.snapshot())
+    assert restored.fork_reason == m.fork_reason
+    raw, seq = chain.block([], [chain.sig(0, rec.height, rec.hash, bytes(32), rec.quorum)])
+    for machine in (m, restored):
+        _, out = await machine.apply(raw, seq)
+        assert out.fork is None
+    assert restored.snapshot() == m.snapshot()

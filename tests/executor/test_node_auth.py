@@ -81,7 +81,17 @@ async def _joined(chain: Chain) -> tuple[LedgerMachine, Node]:
 async def test_join_scan_takes_only_a_committed_endorsement_by_a_trusted_node() -> None:
     chain = Chain()
     m, joiner = await _joined(chain)
-    scan = JoinScan(LEDGER, m.tip, _keys(joiner), m.trusted_node_keys(), m.quorum(), chain.service_cert)
+    scan = JoinScan(
+        LEDGER,
+        m.tip,
+        _keys(joiner),
+        m.trusted_node_keys(),
+        m.quorum(),
+        chain.service_cert,
+        m.signer_keys(),
+        m.signer_members(),
+        m.member_threshold(),
+    )
     attacker = PrivateKey.generate()
     forged = LedgerSecrets(PrivateKey.generate("Ed25519"), chain.service_cert, [Generation.create()])
     # forged in the name of a trusted node, sealed to the joiner: ignored, even once "signed" by a quorum

@@ -16,17 +16,20 @@ from typing import Any
 import pytest
 from machine_harness import LEDGER, Chain, Node, bootstrap, new_machine
 
-from conclavium import node_messages
+from conclavium import consortium, node_messages
 from conclavium.block import Entry, Kind
 from conclavium.crypto import sealing
+from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64e
 from conclavium.governance import documents
 from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
 from services.executor.ledger_machine import NODES, LedgerMachine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attestation"))
-from att_vectors import accepting, intel_vectors
+from amd_test_pki import AmdTestPki
+from att_vectors import accepting, intel_vectors, snp_vectors
 from intel_test_pki import IntelTestPki
+from tdx_test_log import BootChain
 
 NEW = "22" * 32
 DEV = {"environment": "development", "platforms": ["virtual"]}
@@ -219,8 +222,155 @@ async def test_tdx_join_judged_at_block_time_and_refused_for_stale_collateral(mo
     assert refused is not None and "collateral_missing" in refused[1]
 
 
+SNP_V = next(v for v in snp_vectors() if v.name == "milan-v2-virtee")
+
+
+def _snp_node(pki: AmdTestPki, crl: bytes | None) -> tuple[Node, node_messages.NodeInfo]:
+    """A node whose real Milan report is re-signed under the AMD test PKI and bound to its keys."""
+    from conclavium.attestation import expected_report_data
+
+    node = Node()
+    enc = sealing.public_bytes(node.enc)
+    report = pki.resign(
+        SNP_V.report,
+        SNP_V.certs["vcek.der"],
+        report_data=expected_report_data(node_messages.bound_keys(node.key.public_key.spki, enc)),
+    )
+    evidence: dict[str, Any] = {
+        "platform": "snp",
+        "evidence": b64e(report),
+        "certs": {k: b64e(v) for k, v in pki.certs().items()},
+    }
+    if crl is not None:
+        evidence["collateral"] = {"amd_crl.der": b64e(crl)}
+    info = node_messages.NodeInfo(
+        id=node.id, signing_key=node.key.public_key.pem, encryption_key=enc.hex(), evidence=evidence, name="snp"
+    )
+    return node, info
+
+
+async def test_snp_join_needs_the_amd_crl_fresh_at_block_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ARK's CRL travels in the Join entry: accepted while fresh at the block's time; refused
+    once stale, when missing (production), or when it revokes the ASK."""
+    from conclavium.attestation import verify_evidence
+    from conclavium.encoding import b64d
+
+    pki = AmdTestPki("Milan")
+    pki.pin(monkeypatch)
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    now = dt.datetime.fromtimestamp(chain.ts / 1000, dt.UTC)
+    node, info = _snp_node(pki, pki.crl(now))
+    ev = info.evidence
+    claims = verify_evidence(
+        "snp",
+        b64d(ev["evidence"]),
+        certs=[b64d(c) for c in ev["certs"].values()],
+        collateral={"amd_crl.der": b64d(ev["collateral"]["amd_crl.der"])},
+        at=now,
+    )
+    policy = accepting(claims)
+    policy.pop("measurements")
+    policy["platforms"] = ["snp"]
+    policy["snp"]["vmpl"] = [claims.details["vmpl"]]
+    allow = {"name": "allow_measurement", "args": {"platform": "snp", "measurement": claims.measurement}}
+    assert await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": policy}}, allow]) == "Accepted"
+    assert await _join_info(chain, m, node, info) is None
+    assert status(m, node) == "Trusted"
+    assert m.state.get(NODES, node.id)["claims"]["details"]["collateral"]["amd_crl"]["next_update"]
+    late, late_info = _snp_node(pki, pki.crl(now, next_update=now + dt.timedelta(minutes=1)))
+    chain.ts += 120_000
+    refused = await _join_info(chain, m, late, late_info)
+    assert refused is not None and refused[0] == "attestation_refused" and "collateral_freshness" in refused[1]
+    now = dt.datetime.fromtimestamp(chain.ts / 1000, dt.UTC)
+    bare, bare_info = _snp_node(pki, None)
+    refused = await _join_info(chain, m, bare, bare_info)
+    assert refused is not None and "collateral_missing" in refused[1] and "AMD CRL" in refused[1]
+    revoked, revoked_info = _snp_node(pki, pki.crl(now, revoke_ask=True))
+    refused = await _join_info(chain, m, revoked, revoked_info)
+    assert refused is not None and "amd_crl_signed_and_not_revoked" in refused[1]
+    assert all(status(m, n) is None for n in (late, bare, revoked))
+
+
+def _tdx_node_with_log(pki: IntelTestPki, at: dt.datetime, chain: BootChain) -> tuple[Node, node_messages.NodeInfo]:
+    """A TDX node whose quote's RTMRs are what `chain`'s event log replays to; the log is in its evidence."""
+    from conclavium.attestation import expected_report_data
+
+    node = Node()
+    enc = sealing.public_bytes(node.enc)
+    bound = node_messages.bound_keys(node.key.public_key.spki, enc)
+    quote = pki.requote(V.quote, report_data=expected_report_data(bound), rtmrs=chain.rtmrs())
+    col = pki.collateral(V.collateral, at, dates=(at - dt.timedelta(days=1), at + dt.timedelta(days=29)))
+    evidence = {
+        "platform": "tdx",
+        "evidence": b64e(quote),
+        "collateral": {k: b64e(v) for k, v in col.items()},
+        "event_log": b64e(chain.log()),
+    }
+    info = node_messages.NodeInfo(
+        id=node.id, signing_key=node.key.public_key.pem, encryption_key=enc.hex(), evidence=evidence, name="tdx-log"
+    )
+    return node, info
+
+
+async def test_tdx_join_judged_by_its_event_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy on the kernel, initrd and command line (and every event in RTMR1-3) admits the node
+    booting them, refuses one booting another kernel or a log that does not replay, and one without a log."""
+    from conclavium.attestation import verify_evidence
+    from conclavium.encoding import b64d
+
+    pki = IntelTestPki()
+    pki.pin(monkeypatch)
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    now = dt.datetime.fromtimestamp(chain.ts / 1000, dt.UTC)
+    boot = BootChain()
+    node, info = _tdx_node_with_log(pki, now, boot)
+    ev = info.evidence
+    claims = verify_evidence(
+        "tdx",
+        b64d(ev["evidence"]),
+        collateral={k: b64d(v) for k, v in ev["collateral"].items()},
+        event_log=b64d(ev["event_log"]),
+        at=now,
+    )
+    policy = accepting(claims)
+    policy.pop("measurements")
+    policy["platforms"] = ["tdx"]
+    log = claims.details["event_log"]
+    for i in (1, 2, 3):
+        policy["tdx"].pop(f"rtmr{i}")
+    policy["tdx"]["event_log"] = {
+        "rtmr1": log["rtmr1"],
+        "rtmr2": log["rtmr2"],
+        "rtmr3": [],
+        "kernel": [boot.kernel_digest.hex()],
+        "initrd": [boot.initrd_digest.hex()],
+        "cmdline": [boot.cmdline_digest.hex()],
+    }
+    allow = {"name": "allow_measurement", "args": {"platform": "tdx", "measurement": claims.measurement}}
+    assert await passed(chain, m, [{"name": "set_node_policy", "args": {"policy": policy}}, allow]) == "Accepted"
+    assert await _join_info(chain, m, node, info) is None
+    assert status(m, node) == "Trusted"
+    other, other_info = _tdx_node_with_log(pki, now, BootChain(kernel=b"a kernel nobody approved"))
+    refused = await _join_info(chain, m, other, other_info)
+    assert refused is not None and "event_log_kernel" in refused[0] + refused[1] and "rtmr1" in refused[1]
+    forged, forged_info = _tdx_node_with_log(pki, now, boot)
+    forged_info.evidence["event_log"] = b64e(BootChain(cmdline="init=/bin/sh").log())
+    refused = await _join_info(chain, m, forged, forged_info)
+    assert refused is not None and "event_log_replay" in refused[1]
+    bare, bare_info = _tdx_node_with_log(pki, now, boot)
+    del bare_info.evidence["event_log"]
+    refused = await _join_info(chain, m, bare, bare_info)
+    assert refused is not None and "event_log_missing" in refused[1]
+    assert all(status(m, n) is None for n in (other, forged, bare))
+
+
 async def test_genesis_on_tee_hardware_needs_a_production_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A TDX genesis node refuses a development policy; the same genesis under production succeeds."""
+    """A TDX genesis node refuses a development policy and a genesis its founders did not sign; the
+    same genesis under production, signed, succeeds."""
     from conclavium.attestation import verify_evidence
     from conclavium.encoding import b64d
 
@@ -254,6 +404,22 @@ async def test_genesis_on_tee_hardware_needs_a_production_policy(monkeypatch: py
     policy = accepting(claims)
     policy.pop("measurements")
     policy["platforms"] = ["tdx"]
+    # On TEE hardware the founders must have signed the genesis: unsigned, signed by someone else,
+    # or signed over another configuration, it is refused.
+    unsigned = {"consortium": None}
+    _, out = await prod.apply(*chain2.block([chain2.genesis_entry(policy, measurements, info, config=unsigned)]))
+    assert [c for _, c, _ in out.invalid] == ["unsigned_genesis"] and not prod.genesis_done
+    founders = [{"name": "alice", "public_key": chain2.member.public_key.pem}]
+    stranger = consortium.sign(consortium.make_identity(LEDGER, founders, genesis="00" * 32), PrivateKey.generate())
+    _, out = await prod.apply(
+        *chain2.block([chain2.genesis_entry(policy, measurements, info, config={"consortium": stranger})])
+    )
+    assert [c for _, c, _ in out.invalid] == ["unsigned_genesis"] and not prod.genesis_done
+    other_config = consortium.sign(consortium.make_identity(LEDGER, founders, genesis="00" * 32), chain2.member)
+    _, out = await prod.apply(
+        *chain2.block([chain2.genesis_entry(policy, measurements, info, config={"consortium": other_config})])
+    )
+    assert [c for _, c, _ in out.invalid] == ["invalid_genesis"] and not prod.genesis_done
     _, out = await prod.apply(*chain2.block([chain2.genesis_entry(policy, measurements, info)]))
     assert not out.invalid, out.invalid
     assert prod.genesis_done and prod.state.get(NODES, tdx.id)["claims"]["platform"] == "tdx"

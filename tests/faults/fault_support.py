@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from typing import Any
 import aiohttp
 from nats.js.api import DeliverPolicy
 
-from conclavium import merkle, receipt, streams
+from conclavium import consortium, merkle, receipt, streams
 from conclavium.block import Kind, decode_block, entry_id, leaf_data
 from conclavium.chain import ChainError, Tip, next_block
 from conclavium.crypto.keys import PrivateKey
@@ -52,6 +55,7 @@ class Load:
         map_name: str = "public:faults",
         tag: str = "load",
         give_up_after_s: float = 60.0,
+        request_timeout_s: float | None = None,
     ) -> None:
         self.net = net
         self.total = total
@@ -59,6 +63,7 @@ class Load:
         self.map_name = map_name
         self.tag = tag
         self.give_up_after_s = give_up_after_s
+        self.request_timeout_s = request_timeout_s  # a gateway cut off answers nothing: move on sooner
         self.acked: dict[str, float] = {}
         self.retries = 0
         self.errors: Counter[str] = Counter()
@@ -68,35 +73,48 @@ class Load:
         self._stopping = False
         self._progress = asyncio.Event()
 
-    def _clients(self) -> list[Client]:
+    def _clients(self) -> list[list[Client]]:
+        """Per user, one client per gateway of the network (several on a multi-host network)."""
         keys = [PrivateKey.from_file(str(self.net.dir / u["key"])) for u in self.net.users]
-        return [Client(self.net.gateway_url, k, ledger=self.net.opt.ledger) for k in keys]
+        urls = self.net.gateway_urls or [self.net.gateway_url]
+        clients = [[Client(u, k, ledger=self.net.opt.ledger) for u in urls] for k in keys]
+        if self.request_timeout_s is not None:
+            for c in itertools.chain.from_iterable(clients):
+                c._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout_s))
+        return clients
 
     async def run(self) -> None:
         clients = self._clients()
         self.started = time.monotonic()
         try:
-            await asyncio.gather(*(self._worker(clients[i % len(clients)]) for i in range(self.workers)))
+            await asyncio.gather(*(self._worker(clients[i % len(clients)], i) for i in range(self.workers)))
         finally:
             self.finished = time.monotonic()
-            for c in clients:
-                await c.close()
+            for per_user in clients:
+                for c in per_user:
+                    await c.close()
 
     def stop(self) -> None:
         """Submit no new transactions; those already submitted are still retried until acknowledged."""
         self._stopping = True
 
-    async def _worker(self, client: Client) -> None:
+    async def _worker(self, gateways: list[Client], index: int) -> None:
+        """Worker `index` starts on gateway index % G and moves to the next one whenever a
+        submission is not acknowledged (a gateway cut off or down)."""
+        turn = [index % len(gateways)]
         while self._next < self.total and not self._stopping:
             n = self._next
             self._next += 1
-            tx = await client.build([{"op": "put", "map": self.map_name, "key": f"{self.tag}-{n}", "value": n}])
-            await self._submit(client, tx)
+            tx = await gateways[turn[0]].build(
+                [{"op": "put", "map": self.map_name, "key": f"{self.tag}-{n}", "value": n}]
+            )
+            await self._submit(gateways, tx, turn)
 
-    async def _submit(self, client: Client, tx: SignedTx) -> None:
+    async def _submit(self, gateways: list[Client], tx: SignedTx, turn: list[int]) -> None:
         deadline = time.monotonic() + self.give_up_after_s
         delay = 0.05
         while True:
+            client = gateways[turn[0]]
             try:
                 h = await client.submit(tx)
             except ClientError as e:
@@ -110,6 +128,7 @@ class Load:
                 self.acked[h] = time.monotonic()
                 self._progress.set()
                 return
+            turn[0] = (turn[0] + 1) % len(gateways)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the gateway did not accept a transaction for {self.give_up_after_s}s")
             self.retries += 1
@@ -242,6 +261,7 @@ async def verify_exactly_once(
     *,
     timeout: float = 90.0,
     strict_blocks: bool = True,
+    maybe: set[str] | None = None,
 ) -> Report:
     """Every acknowledged transaction is committed exactly once.
 
@@ -255,15 +275,22 @@ async def verify_exactly_once(
       foreign messages), each transaction's position is its first copy in the log, and with
       `strict_blocks` no signed block after the load started holds leaves outside the acknowledged set;
     - all executors report the same committed height and root.
+
+    `maybe` are transactions whose submission was answered with anything but 202 (a timeout, a
+    503): they may or may not be in the ledger; those that are committed are checked as above
+    (exactly once), the others are left out.
     """
     t0 = time.monotonic()
     hashes = sorted(acked)
     names = sorted(n for n in net.procs if n.startswith("executor-"))
-    cert = await asyncio.to_thread(Path(net.dir / "service_cert.pem").read_text)
+    identity = consortium.load_trusted(await asyncio.to_thread(Path(net.dir / "consortium.json").read_text))
     ledger = net.opt.ledger
     nc = await connect_nats(net.nats_url, "fault-check")
     try:
         ex = _Executors(nc, ledger, names)
+        if maybe:
+            answers = await ex.statuses(names[0], sorted(maybe))
+            hashes = sorted({*hashes, *(h for h, a in answers.items() if a.get("status") == "Committed")})
         positions = await wait_committed(ex, hashes, timeout)
         first = positions[names[0]]
         for name in names[1:]:
@@ -286,7 +313,7 @@ async def verify_exactly_once(
                 assert merkle.root_from_path(leaf, path).hex() == r["root"], f"receipt of {h}: path misses root"
                 assert (r["root"], r["signatures"]) == (block_roots[height], block_sigs[height])
             else:
-                receipt.verify(r, cert, tx_hash=h)
+                receipt.verify(r, identity, tx_hash=h)
                 block_roots[height], block_sigs[height] = r["root"], r["signatures"]
             by_height[height][r["index"]] = leaf
 
@@ -363,7 +390,7 @@ async def sequencer_roles(net: LocalNetwork) -> dict[str, str]:
             if not name.startswith("sequencer-"):
                 continue
             try:
-                async with s.get(f"http://127.0.0.1:{p.port}/readyz") as r:
+                async with s.get(f"http://{p.host}:{p.port}/readyz") as r:
                     out[name] = str((await r.json()).get("reason"))
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 out[name] = "down"
@@ -386,3 +413,102 @@ async def wait_single_active(net: LocalNetwork, timeout: float = 20.0) -> str:
 async def ledger_last_seq(nc: Any, ledger: str) -> int:
     info = await nc.jetstream(timeout=2).stream_info(streams.ledger_stream(ledger))
     return int(info.state.last_seq)
+
+
+async def stream_replicas(nc: Any, ledger: str) -> dict[str, dict[str, Any]]:
+    """Per stream of the ledger (intake, ledger, sequencer bucket): its configured replicas, its
+    leader, and each follower's state (`current`, `lag`, `offline`), as the stream leader reports."""
+    js = nc.jetstream(timeout=5)
+    out: dict[str, dict[str, Any]] = {}
+    for name in (
+        streams.intake_stream(ledger),
+        streams.ledger_stream(ledger),
+        f"KV_{streams.sequencer_bucket(ledger)}",
+    ):
+        info = await js.stream_info(name)
+        cluster = info.cluster
+        out[name] = {
+            "replicas": info.config.num_replicas,
+            "messages": info.state.messages,
+            "leader": cluster.leader if cluster else None,
+            "peers": {
+                p.name: {"current": p.current, "lag": p.lag or 0, "offline": bool(p.offline)}
+                for p in (cluster.replicas or [])
+            }
+            if cluster
+            else {},
+        }
+    return out
+
+
+async def stored_by(net: LocalNetwork, server: str) -> dict[str, tuple[int, int, int]]:
+    """What `server` itself stores of each stream (messages, first and last sequence), from its own
+    monitoring endpoint: stream info only gives the leader's view of its followers."""
+    plan = net.nats_plans[server]
+    url = f"http://{plan.host}:{plan.monitor_port}/jsz?streams=true"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s, s.get(url) as r:
+        jsz = await r.json()
+    out = {}
+    for account in jsz.get("account_details") or []:
+        for st in account.get("stream_detail") or []:
+            state = st["state"]
+            out[st["name"]] = (state["messages"], state["first_seq"], state["last_seq"])
+    return out
+
+
+async def nats_health(net: LocalNetwork) -> dict[str, str]:
+    """Each cluster server's own `/healthz`: "ok", or its reason (JetStream not current with the
+    meta leader, a stream or consumer of its own still catching up, unreachable)."""
+    out: dict[str, str] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
+        for name, plan in net.nats_plans.items():
+            try:
+                async with s.get(f"http://{plan.host}:{plan.monitor_port}/healthz") as r:
+                    body = await r.json(content_type=None)
+                    out[name] = "ok" if r.status == 200 else str(body.get("error") or body)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                out[name] = f"unreachable ({type(e).__name__})"
+    return out
+
+
+async def wait_nats_current(net: LocalNetwork, timeout: float = 90.0) -> float:
+    """Seconds until every server of the NATS cluster answers `/healthz` 200 twice in a row, half a
+    second apart: each is current with the meta leader and on every stream and consumer it holds,
+    so the cluster can again lose any one server. A server that re-joined after a partition or a
+    restart is not, at first: the operator's check before the next server may go (docs/operations.md)."""
+    t0 = time.monotonic()
+    healthy_once = False
+    health: dict[str, str] = {}
+    while True:
+        health = await nats_health(net)
+        if all(v == "ok" for v in health.values()):
+            if healthy_once:
+                return time.monotonic() - t0
+            healthy_once = True
+        else:
+            healthy_once = False
+        assert time.monotonic() - t0 < timeout, f"NATS servers not all current after {timeout}s: {health}"
+        await asyncio.sleep(0.5)
+
+
+async def cluster_state(net: LocalNetwork) -> str:
+    """Every server's health and what it stores, for a failure message (CI keeps no NATS logs)."""
+    lines = []
+    health = await nats_health(net)
+    for name in net.nats_plans:
+        try:
+            held: Any = await stored_by(net, name)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            held = type(e).__name__
+        lines.append(f"{name}: health {health.get(name)}; stores {held}")
+    return "\n".join(lines)
+
+
+def audit(directory: Path) -> dict[str, Any]:
+    """`conclavium ledger audit DIR` on a stopped executor's data directory; its JSON report, which
+    must say ok."""
+    tool = [str(Path(sys.executable).parent / "conclavium"), "ledger", "audit", str(directory)]
+    p = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    report = dict(json.loads(p.stdout))
+    assert p.returncode == 0 and report.get("ok"), f"audit of {directory} failed: {report}"
+    return report

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from gov_harness import Gov
 
-from conclavium.governance import Context, queries, record_node_join
+from conclavium.governance import Context, GovernanceError, queries, record_node_join
 
 MEASUREMENT = "ab" * 48
 HOST_DATA = "cd" * 32
@@ -169,3 +170,22 @@ def test_set_commit_quorum() -> None:
     assert out.effects[0]["quorum"] == 2 and queries.commit_quorum(g.tables) == 2
     out = g.propose("alice", [{"name": "set_commit_quorum", "args": {"quorum": 4}}])
     assert not out.ok and "exceeds the 3 trusted node(s)" in out.reason
+    out = g.propose("alice", [{"name": "set_commit_quorum", "args": {"quorum": 1}}])
+    assert not out.ok and out.code == "quorum_allows_forks" and "two forks" in str(out.reason)
+
+
+def test_set_sawtooth_families(gov: Gov) -> None:
+    fams = [{"name": "xo", "version": "1.0"}, {"name": "intkey", "version": "1.0", "tp_digest": "sha256:" + "ab" * 32}]
+    out = gov.pass_([{"name": "set_sawtooth_families", "args": {"families": fams}}])
+    assert out.proposal_state == "Accepted"
+    assert [f["name"] for f in gov.tables.get("public:gov.service", "sawtooth_families")] == ["intkey", "xo"]
+    for bad in (
+        [{"name": "intkey"}],
+        [{"name": "intkey", "version": "1.0", "extra": 1}],
+        [{"name": "", "version": "1.0"}],
+        [{"name": "intkey", "version": "1.0", "tp_digest": "md5:00"}],
+        [{"name": "intkey", "version": "1.0"}, {"name": "intkey", "version": "1.0"}],
+        "intkey",
+    ):
+        with pytest.raises(GovernanceError):  # refused when the proposal is made, as every bad action
+            gov.propose("alice", [{"name": "set_sawtooth_families", "args": {"families": bad}}])

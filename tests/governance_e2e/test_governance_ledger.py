@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conclavium import cose, receipt
+from conclavium import consortium, cose, receipt
 from conclavium.crypto.keys import PrivateKey
 from conclavium.governance import documents
 from conclavium.governance.constitution import default_constitution
@@ -195,7 +195,9 @@ async def test_constitution_change_applies_to_later_proposals(gov_net: LocalNetw
         [{"name": "set_user", "args": {"name": "k1", "public_key": PrivateKey.generate().public_key.pem}}]
     )
     assert (await members.vote(one, [2]))["state"] == "Accepted"
-    reject = await members.propose([{"name": "set_commit_quorum", "args": {"quorum": 1}}])
+    # an action no other test proposes: the same actions signed by the same Ed25519 key in the same
+    # second are the same document, so a later proposal of them would be this rejected one
+    reject = await members.propose([{"name": "set_map_policy", "args": {"map": "gov-e2e-rejected"}}])
     assert (await members.vote(reject, [0, 1], approve=False))["state"] == "Rejected"
     constitution = (await members.clients[0]._request("GET", "/v1/gov/constitution"))[1]
     assert constitution["version"] >= 3
@@ -210,7 +212,8 @@ async def test_commit_quorum_and_determinism(gov_net: LocalNetwork, members: Mem
         await user.wait(h)
         r = await user.receipt(h)
         assert r["quorum"] == 3 and len(r["signatures"]) == 3
-        receipt.verify(r, (gov_net.dir / "service_cert.pem").read_text())
+        v = receipt.verify(r, consortium.load_trusted((gov_net.dir / "consortium.json").read_text()))
+        assert len(v.members) == 3
     finally:
         await user.close()
     await members.decide([{"name": "set_commit_quorum", "args": {"quorum": 2}}], [0, 1])

@@ -41,7 +41,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 
 def _user(net: LocalNetwork) -> Client:
     key = PrivateKey.from_file(str(net.dir / net.users[0]["key"]))
-    return Client(net.gateway_url, key, service_cert=(net.dir / "service_cert.pem").read_text())
+    return Client(net.gateway_url, key, **net.trust())
 
 
 async def _publish_intake(net: LocalNetwork, entries: list[Entry]) -> None:
@@ -186,6 +186,7 @@ async def test_forged_endorse_and_rekey_for_a_joining_node_are_ignored(net: Loca
             (st,) = await _node_status(net.nats_url, ledger, ["executor-7"])
             if st.get("ready"):
                 break
+            await asyncio.to_thread(net.endorse_nodes)  # its member (bob) endorses it once it joined
             await asyncio.sleep(0.3)
         assert st.get("ready"), st
         held = LedgerSecrets.load(store, keys.id)

@@ -75,6 +75,7 @@ async def _wait_ready(net: LocalNetwork, names: list[str], timeout: float = 90) 
     while pending and time.monotonic() < deadline:
         statuses = await _node_status(net.nats_url, net.opt.ledger, pending)
         pending = [n for n, st in zip(pending, statuses, strict=True) if not st.get("ready")]
+        await asyncio.to_thread(net.endorse_nodes)  # each joined node is endorsed by its member
         await asyncio.sleep(0.3)
     assert not pending, f"not ready: {pending}"
 

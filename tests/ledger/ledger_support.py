@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import nats
 
-from conclavium import streams
+from conclavium import consortium, streams
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import dumps, loads
 from conclavium.local.network import LocalNetwork
@@ -27,6 +27,11 @@ def member_keys(net: LocalNetwork) -> list[PrivateKey]:
 
 def service_cert(net: LocalNetwork) -> str:
     return Path(net.dir / "service_cert.pem").read_text()
+
+
+def identity(net: LocalNetwork) -> consortium.Identity:
+    """The consortium identity the network's founders signed (DIR/consortium.json)."""
+    return consortium.load_trusted((net.dir / "consortium.json").read_text())
 
 
 async def raw_post(url: str, body: bytes | str, content_type: str = "application/json") -> tuple[int, Any]:

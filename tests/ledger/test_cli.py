@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_up import local_up as local_up_in
 
 CLI = [str(Path(sys.executable).parent / "conclavium")]
 
@@ -27,22 +28,8 @@ def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def local_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("cli")
-    log = open(work / "up.log", "wb")
-    proc = subprocess.Popen([*CLI, "local", "up", "--dir", "net"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while not (work / "net" / "local.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError((work / "up.log").read_text())
-        time.sleep(0.2)
-    yield work
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    log.close()
+    with local_up_in(work, [*CLI, "local", "up", "--dir", "net"]) as proc:
+        yield work
     assert proc.returncode == 0
     for p in json.loads((work / "net" / "local.json").read_text())["processes"]:
         with pytest.raises(ProcessLookupError):
@@ -64,12 +51,12 @@ def test_readme_session(local_up: Path) -> None:
     denied = run("--net", "net", "--as", "user1", "tx", "get", "secrets", "hello", cwd=w, check=False)
     assert denied.returncode == 1 and "not_found" in denied.stderr
     (w / "r.json").write_text(run("--net", "net", "receipt", "get", h, cwd=w).stdout)
-    ok = run("receipt", "verify", "r.json", "--service-cert", "net/service_cert.pem", cwd=w)
+    ok = run("receipt", "verify", "r.json", "--consortium", "net/consortium.json", cwd=w)
     assert json.loads(ok.stdout)["valid"] is True
     r = json.loads((w / "r.json").read_text())
     r["root"] = "00" * 32
     (w / "bad.json").write_text(json.dumps(r))
-    bad = run("receipt", "verify", "bad.json", "--service-cert", "net/service_cert.pem", cwd=w, check=False)
+    bad = run("receipt", "verify", "bad.json", "--consortium", "net/consortium.json", cwd=w, check=False)
     assert bad.returncode == 1 and json.loads(bad.stdout)["code"] == "bad_inclusion_proof"
     status = json.loads(run("--net", "net", "local", "status", cwd=w).stdout)
     assert len(status["executors"]) == 3 and status["sequencers"][0]["active"] is True
@@ -112,11 +99,18 @@ def test_readme_governance_walkthrough(local_up: Path) -> None:
     w = local_up
     run("keygen", "--out", "dave", cwd=w)
     run("keygen", "--out", "erin", cwd=w)
+    run("consortium", "next", "net/consortium.json", "--add", "dave=dave.pub.pem", "--out", "v2.json", cwd=w)
+    unsigned = run("consortium", "verify", "v2.json", "--previous", "net/consortium.json", cwd=w, check=False)
+    assert unsigned.returncode == 1 and json.loads(unsigned.stdout)["code"] == "insufficient_signatures"
+    run("--net", "net", "--as", "alice", "consortium", "sign", "v2.json", cwd=w)
+    run("--net", "net", "--as", "bob", "consortium", "sign", "v2.json", cwd=w)
+    checked = json.loads(run("consortium", "verify", "v2.json", "--previous", "net/consortium.json", cwd=w).stdout)
+    assert checked["valid"] and checked["version"] == 2 and "dave" in checked["members"].values()
     (w / "add-dave-and-erin.json").write_text(
         json.dumps(
             {
                 "actions": [
-                    {"name": "set_member", "args": {"name": "dave", "public_key": "@dave.pub.pem"}},
+                    {"name": "set_consortium_identity", "args": {"identity": "@v2.json"}},
                     {"name": "set_user", "args": {"name": "erin", "public_key": "@erin.pub.pem"}},
                 ]
             }
@@ -170,7 +164,7 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--gateway", "not-a-url", "tx", "status", "ab" * 32], 2, "not a gateway URL"),
         (["--net", "nowhere", "tx", "status", "ab" * 32], 2, "nowhere/local.json not found"),
         ([*NOWHERE, "--key", "me.key", "gov", "propose", "missing.json"], 2, "proposal file missing.json"),
-        (["receipt", "verify", "missing.json", "--service-cert", "missing.pem"], 2, "cannot read receipt"),
+        (["receipt", "verify", "missing.json", "--consortium", "missing.json"], 2, "cannot read receipt"),
         (["keygen", "--out", "a-file/k"], 2, "File exists: a-file"),
     ],
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ledger_support import service_cert, user_keys, wait_all
+from ledger_support import identity, user_keys, wait_all
 
 from conclavium import receipt
 from conclavium.local.network import LocalNetwork
@@ -33,12 +33,12 @@ async def test_thousand_transactions_commit_with_verifiable_receipts(network: Lo
         assert all(s["status"] == "Committed" for s in statuses), [s for s in statuses if s["status"] != "Committed"][
             :3
         ]
-        cert = service_cert(network)
+        ident = identity(network)
         sample = hashes[::25] + hashes[-5:]
         receipts = await asyncio.gather(*(clients[0].receipt(h) for h in sample))
         for h, r in zip(sample, receipts, strict=True):
-            v = receipt.verify(r, cert, tx_hash=h)
-            assert len(v.signers) >= r["quorum"] >= 2
+            v = receipt.verify(r, ident, tx_hash=h)
+            assert len(v.signers) >= r["quorum"] >= 2 and len(v.members) >= ident.threshold
         clients[1].seen_height = clients[0].seen_height
         assert await clients[1].get("public:e2e", "k7") == {"i": 7, "pad": "x" * 100}
         assert await clients[0].get("public:e2e", "b3-42") == 42
@@ -49,9 +49,8 @@ async def test_thousand_transactions_commit_with_verifiable_receipts(network: Lo
 
 async def test_private_map_needs_an_authorised_signed_query(network: LocalNetwork) -> None:
     alice_user, bob_user = user_keys(network)
-    cert = service_cert(network)
-    writer = Client(network.gateway_url, alice_user, service_cert=cert)
-    other = Client(network.gateway_url, bob_user, service_cert=cert)
+    writer = Client(network.gateway_url, alice_user, **network.trust())
+    other = Client(network.gateway_url, bob_user, **network.trust())
     anonymous = Client(network.gateway_url)
     try:
         h = await writer.put("medical", "patient-7", {"blood": "O-"})

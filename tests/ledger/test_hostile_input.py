@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from ledger_support import raw_get, raw_post, service_cert, user_keys
+from ledger_support import raw_get, raw_post, user_keys
 
 from conclavium.crypto.keys import PrivateKey
 from conclavium.local.network import LocalNetwork
@@ -140,7 +140,7 @@ async def test_read_side_errors(network: LocalNetwork) -> None:
     key = user_keys(network)[0]
     from conclavium import query
 
-    async with Client(network.gateway_url, service_cert=service_cert(network)) as c:
+    async with Client(network.gateway_url, **network.trust()) as c:
         tx_key = await c.tx_key()
     q, _, _ = query.make(key, "local", "medical", "x", int(time.time() * 1000), tx_key)
     q["signature"] = _b64(b"\x00" * 64)

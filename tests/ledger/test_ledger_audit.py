@@ -37,7 +37,7 @@ def audit(directory: Path, *flags: str) -> tuple[int, dict[str, Any]]:
 
 async def _write(net: LocalNetwork) -> None:
     key = PrivateKey.from_file(str(net.dir / net.users[0]["key"]))
-    async with Client(net.gateway_url, key, service_cert=(net.dir / "service_cert.pem").read_text()) as c:
+    async with Client(net.gateway_url, key, **net.trust()) as c:
         for half in range(2):
             hashes = await asyncio.gather(
                 *(

@@ -1,20 +1,18 @@
-"""Receipts verify offline with only the service certificate, and any change breaks them."""
+"""Receipts verify offline with only the consortium identity, and any change breaks them."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from ledger_support import service_cert, user_keys
+from ledger_support import identity, member_keys, user_keys
 
-from conclavium import receipt
+from conclavium import consortium, receipt
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e
-from conclavium.identity import node_certificate, service_certificate
 from conclavium.local.network import LocalNetwork
 from conclavium.sdk.client import Client
 
@@ -65,26 +63,30 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "block_hash": (lambda r: r.update(block_hash=_flip_hex(r["block_hash"])), "bad_signature"),
     "height": (lambda r: r.update(height=r["height"] + 1), "bad_signature"),
     "quorum lowered": (lambda r: r.update(quorum=1), "bad_signature"),
-    "ledger": (lambda r: r.update(ledger="other"), "bad_signature"),
+    "ledger": (lambda r: r.update(ledger="other"), "wrong_ledger"),
     "signature": (
         lambda r: r["signatures"][0].update(signature=_flip_b64(r["signatures"][0]["signature"])),
         "bad_signature",
     ),
     "node id": (lambda r: r["signatures"][0].update(node="00" * 32), "untrusted_node"),
-    "certificate": (
-        lambda r: r["signatures"][0].update(cert=r["signatures"][0]["cert"].replace("M", "N", 3)),
+    "endorsement": (
+        lambda r: r["signatures"][0].update(endorsement=_flip_b64(r["signatures"][0]["endorsement"])),
+        "untrusted_node",
+    ),
+    "signing key swapped": (
+        lambda r: r["signatures"][0].update(signing_key=r["signatures"][1]["signing_key"]),
         "untrusted_node",
     ),
     "signatures dropped": (lambda r: r.update(signatures=r["signatures"][:1]), "insufficient_signatures"),
     "duplicate signer": (lambda r: r.update(signatures=[r["signatures"][0]] * 3), "insufficient_signatures"),
     "garbage": (lambda r: r.update(path="nonsense"), "malformed"),
-    "version": (lambda r: r.update(v=2), "malformed"),
+    "version": (lambda r: r.update(v=1), "malformed"),
 }
 
 
 def test_real_receipt_verifies(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
-    v = receipt.verify(real_receipt, service_cert(network), min_signers=2, tx_hash=real_receipt["tx_hash"])
-    assert v.height == real_receipt["height"] and len(v.signers) >= 2
+    v = receipt.verify(real_receipt, identity(network), tx_hash=real_receipt["tx_hash"])
+    assert v.height == real_receipt["height"] and len(v.members) >= 2 and len(v.signers) >= 2
 
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
@@ -93,39 +95,67 @@ def test_any_change_breaks_the_receipt(network: LocalNetwork, real_receipt: dict
     r = copy.deepcopy(real_receipt)
     mutate(r)
     with pytest.raises(receipt.ReceiptError) as e:
-        receipt.verify(r, service_cert(network))
+        receipt.verify(r, identity(network))
     assert e.value.code == code, str(e.value)
 
 
-def test_signature_from_a_key_the_service_never_endorsed(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
-    """A node certificate issued by another 'service' does not count, even if its signature is good."""
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    rogue_service = PrivateKey.generate()
-    rogue_cert = service_certificate(rogue_service, "local", now)
-    rogue_node = PrivateKey.generate()
+def test_signatures_of_nodes_a_stranger_endorsed_do_not_count(
+    network: LocalNetwork, real_receipt: dict[str, Any]
+) -> None:
+    """Nodes endorsed by keys outside the identity are not counted, however many and however good
+    their signatures; and a receipt checked against another consortium's identity does not verify."""
     r = copy.deepcopy(real_receipt)
     stmt = receipt.statement(
         r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"]
     )
-    r["signatures"] = [
-        {
-            "node": rogue_node.key_id,
-            "signature": b64e(rogue_node.sign(stmt)),
-            "cert": node_certificate(rogue_service, rogue_cert, rogue_node.public_key, now),
-        }
-    ] * r["quorum"]
+    for _ in range(3):
+        stranger, node = PrivateKey.generate(), PrivateKey.generate()
+        doc = consortium.make_node_endorsement(stranger, r["ledger"], node.public_key.pem, 0)
+        r["signatures"].append(
+            {
+                "node": node.key_id,
+                "signature": b64e(node.sign(stmt)),
+                "signing_key": node.public_key.pem,
+                "endorsement": b64e(doc),
+            }
+        )
+    r["signatures"] = r["signatures"][-3:] + r["signatures"][:1]  # one genuine member only
     with pytest.raises(receipt.ReceiptError) as e:
-        receipt.verify(r, service_cert(network))
-    assert e.value.code == "untrusted_node"
+        receipt.verify(r, identity(network))
+    assert e.value.code == "insufficient_signatures" and "not a member" in str(e.value)
+    others = [{"name": f"m{i}", "public_key": PrivateKey.generate().public_key.pem} for i in range(3)]
+    foreign = consortium.load(consortium.make_identity("local", others))
     with pytest.raises(receipt.ReceiptError) as e:
-        receipt.verify(real_receipt, rogue_cert)
-    assert e.value.code == "untrusted_node"
-
-
-def test_wrong_transaction_and_min_signers(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
-    with pytest.raises(receipt.ReceiptError) as e:
-        receipt.verify(real_receipt, service_cert(network), tx_hash="00" * 32)
-    assert e.value.code == "wrong_transaction"
-    with pytest.raises(receipt.ReceiptError) as e:
-        receipt.verify(real_receipt, service_cert(network), min_signers=4)
+        receipt.verify(real_receipt, foreign)
     assert e.value.code == "insufficient_signatures"
+
+
+def test_k_and_retirement_come_from_the_identity_not_the_receipt(
+    network: LocalNetwork, real_receipt: dict[str, Any]
+) -> None:
+    ident = identity(network)
+    # a consortium that needs more members than signed: refused, whatever the receipt's quorum says
+    extra = {"name": "zed", "public_key": PrivateKey.generate().public_key.pem}
+    stricter = consortium.load(consortium.make_identity("local", [*ident.body["members"], extra], threshold=4))
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(real_receipt, stricter)
+    assert e.value.code == "insufficient_signatures"
+    # the signers retired before this height, in a later identity version: no longer counted
+    retired = [{"node": s["node"], "after_height": real_receipt["height"] - 1} for s in real_receipt["signatures"]]
+    nxt = consortium.next_identity({"identity": ident.body, "signatures": []}, retired_nodes=retired)
+    for key in member_keys(network):
+        nxt = consortium.sign(nxt, key)
+    later = consortium.verify_next(ident, nxt)
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(real_receipt, later)
+    assert e.value.code == "insufficient_signatures" and "retired after height" in str(e.value)
+    # retired after this height: they still count
+    kept = [{**x, "after_height": real_receipt["height"]} for x in retired]
+    nxt = consortium.next_identity({"identity": ident.body, "signatures": []}, retired_nodes=kept)
+    assert receipt.verify(real_receipt, consortium.load(nxt)).height == real_receipt["height"]
+
+
+def test_wrong_transaction(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(real_receipt, identity(network), tx_hash="00" * 32)
+    assert e.value.code == "wrong_transaction"

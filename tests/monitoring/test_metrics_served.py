@@ -39,3 +39,28 @@ def test_every_listed_metric_is_served(network: LocalNetwork) -> None:
     families = {re.sub(r"_total$", "", n) for n in served} | served
     missing = sorted(n for n in _listed() if n not in families and re.sub(r"_total$", "", n) not in families)
     assert not missing, f"listed in metrics.txt but served by no process: {missing}"
+
+
+def _registered() -> set[str]:
+    """Every conclavium_* metric the code registers (counters without prometheus_client's `_total`)."""
+    import conclavium_operator.metrics  # noqa: F401
+
+    import services.executor.apps.eth.metrics
+    import services.executor.metrics
+    import services.gateway.metrics
+    import services.sequencer.metrics  # noqa: F401
+    from conclavium.crypto.keys import PrivateKey
+    from services.attestation.app import AttestationService
+
+    attestation = AttestationService(PrivateKey.generate()).registry  # a registry per service instance
+    families = [*REGISTRY.collect(), *attestation.collect()]
+    return {m.name for m in families if m.name.startswith("conclavium_")}
+
+
+def test_metrics_txt_lists_exactly_the_registered_metrics() -> None:
+    """metrics.txt is the list the operations docs, alerts and dashboard rely on: no metric the code
+    exports may be missing from it, and nothing may be listed that the code does not export."""
+    listed = {re.sub(r"_total$", "", n) for n in _listed()}
+    registered = _registered()
+    assert not sorted(registered - listed), f"exported but not in metrics.txt: {sorted(registered - listed)}"
+    assert not sorted(listed - registered), f"in metrics.txt but not exported: {sorted(listed - registered)}"

@@ -128,6 +128,17 @@ def test_required_alerts_exist_with_severity_and_text() -> None:
         assert "for" in r, r["alert"]
 
 
+def test_every_alert_links_its_runbook_section_and_every_section_is_an_alert() -> None:
+    runbooks = (Path(__file__).resolve().parents[2] / "docs" / "runbooks.md").read_text()
+    sections = {line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    names = {r["alert"] for r in alert_rules()}
+    for r in alert_rules():
+        url = r["annotations"].get("runbook_url", "")
+        assert url == f"https://conclavium.io/docs/runbooks#{r['alert'].lower()}", r["alert"]
+        assert r["alert"].lower() in sections, f"docs/runbooks.md has no section for {r['alert']}"
+    assert sections == {n.lower() for n in names}, "runbook sections for alerts that do not exist"
+
+
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
     suite = yaml.safe_load(TESTS.read_text())
     firing: set[str] = set()
@@ -145,7 +156,9 @@ def test_every_alert_has_a_firing_and_a_silent_case() -> None:
 
 def test_metrics_list_follows_prometheus_naming() -> None:
     served = served_metrics()
-    assert len(served) == 34
+    lines = [line.split("#", 1)[0].strip() for line in METRICS.read_text().splitlines()]
+    listed = [line for line in lines if line]
+    assert len(listed) == len(served), "a metric is listed twice"  # completeness: test_metrics_served.py
     for name in served:
         assert re.fullmatch(r"conclavium_(gateway|sequencer|executor|attestation|governance|operator)_[a-z0-9_]+", name)
     counters = {n for n in served if n.endswith("_total")}

@@ -38,6 +38,7 @@ import kopf
 import yaml
 from conclavium_operator.config import OperatorConfig
 from conclavium_operator.handlers import register
+from conclavium_operator.kube import OPERATOR_USER_AGENT
 
 from conclavium.local.network import LocalNetwork, start_network
 
@@ -67,11 +68,29 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create", "UPDATE": "patch", "DELETE": "delete"}
+# (namespaced?, API group, resource[/subresource], verb) of every request the operator made (kopf's
+# own client and the operator's, told apart from the tests' requests by their User-Agent).
+OPERATOR_CALLS: set[tuple[bool, str, str, str]] = set()
+
+
+def _record_operator_call(request: Any) -> None:
+    agent = str((request.headers or {}).get("User-Agent", ""))
+    if request.resource is None or not request.resource.plural or request.action is None:
+        return
+    if not (agent.startswith("kopf/") or agent.startswith(OPERATOR_USER_AGENT)):
+        return
+    plural = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+    verb = VERBS[request.action.name]
+    OPERATOR_CALLS.add((request.namespace is not None, request.resource.group or "", plural, verb))
+
+
 @attrs.define(kw_only=True)
 class RVEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus the API-server behaviour kopf relies on (workaround 3)."""
 
     async def _handle(self, request: Any) -> Any:
+        _record_operator_call(request)
         if request.resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(_versions)), generation=1)
@@ -219,7 +238,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float, what: str, inte
 
 
 def url(plural: str, name: str | None = None, subresource: str | None = None) -> str:
-    group = {"statefulsets": "/apis/apps/v1"}.get(plural, "/api/v1")
+    group = {"statefulsets": "/apis/apps/v1", "poddisruptionbudgets": "/apis/policy/v1"}.get(plural, "/api/v1")
     if plural in STATUS_KINDS:
         group = f"/apis/{GROUP_VERSION}"
     path = f"{group}/namespaces/{NAMESPACE}/{plural}"
@@ -228,7 +247,10 @@ def url(plural: str, name: str | None = None, subresource: str | None = None) ->
 
 def obj(k8s: kmock.KubernetesEmulator, plural: str, name: str) -> dict[str, Any] | None:
     """The stored object, or None (never created or deleted)."""
-    resource = {"statefulsets": "apps/v1/statefulsets"}.get(plural, f"v1/{plural}")
+    resource = {
+        "statefulsets": "apps/v1/statefulsets",
+        "poddisruptionbudgets": "policy/v1/poddisruptionbudgets",
+    }.get(plural, f"v1/{plural}")
     if plural in STATUS_KINDS:
         resource = f"{GROUP_VERSION}/{plural}"
     key = (resource, NAMESPACE, name)

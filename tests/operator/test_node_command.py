@@ -21,7 +21,6 @@ def _node(role: str) -> dict:
 def test_sequencer_gets_block_and_lease_settings() -> None:
     consortium = {
         "spec": {
-            "nats": {"streamReplicas": 3},
             "sequencer": {
                 "blockInterval": "1s500ms",
                 "leaseTtl": "1m",
@@ -37,7 +36,6 @@ def test_sequencer_gets_block_and_lease_settings() -> None:
     assert cfg.lease_ttl_s == 60
     assert cfg.max_block_entries == 2500
     assert cfg.max_block_bytes == 500000
-    assert cfg.stream_replicas == 3
     assert cfg.http_port == port
 
 
@@ -64,7 +62,7 @@ def test_bad_durations_are_refused(text: str) -> None:
 def test_executor_command_names_the_tee_provider(platform: str, provider: str) -> None:
     node = _node("Executor")
     node["spec"]["tee"] = {"platform": platform}
-    cmd, port = node_command(node, {"spec": {"nats": {"streamReplicas": 1}}}, OperatorConfig())
+    cmd, port = node_command(node, {"spec": {}}, OperatorConfig())
     assert cmd[0] == "conclavium-executor"
     cfg = executor_args(cmd[1:])
     assert cfg.tee == provider
@@ -85,3 +83,71 @@ def test_executors_get_the_attestation_service_for_collateral(monkeypatch: pytes
     assert executor_args(cmd[1:]).attestation_url == "http://conclavium-attestation:8090"
     sequencer_env = {e["name"] for e in _env(_node("Sequencer"), {"spec": {}}, cfg)[0]}
     assert "CONCLAVIUM_ATTESTATION_URL" not in sequencer_env
+
+
+def test_nodes_get_the_charts_shared_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ledger id, NATS URL, stream replicas and the NATS Secrets come from the chart (the operator's
+    environment), the same values the chart's gateway and attestation service get, and the services
+    read them."""
+    from conclavium_operator.children import _env
+
+    cfg = OperatorConfig.from_env(
+        {
+            "CONCLAVIUM_LEDGER": "trade-finance-2025",
+            "CONCLAVIUM_NATS_URL": "tls://nats-0.nats:4222",
+            "CONCLAVIUM_STREAM_REPLICAS": "3",
+            "CONCLAVIUM_NATS_CREDS": "/etc/conclavium/nats/nats.creds",
+            "CONCLAVIUM_NATS_CREDS_SECRET": "conclavium-nats",
+            "CONCLAVIUM_NATS_CA": "/etc/conclavium/nats-tls/ca.crt",
+            "CONCLAVIUM_NATS_TLS_SECRET": "nats-ca",
+        }
+    )
+    for role in ("Executor", "Sequencer"):
+        env_list, volumes, mounts = _env(_node(role), {"spec": {}}, cfg)
+        env = {e["name"]: e.get("value") for e in env_list}
+        assert env["CONCLAVIUM_LEDGER"] == "trade-finance-2025"
+        assert env["CONCLAVIUM_NATS_URL"] == "tls://nats-0.nats:4222"
+        assert env["CONCLAVIUM_STREAM_REPLICAS"] == "3"
+        assert env["CONCLAVIUM_NATS_CREDS"] == "/etc/conclavium/nats/nats.creds"
+        assert env["CONCLAVIUM_NATS_CA"] == "/etc/conclavium/nats-tls/ca.crt"
+        assert {"name": "nats-creds", "secret": {"secretName": "conclavium-nats"}} in volumes
+        assert {"name": "nats-tls", "secret": {"secretName": "nats-ca"}} in volumes
+        assert {"name": "nats-creds", "mountPath": "/etc/conclavium/nats", "readOnly": True} in mounts
+        for name in ("CONCLAVIUM_LEDGER", "CONCLAVIUM_NATS_URL", "CONCLAVIUM_STREAM_REPLICAS"):
+            monkeypatch.setenv(name, env[name])
+        cmd, _ = node_command(_node(role), {"spec": {}}, cfg)
+        parsed = (executor_args if role == "Executor" else sequencer_args)(cmd[1:])
+        assert (parsed.ledger, parsed.nats_url, parsed.stream_replicas) == (
+            "trade-finance-2025",
+            env["CONCLAVIUM_NATS_URL"],
+            3,
+        )
+
+
+def test_only_the_founding_executor_is_started_with_the_genesis() -> None:
+    """The first founding member's executor-0 gets --genesis and the genesis ConfigMap; nobody else."""
+    from conclavium_operator.children import desired_nodes, statefulset
+
+    consortium = {"metadata": {"name": "c", "namespace": "ns"}, "spec": {"foundingMembers": ["acme", "globex"]}}
+    for member, executors, expected in (("acme", 2, {"acme-executor-0"}), ("globex", 1, set())):
+        body = {
+            "metadata": {"name": member, "namespace": "ns", "uid": "u"},
+            "kind": "ConsortiumMember",
+            "spec": {
+                "consortiumRef": {"name": "c"},
+                "memberId": member,
+                "executors": executors,
+                "sequencerStandbys": 1,
+            },
+        }
+        founding = set()
+        for node in desired_nodes(body, consortium, OperatorConfig()):
+            node["metadata"]["uid"] = "n"
+            cmd = statefulset(node, consortium, OperatorConfig())["spec"]["template"]["spec"]["containers"][0][
+                "command"
+            ]
+            if "--genesis" in cmd:
+                founding.add(node["metadata"]["name"])
+                assert node["spec"]["genesisConfigMapName"] == "c-genesis"
+                assert executor_args(cmd[1:]).genesis is not None
+        assert founding == expected

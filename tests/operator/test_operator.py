@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from typing import Any
 
 import pytest
@@ -31,7 +32,6 @@ def consortium(name: str = "demo", ledger: str = "local") -> dict[str, Any]:
             "ledgerId": ledger,
             "environment": "development",
             "tee": {"platforms": ["virtual"]},
-            "nats": {"url": "nats://nats.nats.svc:4222", "streamReplicas": 3},
         },
     }
 
@@ -97,6 +97,10 @@ async def test_consortium_and_member_produce_nodes_and_children(
     assert cons["status"]["admittedMembers"] >= 3 and cons["status"]["trustedExecutors"] >= 3
     assert len(cons["status"]["serviceCertificateFingerprint"]) == 64
     assert cons["metadata"].get("finalizers", []) == [], "no governance step, so no finalizer on a Consortium"
+    for component in ("executor", "sequencer"):
+        pdb = await wait_for(lambda c=component: obj(k8s, "poddisruptionbudgets", f"demo-{c}s"), 20, "PDB")
+        assert owned_by(pdb, cons) and pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"].items() >= {**LABELS, COMPONENT: component}.items()
 
     await wait_for(lambda: cond_is(k8s, "consortiummembers", "alice", "Admitted", "True", "AlreadyMember"), 20, "alice")
     alice = obj(k8s, "consortiummembers", "alice")
@@ -116,6 +120,9 @@ async def test_consortium_and_member_produce_nodes_and_children(
             obj(k8s, "services", name),
             obj(k8s, "persistentvolumeclaims", f"data-{name}"),
         )
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]  # type: ignore[index]
+        pdb = obj(k8s, "poddisruptionbudgets", f"demo-{component}s")
+        assert pdb is not None and pod_labels.items() >= pdb["spec"]["selector"]["matchLabels"].items()
         for child in (sts, svc, pvc):
             assert owned_by(child, node), (name, child)
             assert child is not None and child["metadata"]["labels"].items() >= {**LABELS, COMPONENT: component}.items()
@@ -149,8 +156,16 @@ async def test_consortium_and_member_produce_nodes_and_children(
     assert alice is not None and alice["status"]["nodesReady"] == "2/2" and alice["status"]["phase"] == "Ready"
     assert cond_is(k8s, "consortiummembers", "alice", "Attested", "True", "AllExecutorsAttested")
     node = obj(k8s, "consortiumnodes", "alice-executor-0")
-    assert node is not None and node["status"]["nodeId"] == node_id and node["status"]["phase"] == "Active"
-    assert node["status"]["committedHeight"] > 0
+    assert node is not None and node["status"]["nodeId"] == node_id and node["status"]["phase"] == "Trusted"
+    # No process runs as alice-executor-0 here (the test published its join), so the gateway has seen no
+    # heights from it; and the lease is held by the local network's own sequencer, not alice's standby.
+    assert "executedHeight" not in node["status"] and "committedHeight" not in node["status"]
+    await wait_for(
+        lambda: (obj(k8s, "consortiumnodes", "alice-sequencer-0") or {}).get("status", {}).get("phase") == "Standby",
+        20,
+        "alice's sequencer Standby",
+    )
+    assert condition(obj(k8s, "consortiumnodes", "alice-sequencer-0"), "LeaseHeld")["reason"] == "Standby"  # type: ignore[index]
     assert metrics.value("ConsortiumMember", "ok") > 0
 
 
@@ -175,8 +190,26 @@ async def test_new_member_is_proposed_admitted_by_vote_scaled_and_removed(
     assert p["state"] == "Open" and p["proposer"] == net.member_key(0).key_id
     assert [a["name"] for a in p["actions"]] == ["set_member"] and p["actions"][0]["args"]["name"] == "dave"
     assert obj(k8s, "consortiumnodes", "dave-executor-0") is None, "no nodes before the vote"
+    active = (await service(net))["members"]
+    shown = await wait_for(
+        lambda: (obj(k8s, "consortiummembers", "dave") or {}).get("status", {}).get("proposal"), 20, "status.proposal"
+    )
+    assert shown["id"] == pid and shown["action"] == "set_member" and shown["state"] == "Open"
+    assert (shown["approvals"], shown["rejections"], shown["required"]) == (0, 0, len(active) // 2 + 1)
+    assert sorted(shown["pendingVoters"]) == sorted(m["name"] for m in active)
+    assert shown["expiresAt"].endswith("Z")
+    assert obj(k8s, "consortiummembers", "dave")["status"]["votes"] == f"0/{len(active) // 2 + 1}"  # type: ignore[index]
+    await vote(net, pid, [1])
+    await wait_for(
+        lambda: (
+            (obj(k8s, "consortiummembers", "dave") or {}).get("status", {}).get("proposal", {}).get("approvals") == 1
+        ),
+        20,
+        "one approval shown",
+    )
+    assert net.members[1]["name"] not in obj(k8s, "consortiummembers", "dave")["status"]["proposal"]["pendingVoters"]  # type: ignore[index]
 
-    assert (await vote(net, pid, [1, 2]))["state"] == "Accepted"
+    assert (await vote(net, pid, [2]))["state"] == "Accepted"
     await wait_for(
         lambda: cond_is(k8s, "consortiummembers", "dave", "Admitted", "True", "ProposalAccepted"), 20, "Admitted"
     )
@@ -356,8 +389,9 @@ async def test_proposals_are_signed_for_the_consortiums_ledger(
     net: LocalNetwork, k8s: RVEmulator, operator_for: Any
 ) -> None:
     """A Consortium whose ledgerId is not the gateway's ledger: the operator's proposal names the
-    Consortium's ledger, so this ledger refuses it (the member key may govern both) and says why."""
-    await operator_for(net.gateway_url)
+    Consortium's ledger, so this ledger refuses it (the member key may govern both) and says why.
+    (The release is installed for that ledger, but its gateway serves another.)"""
+    await operator_for(net.gateway_url, ledger="another-ledger")
     cert, key = member_pem(net, 0)
     await k8s.post(url("consortiums"), json=consortium(ledger="another-ledger"))
     await k8s.post(url("secrets"), json=secret("alice-identity", {"tls.crt": cert, "private.key": key}))
@@ -393,3 +427,123 @@ def test_metrics_endpoint_serves_reconcile_counter() -> None:
     assert metrics.start(port) and not metrics.start(port)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'conclavium_operator_reconcile_total{kind="ConsortiumMember",result="ok"}' in text
+
+
+def measurements_configmap(lines: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "demo-measurements", "namespace": NAMESPACE},
+        "data": {"measurements": "# allowed launch digests\n" + "\n".join(lines) + "\n"},
+    }
+
+
+async def test_measurements_configmap_lines_become_allow_measurement_proposals(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
+    """After genesis a new ConfigMap line is one allow_measurement proposal (never two), the members'
+    vote decides, and a rejected line is not proposed again until the ConfigMap changes."""
+    first, second = os.urandom(48).hex(), os.urandom(48).hex()
+    await k8s.post(url("configmaps"), json=measurements_configmap([first]))
+    cons = consortium()
+    cons["spec"]["tee"]["platforms"] = ["virtual", "sev-snp"]
+    cons["spec"]["attestation"] = {"measurementsConfigMapRef": {"name": "demo-measurements"}}
+    await operator_for(net.gateway_url)
+    await k8s.post(url("consortiums"), json=cons)
+    cert, key = member_pem(net, 0)
+    await k8s.post(url("secrets"), json=secret("alice-identity", {"tls.crt": cert, "private.key": key}))
+    identity = {
+        "keyAlgorithm": "Ed25519",
+        "secretRef": {"name": "alice-identity", "certificateKey": "tls.crt", "privateKeyKey": "private.key"},
+        "inClusterSigning": True,
+    }
+    await k8s.post(url("consortiummembers"), json=member("alice", identity, executors=0))
+
+    def proposal_id() -> str | None:
+        return ((obj(k8s, "consortiums", "demo") or {}).get("metadata", {}).get("annotations") or {}).get(
+            "conclavium.io/measurements-proposal"
+        )
+
+    await wait_for(lambda: cond_is(k8s, "consortiums", "demo", "MeasurementsAllowed", "False", "VotePending"), 30, "1")
+    pid = proposal_id()
+    assert pid is not None
+    p = await proposal(net, pid)
+    assert p["state"] == "Open" and p["proposer"] == net.member_key(0).key_id
+    assert p["actions"] == [
+        {"name": "allow_measurement", "args": {"platform": "snp", "measurement": first, "host_data": None}}
+    ]
+    await asyncio.sleep(2)  # several timer passes while the vote is open
+    opened = [q for q in await open_proposals(net) if any(a["name"] == "allow_measurement" for a in q["actions"])]
+    assert [q["proposal_id"] for q in opened] == [pid], "one proposal, however many passes"
+    assert (await vote(net, pid, [1, 2]))["state"] == "Accepted"
+    await wait_for(lambda: cond_is(k8s, "consortiums", "demo", "MeasurementsAllowed", "True", "AllAllowed"), 30, "2")
+    async with Client(net.gateway_url) as c:
+        assert (await c.get("public:gov.measurements", first))["platform"] == "snp"
+
+    # A new line: a proposal for that line only; the members reject it, and it is not proposed again.
+    await k8s.patch(url("configmaps", "demo-measurements"), json=measurements_configmap([first, second]))
+    await wait_for(lambda: proposal_id() not in (None, pid), 30, "second proposal")
+    pid2 = proposal_id()
+    assert pid2 is not None
+    assert [a["args"]["measurement"] for a in (await proposal(net, pid2))["actions"]] == [second]
+    assert (await vote(net, pid2, [1, 2], approve=False))["state"] == "Rejected"
+    await wait_for(
+        lambda: cond_is(k8s, "consortiums", "demo", "MeasurementsAllowed", "False", "ProposalRejected"), 30, "3"
+    )
+    await asyncio.sleep(2)
+    assert proposal_id() == pid2
+    assert not [q for q in await open_proposals(net) if any(a["name"] == "allow_measurement" for a in q["actions"])]
+
+
+async def open_proposals(net: LocalNetwork) -> list[dict[str, Any]]:
+    async with Client(net.gateway_url) as c:
+        return list(await c.proposals("Open"))
+
+
+async def test_deleting_a_trusted_node_waits_for_its_retire_node_vote(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
+    """A direct delete of a ConsortiumNode (kubectl, Argo CD) keeps it behind the finalizer with exactly
+    one open retire_node until the members vote; the node the member gets again under the same name is a
+    new node (matched by node id), not the retired record."""
+    await operator_for(net.gateway_url)
+    await seed_alice(k8s, net, executors=2)
+    await wait_for(lambda: obj(k8s, "consortiumnodes", "alice-executor-1"), 30, "node")
+    node_id = await join_node(net, "alice-executor-1")
+    await wait_for(lambda: cond_is(k8s, "consortiumnodes", "alice-executor-1", "Trusted", "True"), 30, "trusted")
+    assert obj(k8s, "consortiumnodes", "alice-executor-1")["status"]["nodeId"] == node_id  # type: ignore[index]
+    old_uid = obj(k8s, "consortiumnodes", "alice-executor-1")["metadata"]["uid"]  # type: ignore[index]
+
+    await k8s.delete(url("consortiumnodes", "alice-executor-1"))
+
+    def retiring() -> list[dict[str, Any]]:
+        return [
+            p for p in open_now if any(a == {"name": "retire_node", "args": {"node_id": node_id}} for a in p["actions"])
+        ]
+
+    open_now: list[dict[str, Any]] = []
+
+    async def one_open() -> bool:
+        open_now[:] = await open_proposals(net)
+        return len(retiring()) == 1
+
+    await wait_for(one_open, 30, "retire_node proposal")
+    await asyncio.sleep(2)  # several passes of the finalizer and the member's timer
+    await one_open()
+    (pending,) = retiring()
+    node = obj(k8s, "consortiumnodes", "alice-executor-1")
+    assert node is not None and node["metadata"].get("deletionTimestamp"), "kept until the vote"
+    assert "conclavium.io/finalizer" in node["metadata"]["finalizers"]
+    assert node["metadata"]["uid"] == old_uid
+
+    assert (await vote(net, pending["proposal_id"], [1, 2]))["state"] == "Accepted"
+    await wait_for(
+        lambda: (obj(k8s, "consortiumnodes", "alice-executor-1") or {}).get("metadata", {}).get("uid") != old_uid,
+        30,
+        "the retired node released (and the member's replacement created)",
+    )
+    assert any(n["id"] == node_id and n["status"] == "Retired" for n in (await service(net))["nodes"])
+    await wait_for(
+        lambda: cond_is(k8s, "consortiumnodes", "alice-executor-1", "Attested", "False", "NotJoined"), 30, "new node"
+    )
+    assert "nodeId" not in (obj(k8s, "consortiumnodes", "alice-executor-1") or {}).get("status", {})

@@ -103,11 +103,16 @@ Namespaces the operator watches: operator.watchNamespaces, or the release namesp
 {{- end }}
 
 {{/*
-Environment shared by the services: NATS, Redis, logging.
+Environment shared by the services (and passed on by the operator to the nodes it creates):
+ledger id, NATS, stream replicas, Redis, logging.
 */}}
 {{- define "conclavium.commonEnv" -}}
+- name: CONCLAVIUM_LEDGER
+  value: {{ .Values.ledgerId | quote }}
 - name: CONCLAVIUM_NATS_URL
   value: {{ .Values.nats.url | quote }}
+- name: CONCLAVIUM_STREAM_REPLICAS
+  value: {{ .Values.nats.streamReplicas | quote }}
 {{- if .Values.nats.credentialsSecret.name }}
 - name: CONCLAVIUM_NATS_CREDS
   value: /etc/conclavium/nats/{{ .Values.nats.credentialsSecret.key }}

@@ -55,6 +55,8 @@ class Context(Protocol):
     ledger: str
     state: State
     block_time: int  # the block's ledger time (ledger_clock.py): every time check uses it
+    block_height: int  # the block's height
+    block_prev: bytes  # the previous block's hash
     secrets: LedgerSecrets | None  # this node's ledger secrets (None before it holds them)
     openers: SealedOpenerPool | None  # worker processes that open sealed payloads ahead
 

@@ -8,18 +8,29 @@ from __future__ import annotations
 from aiohttp import web
 
 from .base import GatewayCore, ProtocolRoutes
+from .eth import EthereumRoutes
 from .kv import KeyValueRoutes
+from .notary import NotaryRoutes
+from .sawtooth import SawtoothRoutes
 
-PROTOCOLS: dict[str, type[ProtocolRoutes]] = {KeyValueRoutes.name: KeyValueRoutes}
+PROTOCOLS: dict[str, type[ProtocolRoutes]] = {
+    KeyValueRoutes.name: KeyValueRoutes,
+    NotaryRoutes.name: NotaryRoutes,
+    EthereumRoutes.name: EthereumRoutes,
+    SawtoothRoutes.name: SawtoothRoutes,
+}
 
 
 def routers(gateway: GatewayCore) -> list[ProtocolRoutes]:
     return [cls(gateway) for cls in PROTOCOLS.values()]
 
 
-def add_submission_routes(r: web.UrlDispatcher, gateway: GatewayCore) -> None:
-    for router in routers(gateway):
+def add_submission_routes(r: web.UrlDispatcher, gateway: GatewayCore) -> list[ProtocolRoutes]:
+    """Returns the routers, which the gateway closes when it stops."""
+    made = routers(gateway)
+    for router in made:
         router.add_submission_routes(r)
+    return made
 
 
 def add_query_routes(r: web.UrlDispatcher, gateway: GatewayCore) -> None:

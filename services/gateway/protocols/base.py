@@ -24,6 +24,8 @@ class GatewayCore(Protocol):
 
     def _relay(self, answer: dict[str, Any]) -> web.Response: ...
 
+    def min_height(self, request: web.Request) -> int: ...
+
 
 class ProtocolRoutes:
     """A protocol's router. `name` is its application's name (`conclavium.apps`)."""
@@ -35,6 +37,9 @@ class ProtocolRoutes:
 
     def add_submission_routes(self, r: web.UrlDispatcher) -> None:
         """Routes that take this protocol's entries into the intake."""
+
+    async def close(self) -> None:
+        """Release what the router holds open (long-lived connections) when the gateway stops."""
 
     def add_query_routes(self, r: web.UrlDispatcher) -> None:
         """Routes that read this protocol's state."""

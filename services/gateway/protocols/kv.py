@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from conclavium import read_answer
 from conclavium.apps import KV
 from conclavium.block import Entry, Kind
 from conclavium.tx import MAP_NAME, MAX_KEY_LEN, SignedTx, TxError, from_json, parse_body
@@ -77,18 +78,15 @@ class KeyValueRoutes(ProtocolRoutes):
             raise ApiError(400, "invalid_map", f"invalid map name {map_name[:64]!r}")
         if not 0 < len(key) <= MAX_KEY_LEN:
             raise ApiError(400, "invalid_key", f"a key has 1 to {MAX_KEY_LEN} characters")
-        text = request.query.get("min_height", "0")
-        wanted = int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else -1
-        if not 0 <= wanted <= MAX_HEIGHT:
-            raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
-        return self.gw._relay(await self.gw.ask_fresh({"type": "get", "map": map_name, "key": key}, wanted))
+        wanted = self.gw.min_height(request)
+        return self.gw._relay(await self.gw.ask_fresh(read_answer.state_request(map_name, key), wanted))
 
     async def post_query(self, request: web.Request) -> web.Response:
         obj = await self.gw._read_json(request, MAX_SINGLE_BODY)
         if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str) for k in ("body", "signature")):
             raise ApiError(400, "missing_field", "a query needs 'body' and 'signature'")
         # the executor reads only these two: anything else (nested past what JSON re-encodes) stays here
-        req: dict[str, Any] = {"type": "query", "query": {"body": obj["body"], "signature": obj["signature"]}}
+        req = read_answer.query_request(obj["body"], obj["signature"])
         wanted = obj.get("min_height", 0)
         if isinstance(wanted, float) and wanted.is_integer():
             wanted = int(wanted)  # JSON has one number type: 7.0 is the integer 7

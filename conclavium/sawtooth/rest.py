@@ -1,0 +1,63 @@
+"""Sawtooth's REST API, the subset the ledger's gateway serves: its error bodies and their fixed
+codes, and the shapes clients read (`intkey`, the SDKs' REST clients).
+
+An error is `{"error": {"code": <int>, "title": <str>, "message": <str>}}` with an HTTP status;
+Sawtooth documents that the integer code is fixed and names the problem, so clients may match on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_WAIT_S = 300  # the longest `wait` on /batch_statuses (Sawtooth's default REST timeout)
+MAX_STATE_PAGE = 1000  # the largest `limit` on /state (Sawtooth's paging maximum)
+DEFAULT_STATE_PAGE = 100
+BATCH_STATUSES = ("COMMITTED", "INVALID", "PENDING", "UNKNOWN")
+
+
+@dataclass(frozen=True)
+class RestError:
+    code: int
+    status: int
+    title: str
+    message: str
+
+    def body(self, detail: str = "") -> dict[str, dict[str, object]]:
+        return {"error": {"code": self.code, "title": self.title, "message": self.message + detail}}
+
+
+VALIDATOR_NOT_READY = RestError(15, 503, "Validator Not Ready", "The ledger cannot answer yet; try again later.")
+VALIDATOR_TIMED_OUT = RestError(17, 503, "Validator Timed Out", "No executor answered in time; try again later.")
+UNKNOWN_VALIDATOR_ERROR = RestError(10, 500, "Unknown Validator Error", "The ledger could not answer the request: ")
+SUBMITTED_BATCHES_INVALID = RestError(
+    30, 400, "Submitted Batches Invalid", "The submitted BatchList is malformed or badly signed: "
+)
+NO_BATCHES_SUBMITTED = RestError(34, 400, "No Batches Submitted", "The submitted BatchList holds no batches.")
+BAD_PROTOBUF_SUBMITTED = RestError(35, 400, "Protobuf Not Decodable", "The submitted BatchList could not be decoded.")
+SUBMISSION_WRONG_CONTENT_TYPE = RestError(
+    42, 400, "Wrong Content Type", "Submit a serialized BatchList with Content-Type application/octet-stream."
+)
+HEAD_NOT_FOUND = RestError(50, 404, "Head Not Found", "This ledger answers from its current head only: ")
+COUNT_INVALID = RestError(53, 400, "Invalid Count Query", "The 'limit' query parameter is a positive integer: ")
+PAGING_INVALID = RestError(54, 400, "Invalid Paging Query", "The paging parameters are invalid: ")
+INVALID_RESOURCE_ID = RestError(60, 400, "Invalid Resource Id", "Batch ids are 128 hex digits: ")
+INVALID_STATE_ADDRESS = RestError(
+    62, 400, "Invalid State Address", "A state address is 70 hex digits (a prefix of one in /state?address=): "
+)
+STATUS_ID_QUERY_INVALID = RestError(
+    66, 400, "Id Query Invalid or Missing", "Give an 'id' query parameter: batch ids separated by commas."
+)
+STATE_NOT_FOUND = RestError(75, 404, "State Not Found", "There is no state data at the address specified.")
+
+# Batch errors (conclavium.sawtooth.batch) that are not SUBMITTED_BATCHES_INVALID.
+BATCH_ERRORS = {"bad_protobuf": BAD_PROTOBUF_SUBMITTED, "no_batches": NO_BATCHES_SUBMITTED}
+
+
+def wait_seconds(text: str | None) -> float:
+    """The `wait` parameter: absent is 0 (answer now); given without a number (`?wait`), the
+    longest wait; a number of seconds is capped at MAX_WAIT_S."""
+    if text is None:
+        return 0.0
+    if text.isascii() and text.isdigit() and len(text) <= 6:
+        return float(min(int(text), MAX_WAIT_S))
+    return float(MAX_WAIT_S)

@@ -1,0 +1,34 @@
+"""A hostile gateway for the client-trust tests: an aiohttp server in front of the real gateway
+whose handler may rewrite what it relays, and the user key and service certificate a client pins."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from conclavium.crypto.keys import PrivateKey
+from conclavium.local.network import LocalNetwork
+
+
+@asynccontextmanager
+async def serving(handle: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int) -> AsyncIterator[None]:
+    """Serve every method and path with `handle` on 127.0.0.1:`port` until the block ends."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def user_key(network: LocalNetwork) -> PrivateKey:
+    return PrivateKey.from_file(str(network.dir / network.users[0]["key"]))
+
+
+def service_cert(network: LocalNetwork) -> str:
+    return (network.dir / "service_cert.pem").read_text()

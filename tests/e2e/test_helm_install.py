@@ -1,0 +1,306 @@
+"""The user's path without a cluster: docs/kubernetes.md's walk-through, run literally by bash.
+
+kmock is the API server; `kubectl` and `helm` on the script's PATH act on it (kubectl.py: `helm
+install` is the real `helm template` applied to kmock); the test kubelet (kubelet.py) runs every pod
+of every Deployment and StatefulSet in kmock as a local process of our services: the chart's
+operator (kopf, logged in to kmock), gateway and attestation service, and the executors and
+sequencers the operator creates, against real NATS and a real password-protected Redis. Nothing is
+started by the test that the walk-through and the manifests do not ask for.
+
+Afterwards: the status every kind shows (`kubectl get conclavium`), the genesis created once (an
+operator restart changes nothing), the `/metrics` of every pod the chart and the operator made, and
+the chart's alert rules evaluated on those metrics with promtool: silent on this healthy ledger.
+Budget: about 2-4 minutes on a quiet 2-core machine (marker `slow`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from kubectl import Commands, shell_block
+from kubelet import Kubelet
+
+from conclavium.local.processes import Process, find_binary, free_port, nats_process
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "kubernetes.md"
+ALERTS = ROOT / "helm" / "conclavium" / "files" / "alerts.yaml"
+NS = "ledger"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or (
+        str(ROOT / ".tools" / "bin" / name) if (ROOT / ".tools" / "bin" / name).exists() else None
+    )
+    if path is None:
+        pytest.skip(f"{name} is not installed: run `bash scripts/install-tools.sh`")
+    return path
+
+
+def _redis(directory: Path, password: str) -> Process:
+    binary = find_binary("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(directory), "--requirepass", password]
+    directory.mkdir(parents=True, exist_ok=True)
+    return Process("redis", argv, directory / "redis.log", port=port)
+
+
+async def _run_walkthrough(
+    script: str, work: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], list[tuple[float, str]]]:
+    """The block under `bash -ex`, each command's start time stamped by PS4."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-e",
+        "-x",
+        "-c",
+        "PS4='+ @$(date +%s.%N) '\n" + script,
+        cwd=str(work),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    result = subprocess.CompletedProcess(["bash"], proc.returncode or 0, out.decode(), err.decode())
+    trace = [(float(m.group(1)), m.group(2)) for m in re.finditer(r"^\+{1,2} @(\d+\.\d+) (.*)$", result.stderr, re.M)]
+    return result, trace
+
+
+async def test_helm_install_and_declared_members_make_a_working_ledger(api: Any, tmp_path: Path) -> None:
+    helm = _tool("helm")
+    promtool = _tool("promtool")
+    nats = nats_process(tmp_path / "nats", tmp_path / "logs")
+    password = secrets.token_hex(12)
+    redis = _redis(tmp_path / "redis", password)
+    for p in (nats, redis):
+        p.start()
+        p.wait_ready()
+    kubelet = Kubelet(api, NS, tmp_path / "cluster", Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin")
+    if not (kubelet.bin_dir / "conclavium-executor").exists():
+        kubelet.bin_dir = ROOT / ".venv" / "bin"
+    commands = Commands(kubelet, helm)
+    control = web.Application()
+    control.router.add_post("/run", commands.handle)
+    runner = web.AppRunner(control)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("helm", "examples"):
+        (work / name).symlink_to(ROOT / name)
+    commands.install(work / ".bin", f"http://127.0.0.1:{port}/run")
+    env = {
+        "PATH": f"{work / '.bin'}:{kubelet.bin_dir}:{os.environ['PATH']}",
+        "HOME": str(work),
+        "NATS_URL": f"nats://127.0.0.1:{nats.port}",
+        "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        "REDIS_PASSWORD": password,
+    }
+    await kubelet.start()
+    try:
+        result, trace = await _run_walkthrough(
+            shell_block(DOC.read_text(), "## Walk-through: a development consortium"), work, env
+        )
+        logs = "\n".join(f"--- {p.name}\n" + p.log.read_text()[-3000:] for p in kubelet.pods.values() if p.log.exists())
+        assert result.returncode == 0, f"walk-through failed:\n{result.stderr[-6000:]}\n{logs[-20000:]}"
+        _report_timing(trace)
+        await _check_status(commands, result.stdout)
+        await _check_genesis_once(commands, kubelet, env)
+        await _check_scaling(commands, kubelet)
+        samples = await _scrape_every_pod(kubelet)
+        _alerts_silent(promtool, samples, tmp_path)
+    finally:
+        await kubelet.stop()
+        await runner.cleanup()
+        redis.stop()
+        nats.stop()
+
+
+def _report_timing(trace: list[tuple[float, str]]) -> None:
+    """Seconds from `helm install` to the first committed transaction (the open_service proposal,
+    recorded once `gov propose` returns) and to the user's transaction (`tx put --wait` returns)."""
+    start = next(t for t, cmd in trace if cmd.startswith("helm install"))
+    after = [t for t, cmd in trace if cmd.startswith("conclavium --gateway") and "gov vote" in cmd]
+    tx_done = next(t for t, cmd in trace if cmd.startswith("conclavium --gateway") and "receipt get" in cmd)
+    print(f"\nhelm install → first committed transaction (open_service proposal): {after[0] - start:.1f} s")
+    print(f"helm install → the walk-through's transaction committed: {tx_done - start:.1f} s")
+
+
+def _status(commands: Commands, kind: str, name: str) -> dict[str, Any]:
+    obj = commands.stored(kind, NS, name)
+    assert obj is not None, f"{kind} {name} missing"
+    return dict(obj.get("status") or {})
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+async def _eventually(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out: {what}") from None
+        await asyncio.sleep(0.5)
+
+
+async def _check_status(commands: Commands, table: str) -> None:
+    """What `kubectl get conclavium` shows is what happens in the ledger and the pods."""
+
+    def converged() -> None:
+        cons = _status(commands, "Consortium", "dev")
+        assert cons.get("phase") == "Ready", cons
+        assert (cons["admittedMembers"], cons["trustedExecutors"], cons["commitQuorum"]) == (3, 3, 2), cons
+        assert _cond(cons, "LedgerMatches")["status"] == "True" and _cond(cons, "GenesisComplete")["status"] == "True"
+        for member in ("alpha", "beta", "gamma"):
+            st = _status(commands, "ConsortiumMember", member)
+            assert st.get("phase") == "Ready", (member, st)
+            assert _cond(st, "Admitted")["reason"] in ("AlreadyMember", "ProposalAccepted"), st
+        heights = []
+        for member in ("alpha", "beta", "gamma"):
+            st = _status(commands, "ConsortiumNode", f"{member}-executor-0")
+            assert st.get("phase") == "Trusted", (member, st)
+            assert st["executedHeight"] >= st["committedHeight"] > 0, st
+            heights.append(st["committedHeight"])
+        phases = sorted(_status(commands, "ConsortiumNode", f"{m}-sequencer-0").get("phase") for m in ("alpha", "beta"))
+        assert phases == ["Active", "Standby"], phases
+
+    await _eventually(converged, 60, "status converged")
+    assert "consortium.conclavium.io/dev" in table and "Trusted" in table, table
+
+
+async def _check_genesis_once(commands: Commands, kubelet: Kubelet, env: dict[str, str]) -> None:
+    """Restarting the operator (its pod's process killed; the kubelet restarts it) writes no second
+    genesis: the ConfigMap and the service certificate stay, and only alpha's executor has --genesis."""
+    configmap = commands.stored("ConfigMap", NS, "dev-genesis")
+    assert configmap is not None
+    gateway = kubelet.service_url("conclavium-gateway")
+    cert = (await _service(gateway))["service_cert"]
+    (operator,) = [p for p in kubelet.pods.values() if p.name.startswith("conclavium-operator")]
+    assert operator.process is not None
+    operator.process.kill()
+    await _eventually(lambda: _assert(operator.restarts >= 1 and operator.ready), 60, "operator restarted")
+    await asyncio.sleep(6)  # a few of the operator's passes (poll interval 2 s)
+    assert commands.stored("ConfigMap", NS, "dev-genesis")["data"] == configmap["data"]  # type: ignore[index]
+    assert (await _service(gateway))["service_cert"] == cert
+    with_genesis = [
+        p.name
+        for p in kubelet.pods.values()
+        if "--genesis" in (p.template["spec"]["containers"][0].get("command") or [])
+    ]
+    assert with_genesis == ["alpha-executor-0-0"], with_genesis
+
+
+async def _service(gateway: str) -> dict[str, Any]:
+    """GET /v1/service through the gateway Service, retried as a client would: while the gateway pod
+    is not ready (a busy machine), the Service has no endpoint and refuses the connection."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"{gateway}/v1/service") as r:
+                if r.status == 200:
+                    return dict(await r.json())
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        assert time.monotonic() < deadline, "the gateway Service did not answer /v1/service"
+        await asyncio.sleep(1)
+
+
+def _assert(value: bool) -> bool:
+    assert value
+    return value
+
+
+async def _check_scaling(commands: Commands, kubelet: Kubelet) -> None:
+    """Scaling a workload in kmock starts and stops its processes."""
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/conclavium-gateway"
+    await kubelet.api.patch(path, json={"spec": {"replicas": 2}})
+    await _eventually(
+        lambda: _assert("conclavium-gateway-1" in kubelet.pods and kubelet.pods["conclavium-gateway-1"].ready),
+        60,
+        "second gateway",
+    )
+    second = kubelet.pods["conclavium-gateway-1"].process
+    await kubelet.api.patch(path, json={"spec": {"replicas": 1}})
+    assert second is not None
+    await _eventually(
+        lambda: _assert("conclavium-gateway-1" not in kubelet.pods and second.returncode is not None),
+        30,
+        "gateway scaled down and its process stopped",
+    )
+
+
+async def _scrape_every_pod(kubelet: Kubelet) -> dict[str, str]:
+    """`/metrics` of every pod the chart and the operator created, by pod name."""
+    texts: dict[str, str] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        for pod in kubelet.pods.values():
+            port = pod.ports.get("metrics") or pod.ports.get("http")
+            assert port, f"{pod.name} exposes no metrics port"
+            for attempt in range(3):
+                try:
+                    async with http.get(f"http://{pod.ip}:{port}/metrics") as r:
+                        assert r.status == 200, pod.name
+                        texts[pod.name] = await r.text()
+                        break
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    if attempt == 2:
+                        raise AssertionError(f"{pod.name} at {pod.ip}:{port}: /metrics {e!r}") from e
+    components = {p.labels.get("app.kubernetes.io/component") for p in kubelet.pods.values()}
+    assert components >= {"gateway", "attestation", "operator", "executor", "sequencer"}, components
+    return texts
+
+
+def _alerts_silent(promtool: str, samples: dict[str, str], tmp_path: Path) -> None:
+    """The chart's alert rules over 30 minutes of the scraped values (held constant): none fires."""
+    series = []
+    line_re = re.compile(r"^(conclavium_[a-z0-9_]+)(\{[^}]*\})? (\S+)$")
+    for pod, text in samples.items():
+        for line in text.splitlines():
+            m = line_re.match(line)
+            if not m or m.group(3) in ("NaN", "+Inf", "-Inf"):
+                continue
+            labels = m.group(2)[1:-1] if m.group(2) else ""
+            labels = ",".join(x for x in (labels, f'namespace="{NS}"', f'pod="{pod}"') if x)
+            series.append({"series": f"{m.group(1)}{{{labels}}}", "values": f"{float(m.group(3)):g}x30"})
+    names = [r["alert"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    test = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [{"eval_time": "30m", "alertname": n, "exp_alerts": []} for n in names],
+            }
+        ],
+    }
+    path = tmp_path / "scraped_test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    signing = [s for s in series if s["series"].startswith("conclavium_executor_signing_nodes")]
+    gauges = [
+        s for s in series if re.match(r"conclavium_executor_(trusted_nodes|quorum|committed_height)\{", s["series"])
+    ]
+    assert signing and all(s["values"] == "3x30" for s in signing), (signing, gauges)
+    run = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

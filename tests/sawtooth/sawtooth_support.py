@@ -1,0 +1,89 @@
+"""Helpers of the Sawtooth tests: governance entries enabling the application, intkey batches,
+and the intkey TP (the Sawtooth SDK's processor runtime on Python 3.9) as a process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+
+from conclavium.apps import app_entry
+from conclavium.block import Entry, Kind
+from conclavium.crypto.keys import PrivateKey
+from conclavium.governance import documents
+from conclavium.local.sawtooth import sdk_python, tp_command
+from conclavium.sawtooth import APP
+from conclavium.sawtooth.batch import build_batch
+from conclavium.sawtooth.pb.sawtooth_pb2 import Batch
+from services.executor.sawtooth_tp import TpRouter
+
+PREFIX = hashlib.sha512(b"intkey").hexdigest()[:6]
+INTKEY = [{"name": "intkey", "version": "1.0"}]
+
+
+def need_sdk() -> None:
+    try:
+        sdk_python()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+def address(name: str) -> str:
+    return PREFIX + hashlib.sha512(name.encode()).hexdigest()[-64:]
+
+
+def intkey_txn(verb: str, name: str, value: int) -> tuple[str, str, bytes, list[str], list[str]]:
+    payload = cbor2.dumps({"Verb": verb, "Name": name, "Value": value})
+    return ("intkey", "1.0", payload, [address(name)], [address(name)])
+
+
+def batch(key: bytes, *txns: tuple[str, str, bytes, list[str], list[str]]) -> Batch:
+    return build_batch(key, list(txns))
+
+
+def entry(b: Batch) -> Entry:
+    return app_entry(APP, b.SerializeToString(), b"")
+
+
+def enable_sawtooth(member: PrivateKey, ledger: str, at_s: int, families: list[dict[str, Any]]) -> list[Entry]:
+    actions: list[dict[str, Any]] = [
+        {"name": "set_applications", "args": {"applications": ["kv", APP]}},
+        {"name": "set_sawtooth_families", "args": {"families": families}},
+    ]
+    doc = documents.make_proposal(actions, member, at_s, ledger=ledger)
+    ballot = documents.make_ballot(hashlib.sha256(doc).hexdigest(), True, member, at_s, ledger=ledger)
+    return [Entry(Kind.GOV, doc, b""), Entry(Kind.GOV, ballot, b"")]
+
+
+@contextmanager
+def intkey_tp(endpoint: str, home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The intkey TP connected to `endpoint`, its output in home/intkey-tp.log."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "intkey-tp.log", "wb")
+    env = {**os.environ, "SAWTOOTH_HOME": str(home)}
+    proc = subprocess.Popen(tp_command("intkey", endpoint), stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def wait_registered(router: TpRouter, family: str = "intkey", version: str = "1.0", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while router.registered().get((family, version), 0) == 0:
+        assert time.monotonic() < deadline, "the TP did not register"
+        time.sleep(0.1)
