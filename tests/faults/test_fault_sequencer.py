@@ -1,5 +1,7 @@
 """Kill -9 the active sequencer mid-stream with a standby running: the standby takes over after the
-lease lapses and every acknowledged transaction is committed exactly once."""
+lease lapses and every acknowledged transaction is committed exactly once. A register workload
+runs alongside the load; its history is checked for linearizability and read-your-writes
+(`history.py`), and kept as `history.json` in the test's tmp dir. About 1 minute."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 from pathlib import Path
 
 from fault_support import Load, ledger_last_seq, sequencer_roles, verify_exactly_once, wait_single_active
+from register_workload import Registers
 
 from conclavium.local.network import start_network
 from conclavium.runtime import connect_nats
@@ -23,6 +26,8 @@ async def test_kill_active_sequencer_standby_takes_over(tmp_path: Path) -> None:
         standby = next(n for n in net.procs if n.startswith("sequencer-") and n != active)
         load = Load(net, total=20_000, workers=16)
         task = asyncio.create_task(load.run())
+        regs = Registers(net)
+        regs_task = asyncio.create_task(regs.run())
         await load.wait_acked(800)
 
         net.procs[active].kill()
@@ -40,13 +45,18 @@ async def test_kill_active_sequencer_standby_takes_over(tmp_path: Path) -> None:
         await asyncio.to_thread(net.procs[active].start)
         await load.wait_acked(len(load.acked) + 1000)
         load.stop()
+        regs.stop()
         await task
-        report = await verify_exactly_once(net, load.acked)
+        await regs_task
+        ok, maybe = regs.acked()
+        report = await verify_exactly_once(net, {**load.acked, **dict.fromkeys(ok, 0.0)}, maybe=maybe)
+        operations = await regs.check(tmp_path)
         assert await wait_single_active(net) == standby
         print(
             f"\nsequencer fail-over (lease TTL {LEASE_TTL_S}s): standby active after {takeover_s:.2f}s, "
             f"first block from it after {first_block_s:.2f}s; load {len(load.acked)} tx in "
-            f"{load.finished - load.started:.1f}s, {load.retries} client retries\n{report.summary()}"
+            f"{load.finished - load.started:.1f}s, {load.retries} client retries\n{report.summary()}\n"
+            f"register history: {operations} operations {regs.outcomes()}, linearizable"
         )
         assert takeover_s < LEASE_TTL_S + 1.5
     finally:
