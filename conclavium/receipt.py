@@ -8,6 +8,11 @@ endorsement against the members of the identity the verifier trusts, each signat
 statement, and requires nodes of at least k distinct members, k being the identity's threshold.
 Nothing that decides the count comes from the receipt: not k, not the member set, not which nodes
 are retired, so no node (and no member alone, with all its nodes) can make a receipt verify.
+
+A signer counts only while its endorsement is valid at the receipt's ledger time (`ts_ms`, the
+time of its block as the executors agreed it), or at the time the verifier states instead. `ts_ms`
+is not covered by the commit signatures: a verifier that does not take the receipt's word for it
+states the time (`at_ms`, CLI `--at`), e.g. when it fetched the receipt.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ RECEIPT_VERSION = 2
 class ReceiptError(ValueError):
     """Why a receipt does not verify; `code` is machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, not_counted: dict[str, str] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.not_counted = not_counted or {}  # node id -> why its signature did not count (a code)
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,11 @@ def build(
     root: bytes,
     block_hash: bytes,
     quorum: int,
+    ts_ms: int,
     signatures: list[tuple[str, bytes, str, str]],
 ) -> dict[str, Any]:
-    """`signatures`: (node id, signature, node signing key PEM, member endorsement base64)."""
+    """`signatures`: (node id, signature, node signing key PEM, member endorsement base64);
+    `ts_ms`: the block's ledger time."""
     return {
         "v": RECEIPT_VERSION,
         "ledger": ledger,
@@ -67,6 +75,7 @@ def build(
         "root": root.hex(),
         "block_hash": block_hash.hex(),
         "quorum": quorum,
+        "ts_ms": ts_ms,
         "signatures": [
             {"node": n, "signature": b64e(s), "signing_key": k, "endorsement": e} for n, s, k, e in signatures
         ],
@@ -84,9 +93,20 @@ def _hex(r: dict[str, Any], field: str, size: int = 32) -> bytes:
     return b
 
 
-def verify(r: Any, identity: Identity, *, tx_hash: str | None = None) -> VerifiedReceipt:
-    """Verify a receipt against the consortium identity the caller trusts; raises ReceiptError
-    naming the first failed check."""
+def _time(r: dict[str, Any], at_ms: int | None) -> int:
+    """When the signers' endorsements must be valid: the caller's time, else the receipt's."""
+    at = r.get("ts_ms") if at_ms is None else at_ms
+    if type(at) is not int or at < 0:
+        raise ReceiptError("no_time", "the receipt names no ledger time (ts_ms): state the time to verify at")
+    return at
+
+
+def verify(
+    r: Any, identity: Identity, *, tx_hash: str | None = None, at_ms: int | None = None
+) -> VerifiedReceipt:
+    """Verify a receipt against the consortium identity the caller trusts, its signers' endorsements
+    at `at_ms` (default: the receipt's ledger time); raises ReceiptError naming the first failed
+    check."""
     if not isinstance(r, dict) or r.get("v") != RECEIPT_VERSION:
         raise ReceiptError("malformed", f"not a version {RECEIPT_VERSION} receipt")
     ledger, height, index, quorum = r.get("ledger"), r.get("height"), r.get("index"), r.get("quorum")
@@ -107,21 +127,24 @@ def verify(r: Any, identity: Identity, *, tx_hash: str | None = None) -> Verifie
     if computed != root:
         raise ReceiptError("bad_inclusion_proof", "the leaf and path do not lead to the signed root")
     stmt = statement(ledger, height, bhash, root, quorum)
+    at = _time(r, at_ms)
     sigs = r.get("signatures")
     if not isinstance(sigs, list):
         raise ReceiptError("malformed", "signatures must be a list")
     counted: dict[str, str] = {}  # node -> member
     ignored: list[str] = []
+    not_counted: dict[str, str] = {}
     for s in sigs:
         if not isinstance(s, dict) or not all(
             isinstance(s.get(k), str) for k in ("node", "signature", "signing_key", "endorsement")
         ):
             raise ReceiptError("malformed", "each signature needs node, signature, signing_key and endorsement")
-        member = _signer(s, identity, height, stmt)
-        if member in identity.members:
+        member = _signer(s, identity, height, at, stmt)
+        if isinstance(member, str):
             counted.setdefault(s["node"], member)
         else:
-            ignored.append(f"node {s['node'][:16]}: {member}")
+            ignored.append(f"node {s['node'][:16]}: {member.message}")
+            not_counted.setdefault(s["node"], member.code)
     members = sorted(set(counted.values()))
     if len(members) < identity.threshold:
         detail = f"; not counted: {'; '.join(ignored)}" if ignored else ""
@@ -129,19 +152,20 @@ def verify(r: Any, identity: Identity, *, tx_hash: str | None = None) -> Verifie
             "insufficient_signatures",
             f"nodes of {len(members)} distinct member(s) signed, the consortium identity (version "
             f"{identity.version}) needs {identity.threshold}{detail}",
+            not_counted,
         )
     return VerifiedReceipt(ledger, height, index, leaf_tx.hex(), sorted(counted), members)
 
 
-def _signer(s: dict[str, Any], identity: Identity, height: int, stmt: bytes) -> str:
+def _signer(s: dict[str, Any], identity: Identity, height: int, at_ms: int, stmt: bytes) -> str | EndorsementError:
     """The member a signature counts for, or why it does not count: a node the identity does not
-    vouch for (another member set, retired) is not counted; a signature or endorsement that was
-    tampered with fails the whole receipt."""
+    vouch for (another member set, retired, its endorsement not valid at `at_ms`) is not counted;
+    a signature or endorsement that was tampered with fails the whole receipt."""
     try:
-        endorsed = endorsed_node_key(s["node"], s["signing_key"], s["endorsement"], identity, height)
+        endorsed = endorsed_node_key(s["node"], s["signing_key"], s["endorsement"], identity, height, at_ms)
     except EndorsementError as e:
         if e.code in NOT_COUNTED:
-            return e.message
+            return e
         code = "malformed" if e.code == "malformed" else "untrusted_node"
         raise ReceiptError(code, f"node {s['node'][:16]}: {e.message}") from None
     try:

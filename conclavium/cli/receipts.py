@@ -29,9 +29,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ident = trusted_consortium(args, required=True)
     assert ident is not None
     try:
-        v = receipt.verify(r, ident, tx_hash=args.tx)
+        v = receipt.verify(r, ident, tx_hash=args.tx, at_ms=None if args.at is None else args.at * 1000)
     except receipt.ReceiptError as e:
-        print(json.dumps({"valid": False, "code": e.code, "reason": str(e)}))
+        print(json.dumps({"valid": False, "code": e.code, "reason": str(e), "not_counted": e.not_counted}))
         return 1
     print(
         json.dumps(
@@ -66,4 +66,10 @@ def register(sub: Any) -> None:
     p.add_argument("file")
     add_consortium_option(p)
     p.add_argument("--tx", help="also check the receipt is for this transaction hash")
+    p.add_argument(
+        "--at",
+        type=int,
+        help="count only signers whose endorsement is valid at this time (seconds since the epoch; default: "
+        "the receipt's ledger time, which its signatures do not cover)",
+    )
     p.set_defaults(func=cmd_verify)

@@ -212,6 +212,7 @@ class QueryHandler:
             root=rec.root,
             block_hash=rec.hash,
             quorum=rec.quorum,
+            ts_ms=rec.ts_ms,
             signatures=sigs,
         )
 

@@ -134,6 +134,7 @@ def test_one_nodes_complete_key_material_cannot_forge_a_receipt(net: LocalNetwor
         root=root,
         block_hash=bhash,
         quorum=1,
+        ts_ms=int(time.time() * 1000),
         signatures=[],
     )
     forged["signatures"] = [_signed(stmt, keys.signing, node0["member_endorsement"])]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ledger_support import identity, member_keys, user_keys
 
-from conclavium import consortium, receipt
+from conclavium import consortium, cose, receipt
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e
 from conclavium.local.network import LocalNetwork
@@ -159,3 +163,66 @@ def test_wrong_transaction(network: LocalNetwork, real_receipt: dict[str, Any]) 
     with pytest.raises(receipt.ReceiptError) as e:
         receipt.verify(real_receipt, identity(network), tx_hash="00" * 32)
     assert e.value.code == "wrong_transaction"
+
+
+def _reendorsed(network: LocalNetwork, r: dict[str, Any], not_before: int, not_after: int, count: int) -> None:
+    """The first `count` signers' endorsements replaced by their own member's endorsement of the
+    same node key, valid only from `not_before` to `not_after`: genuine signatures, genuine
+    members, endorsements that do not hold at the receipt's time."""
+    keys = {k.key_id: k for k in member_keys(network)}
+    for s in r["signatures"][:count]:
+        member = keys[cose.parse1(b64d(s["endorsement"])).kid]
+        doc = consortium.make_node_endorsement(member, r["ledger"], s["signing_key"], not_before, not_after)
+        s["endorsement"] = b64e(doc)
+
+
+@pytest.mark.parametrize(
+    ("window", "code"),
+    [((-7200, -3600), "endorsement_expired"), ((3600, 7200), "endorsement_not_yet_valid")],
+)
+def test_signers_whose_endorsement_does_not_hold_at_the_receipts_time_do_not_count(
+    network: LocalNetwork, real_receipt: dict[str, Any], window: tuple[int, int], code: str, tmp_path: Path
+) -> None:
+    r = copy.deepcopy(real_receipt)
+    at = r["ts_ms"] // 1000
+    _reendorsed(network, r, at + window[0], at + window[1], len(r["signatures"]) - 1)
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(r, identity(network))
+    assert e.value.code == "insufficient_signatures", e.value
+    assert sorted(e.value.not_counted.values()) == [code] * (len(r["signatures"]) - 1)
+    out = _cli_verify(network, r, tmp_path)
+    assert not out["valid"] and set(out["not_counted"].values()) == {code}
+    # at a time the caller states, inside the new endorsements' window: they count again
+    inside = (at + (window[0] + window[1]) // 2) * 1000
+    assert len(receipt.verify(r, identity(network), at_ms=inside).members) >= 2
+    assert _cli_verify(network, r, tmp_path, "--at", str(inside // 1000))["valid"]
+
+
+def test_the_time_comes_from_the_receipt_or_the_caller(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
+    ident = identity(network)
+    year_later = real_receipt["ts_ms"] + 400 * 86400 * 1000  # the local network endorses for 365 days
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify({**real_receipt, "ts_ms": year_later}, ident)
+    assert e.value.code == "insufficient_signatures" and set(e.value.not_counted.values()) == {"endorsement_expired"}
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(real_receipt, ident, at_ms=year_later)
+    assert e.value.code == "insufficient_signatures"
+    timeless = {k: v for k, v in real_receipt.items() if k != "ts_ms"}
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(timeless, ident)
+    assert e.value.code == "no_time"
+    assert receipt.verify(timeless, ident, at_ms=real_receipt["ts_ms"]).height == real_receipt["height"]
+
+
+def _cli_verify(network: LocalNetwork, r: dict[str, Any], tmp: Path, *extra: str) -> dict[str, Any]:
+    (tmp / "r.json").write_text(json.dumps(r))
+    argv = [sys.executable, "-m", "conclavium.cli.main", "receipt", "verify", str(tmp / "r.json")]
+    p = subprocess.run(
+        [*argv, "--consortium", str(network.dir / "consortium.json"), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = dict(json.loads(p.stdout))
+    assert (p.returncode == 0) == out["valid"], p
+    return out
