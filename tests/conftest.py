@@ -60,3 +60,14 @@ def attestation_vectors() -> Path:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     pytest.fail("shared/attestation/vectors not found beside the checkout; set CONCLAVIUM_VECTORS")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long fault variants (marker `long_faults`) are skipped unless CONCLAVIUM_LONG_FAULTS=1, which
+    `./dev test-faults` sets: the default `./dev test` stays within its stated time budget."""
+    if os.environ.get("CONCLAVIUM_LONG_FAULTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="a long fault variant: `./dev test-faults` runs it (CONCLAVIUM_LONG_FAULTS=1)")
+    for item in items:
+        if item.get_closest_marker("long_faults") is not None:
+            item.add_marker(skip)
