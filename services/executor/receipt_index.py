@@ -106,6 +106,15 @@ class ReceiptIndex:
         leaves = [(bytes(e), bytes(d)) for e, d in _dec.decode(row[5])]
         return CommittedBlock(row[0], row[1], row[2], row[3], row[4], leaves, dict(_dec.decode(row[6])))
 
+    def height_of(self, block_hash: bytes) -> int | None:
+        """The height of the committed block with this hash (a scan: for reads by block id)."""
+        with self._lock:
+            for b in self._pending + self._writing:
+                if b.hash == block_hash:
+                    return b.height
+            row = self.db.execute("SELECT height FROM blocks WHERE hash = ?", (block_hash,)).fetchone()
+        return int(row[0]) if row else None
+
     def latest_at_or_before(self, height: int) -> CommittedBlock | None:
         """The newest committed block at or below `height` (blocks without entries are not indexed:
         this is the one whose time and place an empty height inherits)."""

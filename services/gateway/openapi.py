@@ -577,7 +577,78 @@ def _sawtooth_operations() -> dict[tuple[str, str], dict[str, Any]]:
                 "503": unavailable,
             },
         },
+        **_sawtooth_chain_operations(unavailable),
     }
+
+
+def _sawtooth_chain_operations(unavailable: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Sawtooth's reads of the chain: a block is a committed ledger block holding Sawtooth batches
+    (docs/sawtooth.md, "Blocks"), its id the ledger block's hash (64 hex digits)."""
+    obj = {"type": "object"}
+    page = {
+        "type": "object",
+        "required": ["data", "head", "link", "paging"],
+        "properties": {
+            "data": {"type": "array", "items": obj},
+            "head": {"type": "string"},
+            "link": {"type": "string"},
+            "paging": obj,
+        },
+    }
+    one = {"type": "object", "required": ["data", "head", "link"], "properties": {"data": obj}}
+    block_id = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    resource_id = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
+    ops: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind, one_kind, code, start in (
+        ("blocks", "block", 70, "^0x[0-9a-f]{16}$"),
+        ("batches", "batch", 71, "^[0-9a-f]{128}$"),
+        ("transactions", "transaction", 72, "^[0-9a-f]{128}$"),
+    ):
+        ops[("GET", f"/{kind}")] = {
+            "summary": f"Committed {kind}, newest block first, a page at a time",
+            "tags": ["sawtooth"],
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": {"type": "string", "pattern": pattern}}
+                for n, pattern in (("start", start), ("limit", "^(1000|[1-9][0-9]{0,2})$"), ("head", "^[0-9a-f]{64}$"))
+            ],
+            "responses": {
+                "200": ok("A page", page),
+                "400": _sawtooth_error("Invalid limit (53) or paging (54)"),
+                "404": _sawtooth_error("A head other than the current one (50)"),
+                "503": unavailable,
+            },
+        }
+        ops[("GET", f"/{kind}/{{id}}")] = {
+            "summary": f"One committed {one_kind}",
+            "tags": ["sawtooth"],
+            "parameters": [path_param("id", block_id if kind == "blocks" else resource_id, "Its id")],
+            "responses": {
+                "200": ok(f"The {one_kind}", one),
+                "400": _sawtooth_error("Not an id (60)"),
+                "404": _sawtooth_error(f"No committed {one_kind} has this id ({code})"),
+                "503": unavailable,
+            },
+        }
+    ops[("GET", "/receipts")] = {
+        "summary": "Receipts of committed transactions: state changes, events, receipt data",
+        "tags": ["sawtooth"],
+        "parameters": [
+            {
+                "name": "id",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{128}(,[0-9a-f]{128}){0,99}$"},
+                "description": "Transaction ids, separated by commas",
+            }
+        ],
+        "responses": {
+            "200": ok("The receipts, in the order asked", {"type": "object", "required": ["data"]}),
+            "400": _sawtooth_error("No ids (66), or an id that is not 128 hex digits (60)"),
+            "404": _sawtooth_error("A transaction without a committed receipt (80)"),
+            "503": unavailable,
+        },
+    }
+    return ops
 
 
 def _with_method_not_allowed(op: dict[str, Any]) -> dict[str, Any]:

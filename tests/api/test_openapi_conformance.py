@@ -57,7 +57,18 @@ def test_a_route_without_an_entry_fails_the_build() -> None:
 
 # Sawtooth's REST paths answer with Sawtooth's own error body (its clients read its integer codes;
 # a wrong content type is its 400 code 42), except for the gateway's shared refusals (413, 503 busy).
-SAWTOOTH_PATHS = ("/batches", "/batch_statuses", "/state", "/state/{address}")
+SAWTOOTH_PATHS = (
+    "/batches",
+    "/batch_statuses",
+    "/state",
+    "/state/{address}",
+    "/batches/{id}",
+    "/blocks",
+    "/blocks/{id}",
+    "/transactions",
+    "/transactions/{id}",
+    "/receipts",
+)
 
 
 def test_every_operation_documents_its_errors_with_the_error_body() -> None:

@@ -25,9 +25,11 @@ that answers differently on two executors gives two roots at the same height, wh
 rule reports as a fork instead of committing either.
 
 State: `sawtooth/state` (address -> base64 data), `sawtooth/txns` (transaction id -> batch id),
-`sawtooth/batches` (batch id -> transaction ids and entry id), `sawtooth/receipts` (transaction id ->
-receipt data and events). All private maps (encrypted at rest, digests keyed), read through this
-application's queries.
+`sawtooth/batches` (batch id -> transaction ids, entry id, height and the batch's bytes),
+`sawtooth/blocks` (height, 12 digits -> the previous block's hash and the block's executed batch
+ids), `sawtooth/receipts` (transaction id -> state changes, receipt data and events). All private
+maps (encrypted at rest, digests keyed), read through this application's queries
+(`sawtooth_reads.py`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .base import Application, Context, Namespaces, QueryError, Verdict, not_beh
 STATE = "sawtooth/state"
 TXNS = "sawtooth/txns"
 BATCHES = "sawtooth/batches"
+BLOCKS = "sawtooth/blocks"
 RECEIPTS = "sawtooth/receipts"
 DEFAULT_TIMEOUT_MS = 10_000
 DEFAULT_ATTEMPTS = 3
@@ -110,7 +113,19 @@ class SawtoothApp(Application):
             for t in batch.txns:
                 self._run(ctx, t, timeout, attempts)
                 state.put(TXNS, t.id, batch.id)
-            state.put(BATCHES, batch.id, {"txns": [t.id for t in batch.txns], "entry": eid})
+            state.put(
+                BATCHES,
+                batch.id,
+                {
+                    "txns": [t.id for t in batch.txns],
+                    "entry": eid,
+                    "height": ctx.block_height,
+                    "raw": base64.b64encode(batch.raw).decode(),
+                },
+            )
+            key = block_key(ctx.block_height)
+            row = state.get(BLOCKS, key) or {"prev": ctx.block_prev.hex(), "batches": []}
+            state.put(BLOCKS, key, {**row, "batches": [*row["batches"], batch.id]})
             digest = ctx.private_digest(state.pending_writes())
         except BaseException:
             state.rollback()
@@ -140,12 +155,18 @@ class SawtoothApp(Application):
                         ctx.state.delete(STATE, address)
                     else:
                         ctx.state.put(STATE, address, base64.b64encode(value).decode())
+                changes = [
+                    {"address": a, "type": "DELETE", "value": ""}
+                    if v is None
+                    else {"address": a, "type": "SET", "value": base64.b64encode(v).decode()}
+                    for a, v in writes.items()
+                ]
                 receipt = {
+                    "state_changes": changes,
                     "data": [base64.b64encode(d).decode() for d in txn.receipt_data],
                     "events": [_event_json(e) for e in txn.events],
                 }
-                if receipt["data"] or receipt["events"]:
-                    ctx.state.put(RECEIPTS, t.id, receipt)
+                ctx.state.put(RECEIPTS, t.id, receipt)
                 return
             elif answer.status == TpProcessResponse.INVALID_TRANSACTION:
                 m.SAWTOOTH_TP_ATTEMPTS.labels("invalid").inc()
@@ -156,10 +177,13 @@ class SawtoothApp(Application):
         raise TxError("tp_internal_error", _invalid(t, f"{last} ({attempts} attempts)"))
 
     def queries(self) -> dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]]:
+        from . import sawtooth_reads as reads  # it reads this module's maps
+
         return {
             "sawtooth_batch_statuses": self._batch_statuses,
             "sawtooth_state": _state_get,
             "sawtooth_state_list": _state_list,
+            **reads.QUERIES,
         }
 
     def _batch_statuses(self, machine: Any, req: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +214,11 @@ class SawtoothApp(Application):
 
     def snapshot(self, state: Any) -> Any:
         return None
+
+
+def block_key(height: int) -> str:
+    """The `sawtooth/blocks` key of a height: fixed width, so key order is height order."""
+    return f"{height:012d}"
 
 
 def _context(ctx: Context, t: Txn, writes: dict[str, bytes | None]) -> TxnContext:

@@ -1,5 +1,6 @@
 """Sawtooth's REST API, the subset its clients use (docs/sawtooth.md): `POST /batches`,
-`GET /batch_statuses`, `GET /state` and `GET /state/{address}`, with Sawtooth's error bodies
+`GET /batch_statuses`, `GET /state` and `GET /state/{address}`, `GET /blocks`, `/batches` and
+`/transactions` (and each `/{id}`), `GET /receipts?id=`, with Sawtooth's error bodies
 (`conclavium.sawtooth.rest`).
 
 A submitted BatchList is checked here with the executors' own rules (`conclavium.sawtooth.batch`:
@@ -13,6 +14,7 @@ until an executor has run it.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -35,6 +37,9 @@ ACCEPTED_TTL_S = 600.0
 POLL_S = 0.1
 MAX_IDS = 100
 HEX = frozenset("0123456789abcdef")
+BLOCK_ID = re.compile(r"^[0-9a-f]{64}$")  # a block here is a ledger block: its id is the block's hash
+ONE = {"blocks": "sawtooth_block", "batches": "sawtooth_batch", "transactions": "sawtooth_transaction"}
+NOT_FOUND = {"blocks": r.BLOCK_NOT_FOUND, "batches": r.BATCH_NOT_FOUND, "transactions": r.TRANSACTION_NOT_FOUND}
 
 
 class SawtoothRoutes(ProtocolRoutes):
@@ -51,6 +56,13 @@ class SawtoothRoutes(ProtocolRoutes):
         router.add_get("/batch_statuses", self.get_batch_statuses)
         router.add_get("/state", self.get_state_list)
         router.add_get("/state/{address}", self.get_state)
+        router.add_get("/blocks", self.get_blocks)
+        router.add_get("/blocks/{id}", self.get_one)
+        router.add_get("/batches", self.get_list)
+        router.add_get("/batches/{id}", self.get_one)
+        router.add_get("/transactions", self.get_list)
+        router.add_get("/transactions/{id}", self.get_one)
+        router.add_get("/receipts", self.get_receipts)
 
     # --- submissions ----------------------------------------------------------------------------
 
@@ -122,12 +134,9 @@ class SawtoothRoutes(ProtocolRoutes):
         prefix = q.get("address", "")
         if len(prefix) > 70 or not set(prefix) <= HEX:
             return _error(r.INVALID_STATE_ADDRESS, prefix[:80])
-        limit_text = q.get("limit", str(r.DEFAULT_STATE_PAGE))
-        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6) or int(limit_text) == 0:
-            return _error(r.COUNT_INVALID, limit_text[:20])
-        limit = int(limit_text)
-        if limit > r.MAX_STATE_PAGE:
-            return _error(r.PAGING_INVALID, f"limit is at most {r.MAX_STATE_PAGE}")
+        limit = _page_limit(request)
+        if isinstance(limit, web.Response):
+            return limit
         start = q.get("start")
         if start is not None and not ADDRESS.fullmatch(start):
             return _error(r.PAGING_INVALID, "start is a state address (a next_position)")
@@ -145,7 +154,72 @@ class SawtoothRoutes(ProtocolRoutes):
             paging["next"] = str(request.url.update_query({"start": nxt, "limit": str(limit)}))
         return _json({"data": answer["data"], "head": answer["head"], "link": str(request.url), "paging": paging})
 
-    async def _ask(self, req: dict[str, Any], fresh: bool = False) -> dict[str, Any] | web.Response:
+    async def get_blocks(self, request: web.Request) -> web.Response:
+        """`/blocks`: newest first; paging positions are block numbers as Sawtooth writes them
+        (`0x` and 16 hex digits)."""
+        limit = _page_limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        text = request.query.get("start")
+        start = _block_num(text) if text is not None else None
+        if text is not None and start is None:
+            return _error(r.PAGING_INVALID, "start is a block number: 0x and 16 hex digits (a next_position)")
+        return await self._list(request, {"type": "sawtooth_blocks", "limit": limit, "start": start}, limit)
+
+    async def get_list(self, request: web.Request) -> web.Response:
+        """`/batches`, `/transactions`: newest block first; paging positions are ids."""
+        limit = _page_limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        start = request.query.get("start")
+        if start is not None and not RESOURCE_ID.fullmatch(start):
+            return _error(r.PAGING_INVALID, "start is an id (a next_position)")
+        kind = request.path.strip("/").split("/")[0]
+        return await self._list(request, {"type": f"sawtooth_{kind}", "limit": limit, "start": start}, limit)
+
+    async def _list(self, request: web.Request, req: dict[str, Any], limit: int) -> web.Response:
+        answer = await self._ask(req, fresh=True)
+        if isinstance(answer, web.Response):
+            return answer
+        head = request.query.get("head")
+        if head is not None and head != answer["head"]:
+            return _error(r.HEAD_NOT_FOUND, head[:140])
+        paging: dict[str, Any] = {"limit": limit, "start": request.query.get("start")}
+        nxt = answer.get("next_position")
+        if nxt is not None:
+            nxt = f"0x{nxt:016x}" if isinstance(nxt, int) else nxt
+            paging["next_position"] = nxt
+            paging["next"] = str(request.url.update_query({"start": nxt, "limit": str(limit)}))
+        return _json({"data": answer["data"], "head": answer["head"], "link": str(request.url), "paging": paging})
+
+    async def get_one(self, request: web.Request) -> web.Response:
+        """`/blocks/{id}`, `/batches/{id}`, `/transactions/{id}`."""
+        kind = request.path.strip("/").split("/")[0]
+        rid = request.match_info["id"]
+        pattern = BLOCK_ID if kind == "blocks" else RESOURCE_ID
+        if not pattern.fullmatch(rid):
+            return _error(r.INVALID_RESOURCE_ID, rid[:140])
+        answer = await self._ask({"type": ONE[kind], "id": rid}, fresh=True, not_found=NOT_FOUND[kind])
+        if isinstance(answer, web.Response):
+            return answer
+        return _json({"data": answer["data"], "head": answer["head"], "link": str(request.url)})
+
+    async def get_receipts(self, request: web.Request) -> web.Response:
+        """`/receipts?id=`: receipts of committed transactions; an id without one is 80."""
+        ids = [i for i in request.query.get("id", "").split(",") if i]
+        if not ids or len(ids) > MAX_IDS:
+            return _error(r.STATUS_ID_QUERY_INVALID)
+        for i in ids:
+            if not RESOURCE_ID.fullmatch(i):
+                return _error(r.INVALID_RESOURCE_ID, i[:140])
+        answer = await self._ask({"type": "sawtooth_receipts", "ids": ids}, fresh=True, not_found=r.RECEIPT_NOT_FOUND)
+        if isinstance(answer, web.Response):
+            return answer
+        return _json({"data": answer["data"], "head": answer["head"], "link": str(request.url)})
+
+    async def _ask(
+        self, req: dict[str, Any], fresh: bool = False, not_found: r.RestError | None = None
+    ) -> dict[str, Any] | web.Response:
         """An executor's answer, or the Sawtooth error response that stands for its refusal."""
         try:
             answer = await (self.gw.ask_fresh(req, 0) if fresh else self.gw.ask_executor(req))
@@ -165,7 +239,25 @@ class SawtoothRoutes(ProtocolRoutes):
             return _error(r.INVALID_STATE_ADDRESS, str(err.get("message"))[:200])
         if code in ("invalid_paging", "invalid_ids", "invalid_id"):
             return _error(r.PAGING_INVALID, str(err.get("message"))[:200])
+        if code == "not_found" and not_found is not None:
+            return _error(not_found, str(err.get("message"))[:200] if not_found is r.RECEIPT_NOT_FOUND else "")
         return _error(r.UNKNOWN_VALIDATOR_ERROR, f"{code}: {str(err.get('message'))[:200]}")
+
+
+def _page_limit(request: web.Request) -> int | web.Response:
+    text = request.query.get("limit", str(r.DEFAULT_STATE_PAGE))
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or int(text) == 0:
+        return _error(r.COUNT_INVALID, text[:20])
+    if int(text) > r.MAX_STATE_PAGE:
+        return _error(r.PAGING_INVALID, f"limit is at most {r.MAX_STATE_PAGE}")
+    return int(text)
+
+
+def _block_num(text: str) -> int | None:
+    """A block number as Sawtooth writes paging positions (`0x` and 16 hex digits)."""
+    if len(text) == 18 and text.startswith("0x") and set(text[2:]) <= HEX:
+        return int(text[2:], 16)
+    return None
 
 
 def _base(request: web.Request) -> str:
