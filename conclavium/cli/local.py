@@ -230,7 +230,7 @@ def register(sub: Any) -> None:
     up.add_argument(
         "--sawtooth",
         metavar="FAMILIES",
-        help="run the Sawtooth application with these transaction families' TPs (e.g. intkey): "
+        help="run the Sawtooth application with these transaction families' TPs (intkey, xo or intkey,xo): "
         "REST API on the gateway, one TP endpoint per executor (docs/sawtooth.md)",
     )
     up.set_defaults(func=cmd_up)

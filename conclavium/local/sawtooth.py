@@ -13,8 +13,11 @@ from conclavium.sawtooth import APP
 __all__ = ["APP", "FAMILY_VERSIONS", "TP_SCRIPTS", "sdk_python", "tp_command"]
 
 ROOT = Path(__file__).resolve().parents[2]
-TP_SCRIPTS = {"intkey": ROOT / "examples" / "sawtooth" / "intkey_tp.py"}
-FAMILY_VERSIONS = {"intkey": "1.0"}
+TP_SCRIPTS = {
+    "intkey": ROOT / "examples" / "sawtooth" / "intkey_tp.py",
+    "xo": ROOT / "examples" / "sawtooth" / "xo_tp.py",
+}
+FAMILY_VERSIONS = {"intkey": "1.0", "xo": "1.0"}
 
 
 def sdk_python() -> Path:
