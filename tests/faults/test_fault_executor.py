@@ -1,23 +1,30 @@
 """Executor crashes and damaged disks: a killed executor restarts from its snapshot, its chunks and
 the stream; a wiped one rebuilds from another node's snapshot; a corrupted chunk or snapshot is
 refused (naming the file and offset), the node rebuilds from the stream, and the audit reports it.
-Nothing acknowledged is lost or duplicated, and all executors end on the same root."""
+A SIGTERM flushes the ledger: the node restarts at the height it stopped at, without a torn record;
+with every executor stopped the gateway answers reads `503 no_executor`. Nothing acknowledged is
+lost or duplicated, and all executors end on the same root."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.request import urlopen
 
+import aiohttp
 from fault_support import Load, verify_exactly_once
+from prometheus_client.parser import text_string_to_metric_families
 
+from conclavium.block import decode_block
 from conclavium.cli.local import _node_status
-from conclavium.ledger_files import chunk_files, snapshot_files
+from conclavium.ledger_files import chunk_files, read_chunk, read_chunks, snapshot_files
 from conclavium.local.network import LocalNetwork, start_network
 
 SNAPSHOT_EVERY = 300
@@ -124,6 +131,9 @@ async def test_corrupt_chunk_and_snapshot_are_refused(tmp_path: Path) -> None:
         refused = " ".join(st["refused_files"])
         assert chunk.name in refused and "at byte" in refused, st["refused_files"]
         assert snap.name in refused, st["refused_files"]
+        assert _counter(net, "executor-2", "conclavium_executor_corrupt_files") == 2
+        quarantined = [p.name for p in (victim / "quarantine").iterdir()]
+        assert all(any(q.startswith(f.name) for q in quarantined) for f in (chunk, snap)), quarantined
         more = Load(net, total=300, workers=8, tag="after")
         await more.run()
         await verify_exactly_once(net, {**load.acked, **more.acked}, strict_blocks=False)
@@ -132,3 +142,81 @@ async def test_corrupt_chunk_and_snapshot_are_refused(tmp_path: Path) -> None:
     code, summary = _audit(copy)
     assert code == 1 and not summary["ok"]
     assert "at byte" in summary["error"] and (chunk.name in summary["error"] or snap.name in summary["error"])
+
+
+def _counter(net: LocalNetwork, name: str, metric: str) -> float:
+    """A counter's value as the process serves it on /metrics."""
+    with urlopen(net.url_of(name, "/metrics"), timeout=5) as r:
+        text = r.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == metric:
+            return sum(s.value for s in family.samples if s.name == f"{metric}_total")
+    raise AssertionError(f"{name} serves no {metric}")
+
+
+def _stopped_at(net: LocalNetwork, name: str) -> int:
+    """The height an executor's log says it flushed its ledger at when it stopped."""
+    log = (net.dir / "logs" / f"{name}.log").read_text()
+    found = re.findall(rf"executor {name} stopped at height (\d+), ledger flushed", log)
+    assert found, f"{name} logged no flush on SIGTERM"
+    return int(found[-1])
+
+
+def _last_height_on_disk(net: LocalNetwork, name: str) -> int:
+    """The last block in the executor's chunks, which must end on a whole record (no torn tail)."""
+    ledger = net.dir / "nodes" / name / "ledger"
+    assert read_chunk(chunk_files(ledger)[-1], last=True)[1] is None, f"{name}: a torn record after SIGTERM"
+    return max(decode_block(r.raw).height for r in read_chunks(ledger))
+
+
+async def _read_status(gateway: str, path: str) -> tuple[int, str | None, str | None, float]:
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s, s.get(gateway + path) as r:
+        body = await r.json(content_type=None)
+        return r.status, body.get("error", {}).get("code"), r.headers.get("Retry-After"), time.monotonic() - t0
+
+
+async def test_sigterm_flushes_the_ledger_and_no_executor_answers_503(tmp_path: Path) -> None:
+    """Budget: about 1.5 minutes. SIGTERM one executor under load: it logs the height it flushed at, its
+    chunks end on a whole record at that height, and it restarts there. Then SIGTERM all of them:
+    reads that need an executor answer `503 no_executor` with Retry-After; once they are back every
+    acknowledged transaction is committed exactly once."""
+    net = await _network(tmp_path)
+    try:
+        load = Load(net, total=3000, workers=16)
+        task = asyncio.create_task(load.run())
+        await load.wait_acked(1000)
+        victim = net.procs["executor-2"]
+        await asyncio.to_thread(victim.stop, 20.0)
+        assert victim.proc is not None and victim.proc.returncode == 0, victim.proc and victim.proc.returncode
+        flushed = _stopped_at(net, "executor-2")
+        assert _last_height_on_disk(net, "executor-2") == flushed
+        await asyncio.to_thread(victim.start)
+        await _ready(net, "executor-2")
+        log = (net.dir / "logs" / "executor-2.log").read_text()
+        assert f"restored height {flushed} " in log and "torn record" not in log
+        await task
+
+        names = sorted(n for n in net.procs if n.startswith("executor-"))
+        for name in names:
+            await asyncio.to_thread(net.procs[name].stop, 20.0)
+        heights = {n: _stopped_at(net, n) for n in names}
+        assert all(_last_height_on_disk(net, n) == h for n, h in heights.items()), heights
+        some = next(iter(load.acked))
+        answers = [
+            await _read_status(net.gateway_url, "/v1/state/public:faults/load-0"),
+            await _read_status(net.gateway_url, f"/v1/transactions/{some}/receipt"),
+        ]
+        for status, code, retry_after, _ in answers:
+            assert (status, code, retry_after) == (503, "no_executor", "1"), answers
+        for name in names:
+            await asyncio.to_thread(net.procs[name].start)
+        for name in names:
+            await _ready(net, name)
+        report = await verify_exactly_once(net, load.acked)
+        print(
+            f"\nexecutor SIGTERM: flushed at height {flushed}, restarted there; all stopped at {heights}; "
+            f"the gateway answered 503 no_executor in {max(a[3] for a in answers):.2f}s\n{report.summary()}"
+        )
+    finally:
+        await asyncio.to_thread(net.stop)
