@@ -157,12 +157,13 @@ class LedgerStore:
         self._child = (pid, height, path, time.monotonic())
         return True
 
-    def poll_snapshot(self) -> tuple[int, str] | None:
-        """(height, digest) once the child finished writing; None while it works or if it failed."""
+    def poll_snapshot(self, *, wait: bool = False) -> tuple[int, str] | None:
+        """(height, digest) once the child finished writing; None while it works or if it failed.
+        With `wait`, block until it finished (a stop: the snapshot is kept, reaped exactly once)."""
         if self._child is None:
             return None
         pid, height, path, started = self._child
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
         if done == 0:
             if time.monotonic() - started > SNAPSHOT_CHILD_TIMEOUT_S:
                 os.kill(pid, signal.SIGKILL)
@@ -180,9 +181,7 @@ class LedgerStore:
         return height, read_snapshot_header(path)["digest"]
 
     def close(self) -> None:
-        if self._child is not None:
-            os.waitpid(self._child[0], 0)
-            self.poll_snapshot()
+        self.poll_snapshot(wait=True)
         if self.writer is not None:
             self.writer.close()
             self.writer = None
