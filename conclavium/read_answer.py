@@ -38,9 +38,9 @@ from typing import Any
 
 from conclavium import merkle
 from conclavium.consortium import Identity
-from conclavium.crypto.keys import PrivateKey, PublicKey
+from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64d, b64e, canonical_json, dumps, loads
-from conclavium.endorsement import EndorsementError, endorsed_node_key
+from conclavium.endorsement import Endorsed, EndorsementError, endorsed_node_key
 
 READ_VERSION = 2
 READ_DOMAIN = b"conclavium.read-answer.v1\x00"
@@ -65,6 +65,7 @@ class VerifiedRead:
     answer: dict[str, Any]  # the answer object, without its signature
     height: int
     node: str
+    member: str  # the member whose endorsement of the node counted
 
 
 # --- the requests a read names (the gateway and the clients build them with these) ------------------
@@ -224,7 +225,7 @@ def verify(response: Any, request: dict[str, Any], identity: Identity, *, min_he
         raise ReadAnswerError("stale_read", f"the answer was read at height {height}, {min_height} or later needed")
     node = str(fields["node"])
     try:
-        key = _endorsed(node, str(fields["signing_key"]), str(fields["endorsement"]), identity)
+        endorsed = _endorsed(node, str(fields["signing_key"]), str(fields["endorsement"]), identity)
         if not identity.counts(node, height):
             raise EndorsementError("retired", f"retired after height {identity.retired[node]}")
     except EndorsementError as e:
@@ -236,23 +237,23 @@ def verify(response: Any, request: dict[str, Any], identity: Identity, *, min_he
     answer = {k: v for k, v in response.items() if k != FIELD}
     leaf = merkle.leaf_hash(statement(ledger, height, str(fields["request"]), answer_hash(answer)))
     root = merkle.root_from_path(leaf, _path(s.get("path")))
-    if not key.verify(sig, batch_statement(ledger, root)):
+    if not endorsed.key.verify(sig, batch_statement(ledger, root)):
         raise ReadAnswerError("bad_signature", "the executor's signature does not cover this answer")
-    return VerifiedRead(answer, height, str(fields["node"]))
+    return VerifiedRead(answer, height, node, endorsed.member)
 
 
-_ENDORSED: dict[tuple[str, str, str, str], PublicKey] = {}
+_ENDORSED: dict[tuple[str, str, str, str], Endorsed] = {}
 _ENDORSED_MAX = 256
 
 
-def _endorsed(node: str, signing_key: str, endorsement: str, identity: Identity) -> PublicKey:
+def _endorsed(node: str, signing_key: str, endorsement: str, identity: Identity) -> Endorsed:
     """`endorsed_node_key`, remembered per identity version (retirement is checked per answer by
     the caller): a client reads from the same few nodes again and again, and checking an
     endorsement costs more than the answer's signature."""
     cache_key = (identity.digest, node, signing_key, endorsement)
     key = _ENDORSED.get(cache_key)
     if key is None:
-        key = endorsed_node_key(node, signing_key, endorsement, identity, 0).key
+        key = endorsed_node_key(node, signing_key, endorsement, identity, 0)
         if len(_ENDORSED) >= _ENDORSED_MAX:
             _ENDORSED.pop(next(iter(_ENDORSED)))
         _ENDORSED[cache_key] = key

@@ -64,6 +64,12 @@ def query_subject(ledger: str) -> str:
     return f"cv.{ledger}.query"
 
 
+def every_executor_subject(ledger: str) -> str:
+    """Queries every executor answers (no queue group): the transaction key's vouches
+    (`conclavium.tx_key_vouch`), which need the word of many nodes."""
+    return f"cv.{ledger}.query-all"
+
+
 def node_query_subject(ledger: str, node_name: str) -> str:
     """Queries for one named executor (local status, per-node attestation)."""
     return f"cv.{ledger}.node.{node_name}.query"

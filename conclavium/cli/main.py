@@ -39,15 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--service-cert",
         dest="pin_cert",
         type=Path,
-        help="the service certificate (PEM) to pin: private operations are sealed only to a transaction key "
-        "it signed (with --net: the network's own by default)",
+        help="the service certificate (PEM) to pin: documents are signed only for the ledger it names "
+        "(with --net: the network's own by default)",
     )
     p.add_argument(
         "--consortium",
         dest="pin_consortium",
         type=Path,
         help="the consortium identity (JSON) to trust: commits are reported only with a receipt signed by "
-        "nodes of k distinct members of it (with --net: the network's own by default)",
+        "nodes of k distinct members of it, and private operations are sealed only to a transaction key nodes "
+        "of k distinct members vouch for (with --net: the network's own by default)",
     )
     p.add_argument(
         "--ledger",

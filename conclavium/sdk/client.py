@@ -16,10 +16,10 @@ from urllib.parse import quote
 import aiohttp
 
 from conclavium import consortium as consortium_identity
-from conclavium import cose, query, read_answer, receipt
+from conclavium import cose, query, read_answer, receipt, tx_key_vouch
 from conclavium.crypto.keys import PrivateKey, PublicKey
 from conclavium.governance import documents
-from conclavium.identity import CertificateError, service_ledger, verify_tx_key
+from conclavium.identity import CertificateError, service_ledger
 from conclavium.tx import SignedTx, make_body, sign
 
 TX_KEY_TTL_S = 5.0
@@ -57,11 +57,12 @@ class Client:
         consortium: consortium_identity.Identity | str | bytes | None = None,
     ) -> None:
         """`consortium` (the consortium identity document, its JSON text or a loaded Identity)
-        is what commits are checked against: `wait()` reports Committed only with a receipt
-        signed by nodes of k distinct members of it. `service_cert` (PEM) pins the service for
-        sealing: private operations are sealed only to a transaction key that certificate's key
-        signed. Without them nothing is sealed (the gateway's word for the key is not enough) and
-        `wait()` says its answer is unverified."""
+        is what commits, reads and the transaction key are checked against: `wait()` reports
+        Committed only with a receipt signed by nodes of k distinct members of it, and private
+        operations are sealed only to a transaction key nodes of k distinct members vouch for
+        (`conclavium.tx_key_vouch`). Without it nothing is sealed (the gateway's word, or one
+        node's, for the key is not enough) and `wait()` says its answer is unverified.
+        `service_cert` (PEM) pins the ledger id documents are signed for."""
         self.url = gateway_url.rstrip("/")
         self.key = key
         self.ledger = ledger
@@ -175,26 +176,24 @@ class Client:
 
     async def tx_key(self) -> tuple[str, bytes]:
         """The ledger's current transaction key (id, X25519 public key), refreshed every few
-        seconds so a rotation is picked up; checked against the pinned service certificate."""
+        seconds so a rotation is picked up: the key endorsed nodes of k distinct members of the
+        consortium identity vouch for, or ClientError `untrusted_tx_key` (`reason`: why)."""
         now = time.monotonic()
         if self._tx_key is not None and now - self._tx_key[0] < TX_KEY_TTL_S:
             return self._tx_key[1]
-        info = await self.service()
-        doc = info.get("tx_key")
-        if not doc:
-            raise ClientError(503, "no_tx_key", "the ledger has no transaction key yet")
-        if self.service_cert is None:
+        if self.consortium is None:
             raise ClientError(
                 400,
-                "no_service_cert",
-                "sealing private operations needs the service certificate pinned (Client(service_cert=...), "
-                "CLI --service-cert FILE): a transaction key the gateway hands out is not trusted on its word",
+                "no_consortium",
+                "sealing private operations needs the consortium identity pinned (Client(consortium=...), "
+                "CLI --consortium FILE): a transaction key counts only when nodes of k distinct members vouch for it",
             )
+        _, data = await self._request("GET", "/v1/service/tx-key")
         try:
-            public = verify_tx_key(doc, await self.ledger_id(), self.service_cert)
-        except (CertificateError, KeyError, TypeError, ValueError) as e:
-            raise ClientError(502, "untrusted_tx_key", f"the transaction key does not verify: {e}") from None
-        self._tx_key = (now, (doc["id"], public))
+            vouched = tx_key_vouch.verify(data, self.consortium)
+        except tx_key_vouch.TxKeyError as e:
+            raise ClientError(502, "untrusted_tx_key", f"the transaction key is not vouched for: {e}", e.code) from None
+        self._tx_key = (now, (vouched.id, vouched.public))
         return self._tx_key[1]
 
     async def build(self, ops: list[dict[str, Any]]) -> SignedTx:
@@ -326,7 +325,8 @@ class Client:
 
     async def service(self) -> dict[str, Any]:
         # Not held to seen_height: the gateway caches this answer, and what clients rely on in it
-        # (the ledger, the transaction key) is checked against the pinned certificate as well.
+        # (the ledger) is checked against the pinned identity or certificate as well; the
+        # transaction key in it is one node's word, so sealing takes it from tx_key() instead.
         return await self._read("GET", "/v1/service", read_answer.service_request(), fresh=False)
 
     async def service_unverified(self) -> dict[str, Any]:

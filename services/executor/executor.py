@@ -188,6 +188,7 @@ class Executor:
             streams.query_subject(self.cfg.ledger), queue=streams.EXECUTOR_QUEUE, cb=self.queries.handle
         )
         await self.nc.subscribe(streams.node_query_subject(self.cfg.ledger, self.cfg.name), cb=self.queries.handle)
+        await self.nc.subscribe(streams.every_executor_subject(self.cfg.ledger), cb=self.queries.handle)
         log.info("executor %s node %s starting", self.cfg.name, self.node_id[:16])
         t0 = time.perf_counter()
         replayed = await self.store.load(self.machine, self._secret_map())

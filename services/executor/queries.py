@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from conclavium import merkle, read_answer, receipt, streams
+from conclavium import merkle, read_answer, receipt, streams, tx_key_vouch
 from conclavium.attestation import AttestationError, load_policy
 from conclavium.block import leaf_data
 from conclavium.encoding import dumps, loads
@@ -27,7 +27,7 @@ from . import metrics as m
 from .apps.base import QueryError
 from .attest import policy_failures
 from .ledger_machine import LedgerMachine
-from .tables import MEMBERS, NODES, SERVICE, USERS
+from .tables import MEMBERS, NODES, SERVICE, TX_KEYS, USERS
 
 log = logging.getLogger("conclavium.executor")
 
@@ -91,7 +91,7 @@ class QueryHandler:
             handler = getattr(self, f"q_{name}", None) if isinstance(name, str) and name.isidentifier() else None
             if handler is None and isinstance(name, str):
                 handler = self._application_query(name)
-            if handler is None:
+            if handler is None or (name != tx_key_vouch.REQUEST_TYPE and self._to_every_executor(msg)):
                 kind = "unknown"  # a metric label: never the caller's text
                 raise QueryError("unknown_query", f"unknown query type {str(name)[:64]!r}")
             kind = name
@@ -124,6 +124,11 @@ class QueryHandler:
         if self._node_id is None:
             self._node_id = self.ex.node_id
         return _member_endorsed(self.ex.machine, self._node_id)
+
+    def _to_every_executor(self, msg: Any) -> bool:
+        """Whether `msg` came on the subject every executor answers: only the transaction key's
+        vouches are asked there (one request must not make every node do any work)."""
+        return getattr(msg, "subject", None) == streams.every_executor_subject(self.ex.cfg.ledger)
 
     def _redirects(self, msg: Any) -> bool:
         """Whether this node sends a read on the shared subject elsewhere (`not_endorsed`, which the
@@ -255,6 +260,16 @@ class QueryHandler:
             },
             "last": st.get(RECOVERY, gov_recovery.LAST_KEY),
         }
+
+    def q_tx_key(self, _: dict[str, Any]) -> dict[str, Any]:
+        """This node's word (signed, as every answer) on the ledger's current transaction key: a
+        client seals only to a key nodes of k members vouch for (`conclavium.tx_key_vouch`)."""
+        if self.ex.recovery is not None:
+            raise QueryError("recovering", f"the service is recovering: {self.ex.recovery.reason()}")
+        row = (self.ex.machine.state.get(SERVICE, TX_KEYS) or [None])[-1]
+        if row is None:
+            raise QueryError("no_tx_key", "the ledger has no transaction key yet")
+        return {"tx_key": row}
 
     def q_service(self, _: dict[str, Any]) -> dict[str, Any]:
         if self.ex.recovery is not None:

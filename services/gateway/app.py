@@ -18,7 +18,7 @@ import nats.errors
 import orjson
 from aiohttp import web
 
-from conclavium import cose, read_answer, streams
+from conclavium import cose, read_answer, streams, tx_key_vouch
 from conclavium.block import Entry, Kind, entry_id
 from conclavium.crypto.keys import PublicKey
 from conclavium.encoding import b64d, dumps, loads, unpack
@@ -79,6 +79,7 @@ class Gateway:
         self.admission = AdmissionBound(cfg.max_uncommitted, cfg.max_queue_s)
         self.seen_commits: OrderedDict[int, None] = OrderedDict()
         self._service: tuple[float, dict[str, Any]] | None = None
+        self._vouches: tuple[float, dict[str, Any]] | None = None
         self._keys: dict[str, PublicKey] = {}
         self._refresher: asyncio.Task[None] | None = None
         self.commit_height = 0
@@ -96,6 +97,7 @@ class Gateway:
         r.add_get("/v1/transactions/{hash}/receipt", self.get_receipt)
         protocols.add_query_routes(r, self)
         r.add_get("/v1/service", self.get_service)
+        r.add_get("/v1/service/tx-key", self.get_tx_key)
         r.add_get("/v1/runtime", self.get_runtime)
         r.add_post("/v1/gov/proposals", self.post_proposal)
         r.add_post("/v1/gov/proposals/{id}/ballots", self.post_ballot)
@@ -482,6 +484,7 @@ class Gateway:
             "unknown_sender": 401,
             "stale_query": 401,
             "recovering": 503,
+            "no_tx_key": 503,
             "internal": 500,
         }.get(err["code"], 400)
         retry = {"Retry-After": "5"} if status == 503 else None
@@ -503,6 +506,52 @@ class Gateway:
 
     async def get_service(self, _: web.Request) -> web.Response:
         return self._relay(await self.service_info())
+
+    async def get_tx_key(self, _: web.Request) -> web.Response:
+        """The transaction key's vouches: every executor's signed answer, relayed as they came
+        (`conclavium.tx_key_vouch`); clients count them, this gateway only collects."""
+        now = time.monotonic()
+        if self._vouches is None or now - self._vouches[0] >= SERVICE_CACHE_S:
+            info = await self.service_info()
+            endorsed = [n for n in info.get("nodes", []) if n.get("member") and n.get("status") == "Trusted"]
+            answers = await self._ask_every_executor(tx_key_vouch.request(), len(endorsed))
+            vouches = [a for a in answers if isinstance(a, dict) and read_answer.FIELD in a and "error" not in a]
+            m.TX_KEY_VOUCHES.set(len(vouches))
+            if not vouches:
+                errors = [a["error"] for a in answers if isinstance(a, dict) and isinstance(a.get("error"), dict)]
+                if errors:
+                    return self._relay({"error": errors[0]})
+                raise ApiError(503, "no_executor", "no endorsed executor vouched for the transaction key")
+            self._vouches = (now, {"vouches": vouches})
+        return _json(self._vouches[1])
+
+    async def _ask_every_executor(self, request: dict[str, Any], expected: int) -> list[Any]:
+        """The answers of every executor that answers within a second, or until `expected` signed
+        ones came."""
+        if not self.nc.is_connected:
+            raise ApiError(503, "no_executor", "not connected to NATS", {"Retry-After": "1"})
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        answers: list[Any] = []
+        try:
+            await self.nc.publish(streams.every_executor_subject(self.cfg.ledger), dumps(request), reply=inbox)
+            deadline = time.monotonic() + ENDORSED_ANSWER_WAIT_S
+            signed = 0
+            while signed < max(expected, 1) and (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break
+                try:
+                    answer = loads(msg.data)
+                except ValueError:
+                    continue
+                answers.append(answer)
+                if isinstance(answer, dict) and read_answer.FIELD in answer:
+                    signed += 1
+        finally:
+            await sub.unsubscribe()
+        return answers
 
     async def get_runtime(self, _: web.Request) -> web.Response:
         """What this gateway observes of the running nodes (node_progress.py): untrusted, for status."""

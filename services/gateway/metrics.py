@@ -49,6 +49,11 @@ UNENDORSED_READS = Counter(
     "conclavium_gateway_unendorsed_reads_total",
     "Reads answered unsigned by a node that is not endorsed, because no endorsed node answered",
 )
+TX_KEY_VOUCHES = Gauge(
+    "conclavium_gateway_tx_key_vouches",
+    "Signed transaction-key vouches the last GET /v1/service/tx-key collected from the executors (clients"
+    " seal only when nodes of k distinct members are among them)",
+)
 WS_CONNECTIONS = Gauge("conclavium_gateway_ws_connections", "Open JSON-RPC WebSockets on this gateway")
 WS_SUBSCRIPTIONS = Gauge(
     "conclavium_gateway_ws_subscriptions", "Open eth_subscribe subscriptions on this gateway", ["kind"]

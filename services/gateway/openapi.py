@@ -282,6 +282,19 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },
+        ("GET", "/v1/service/tx-key"): {
+            "summary": "The transaction key, as each endorsed executor vouches for it (signed answers)",
+            "description": (
+                "Every executor's signed answer naming the ledger's current transaction key; a client "
+                "seals only to a key that nodes of k distinct members of its consortium identity vouch for "
+                "(docs/confidentiality.md)."
+            ),
+            "tags": ["service"],
+            "responses": {
+                "200": ok("Vouches", ref("TxKeyVouches")),
+                "503": err(UNAVAILABLE, RETRY_AFTER),
+            },
+        },
         ("GET", "/v1/runtime"): {
             "summary": "What this gateway observes of the running nodes (untrusted; not ledger state)",
             "description": (
@@ -975,6 +988,20 @@ SCHEMAS: dict[str, Any] = {
             "block_hash": {"type": "string"},
             "quorum": {"type": "integer"},
             "signatures": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "TxKeyVouches": {
+        "type": "object",
+        "required": ["vouches"],
+        "properties": {
+            "vouches": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["tx_key", "signed_read"],
+                    "properties": {"tx_key": {"type": "object"}, "signed_read": ref("SignedRead")},
+                },
+            }
         },
     },
     "ServiceInfo": {

@@ -1,8 +1,10 @@
 """Clients trust only what they verify, tried through a hostile proxy in front of a real gateway:
-it substitutes the transaction key in the service's answer (the SDK and the CLI refuse the
-answer, whose executor signature no longer covers it, and seal nothing), and it answers Committed
-for a transaction that never committed or hands out another transaction's receipt (`wait()`
-refuses to report the commit). Without a pinned service certificate nothing is sealed at all."""
+it substitutes the transaction key in the executors' vouches, or hands out a vouch for a key of its
+own signed with one real node's complete key material (its node key and member endorsement, the
+service key): the SDK and the CLI refuse it and seal nothing, since a key counts only when nodes of
+k distinct members vouch for it. It answers Committed for a transaction that never committed or
+hands out another transaction's receipt (`wait()` refuses to report the commit). Without a pinned
+consortium identity nothing is sealed at all."""
 
 from __future__ import annotations
 
@@ -20,14 +22,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from gateway_proxy import serving, user_key
+from gateway_proxy import node_material, serving, user_key
 
+from conclavium import consortium, read_answer, tx_key_vouch
 from conclavium.crypto import sealing
-from conclavium.crypto.keys import PrivateKey
+from conclavium.encoding import b64d
 from conclavium.identity import sign_tx_key
 from conclavium.local.network import LocalNetwork
 from conclavium.local.processes import free_port
 from conclavium.sdk.client import Client, ClientError
+from conclavium.tx import seal_context
 
 
 class HostileProxy:
@@ -37,7 +41,7 @@ class HostileProxy:
         self.upstream = upstream.rstrip("/")
         self.mode = "relay"
         self.attacker_key = sealing.generate_key()
-        self.attacker_service = PrivateKey.generate("Ed25519")
+        self.forged: list[Any] = []  # vouches a node-level forger made, for the "forged*" modes
         self.sealed_seen: list[bytes] = []
         self.dropped: set[str] = set()
         self.stolen_receipt: Any = None
@@ -69,15 +73,16 @@ class HostileProxy:
         ):
             data = await r.read()
             status = r.status
-        if request.path == "/v1/service" and self.mode.startswith("swap_key"):
-            info = json.loads(data)
-            doc = info["tx_key"]
-            public = sealing.public_bytes(self.attacker_key)
-            if self.mode == "swap_key":
-                doc = {**doc, "public": public.hex()}
-            else:  # re-signed with a service key of the attacker's own
-                doc = sign_tx_key(self.attacker_service, info["ledger"], doc["id"], public)
-            data = json.dumps({**info, "tx_key": doc}).encode()
+        if request.path == "/v1/service/tx-key" and status == 200 and self.mode != "relay":
+            vouches = json.loads(data)["vouches"]
+            public = sealing.public_bytes(self.attacker_key).hex()
+            if self.mode == "swap_key":  # every executor's vouch, the key replaced
+                vouches = [{**v, "tx_key": {**v["tx_key"], "public": public}} for v in vouches]
+            elif self.mode == "forged":  # only the forger's word, as often as it likes
+                vouches = self.forged * 3
+            elif self.mode == "forged_beside":
+                vouches = [*self.forged, *vouches]
+            data = json.dumps({"vouches": vouches}).encode()
         return web.Response(body=data, status=status, content_type="application/json")
 
 
@@ -88,28 +93,72 @@ async def proxy(network: LocalNetwork) -> AsyncIterator[HostileProxy]:
         yield p
 
 
-@pytest.mark.parametrize("mode", ["swap_key", "swap_key_resigned"])
+def _forge(network: LocalNetwork, proxy: HostileProxy) -> None:
+    """executor-0's node key, its member's genuine endorsement and the service key vouch for the
+    attacker's transaction key: a signed answer that verifies, from one member's node."""
+    keys, secrets = node_material(network, "executor-0")
+    node0 = next(n for n in network.service()["nodes"] if n["name"] == "executor-0")
+    genuine = network.service()["tx_key"]
+    public = sealing.public_bytes(proxy.attacker_key)
+    row = {**genuine, **sign_tx_key(secrets.service_key, network.opt.ledger, genuine["id"], public)}
+    answer = {"tx_key": row}
+    height = network.service()["height"]
+    proxy.forged = [
+        read_answer.sign(
+            keys.signing, node0["member_endorsement"], network.opt.ledger, height, tx_key_vouch.request(), answer
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "told"), [("swap_key", "at most 0 distinct member(s)"), ("forged", "at most 1 distinct member(s)")]
+)
 async def test_sdk_refuses_to_seal_to_a_substituted_tx_key(
-    network: LocalNetwork, proxy: HostileProxy, mode: str
+    network: LocalNetwork, proxy: HostileProxy, mode: str, told: str
 ) -> None:
+    _forge(network, proxy)
+    trusted = consortium.load_trusted(network.trust()["consortium"])
+    # the forger's vouch is a genuine signed answer of an endorsed node: one member's word
+    assert read_answer.verify(proxy.forged[0], tx_key_vouch.request(), trusted).member in trusted.members
     proxy.mode = mode
     async with Client(proxy.url, user_key(network), **network.trust()) as c:
         with pytest.raises(ClientError) as e:
             await c.put("clinic", "patient-1", {"secret": "O-"})
-        # the altered /v1/service answer no longer carries a valid executor signature
-        assert (e.value.status, e.value.code, e.value.reason) == (502, "unverified_read", "bad_signature"), e.value
+        assert (e.value.status, e.value.code, e.value.reason) == (502, "untrusted_tx_key", "insufficient_vouches")
+        assert told in e.value.message and "needs 2" in e.value.message, e.value
         with pytest.raises(ClientError) as e:
             await c.get("clinic", "patient-1")
-        assert e.value.code == "unverified_read"
+        assert e.value.code == "untrusted_tx_key"
     assert proxy.sealed_seen == []
 
 
-async def test_sdk_without_a_pinned_certificate_seals_nothing(network: LocalNetwork, proxy: HostileProxy) -> None:
-    async with Client(proxy.url, user_key(network)) as c:
+async def test_a_forged_vouch_beside_the_genuine_ones_changes_nothing(
+    network: LocalNetwork, proxy: HostileProxy
+) -> None:
+    """The forger's vouch is one member's word; the executors' vouches name the genuine key, which
+    the SDK seals to (the forger's key opens none of what it sealed)."""
+    _forge(network, proxy)
+    proxy.mode = "forged_beside"
+    async with Client(proxy.url, user_key(network), **network.trust()) as c:
+        genuine = network.service()["tx_key"]
+        assert await c.tx_key() == (genuine["id"], bytes.fromhex(genuine["public"]))
+        st = await c.wait(await c.put("clinic", "patient-5", {"secret": "0+"}))
+        assert st["status"] == "Committed" and st["verified"] is True
+        assert await c.get("clinic", "patient-5") == {"secret": "0+"}
+    assert proxy.sealed_seen
+    for body in proxy.sealed_seen:
+        tx = json.loads(body)
+        header = {k: v for k, v in tx.items() if k != "sealed"}
+        with pytest.raises(sealing.SealError):
+            sealing.open_sealed(b64d(tx["sealed"]["ct"]), proxy.attacker_key, seal_context(header))
+
+
+async def test_sdk_without_a_pinned_identity_seals_nothing(network: LocalNetwork, proxy: HostileProxy) -> None:
+    async with Client(proxy.url, user_key(network), service_cert=network.trust()["service_cert"]) as c:
         with pytest.raises(ClientError) as e:
             await c.put("clinic", "patient-2", {"secret": "B+"})
-        assert (e.value.status, e.value.code) == (400, "no_service_cert")
-        assert "--service-cert" in e.value.message
+        assert (e.value.status, e.value.code) == (400, "no_consortium")
+        assert "--consortium" in e.value.message
         h = await c.put("public:notice", "unpinned", 1)
         st = await c.wait(h)
         assert st["status"] == "Committed" and st["verified"] is False
@@ -161,11 +210,11 @@ async def test_cli_pins_a_service_certificate_with_gateway(
     assert ok.returncode == 0, ok.stderr
     proxy.mode = "swap_key"
     bad = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "cli-key-2", '"v"')
-    assert bad.returncode == 1 and "unverified_read" in bad.stderr, (bad.stdout, bad.stderr)
-    # With the service certificate alone the answer is not checked, but the key it carries is.
+    assert bad.returncode == 1 and "untrusted_tx_key" in bad.stderr, (bad.stdout, bad.stderr)
+    # With the service certificate alone nothing is sealed: one node's word is all it can check.
     pins = ["--service-cert", str(cert_file)]
     bad = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "cli-key-2", '"v"')
-    assert bad.returncode == 1 and "untrusted_tx_key" in bad.stderr, (bad.stdout, bad.stderr)
+    assert bad.returncode == 1 and "no_consortium" in bad.stderr, (bad.stdout, bad.stderr)
     assert proxy.sealed_seen == []
     not_pem = tmp_path / "x.pem"
     not_pem.write_text("nope")

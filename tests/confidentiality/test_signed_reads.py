@@ -254,7 +254,7 @@ async def test_a_forged_private_answer_is_refused(network: LocalNetwork, proxy: 
     async with Client(proxy.url, user_key(network)) as c:  # what an unchecked client would have believed
         with pytest.raises(ClientError) as unpinned:
             await c.get("diary", "secret")
-        assert unpinned.value.code == "no_service_cert"
+        assert unpinned.value.code == "no_consortium"
 
 
 async def test_a_rewritten_governance_read_is_refused(network: LocalNetwork, proxy: ReadRewritingProxy) -> None:

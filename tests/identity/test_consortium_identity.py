@@ -25,14 +25,13 @@ from urllib.request import urlopen
 import pytest
 
 from conclavium import consortium, merkle, receipt
-from conclavium.attestation.providers import VirtualSealing
 from conclavium.block import leaf_data, statement
 from conclavium.crypto.keys import PrivateKey
 from conclavium.encoding import b64e
 from conclavium.governance import documents
 from conclavium.local.network import LocalNetwork, start_network
 from conclavium.sdk.client import Client
-from services.executor.enclave import LedgerSecrets, NodeKeys, SealedStore
+from tests.confidentiality.gateway_proxy import node_material
 
 CLI = [sys.executable, "-m", "conclavium.cli.main"]
 ALICE_NODES = ("executor-0", "executor-1", "executor-2")
@@ -52,17 +51,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 
 def _identity(net: LocalNetwork) -> consortium.Identity:
     return consortium.load_trusted((net.dir / "consortium.json").read_text())
-
-
-def _material(net: LocalNetwork, name: str) -> tuple[NodeKeys, LedgerSecrets]:
-    """Everything a node holds, as an attacker who owns its host and TEE would: node keys and the
-    ledger secrets with the service key (the virtual platform's sealing key is on the disk)."""
-    d = net.dir / "nodes" / name
-    store = SealedStore(d, net.opt.ledger, VirtualSealing(d))
-    keys = NodeKeys.load_or_create(store)
-    secrets = LedgerSecrets.load(store, keys.id)
-    assert secrets is not None
-    return keys, secrets
 
 
 def _user(net: LocalNetwork) -> PrivateKey:
@@ -117,7 +105,7 @@ def test_one_nodes_complete_key_material_cannot_forge_a_receipt(net: LocalNetwor
     """executor-0's node key and its ledger secrets (the service key among them) make a receipt for
     a transaction that never existed: quorum 1, its own genuine signature and endorsement, and
     self-minted nodes endorsed by the keys it holds (the service key, its node key)."""
-    keys, secrets = _material(net, "executor-0")
+    keys, secrets = node_material(net, "executor-0")
     node0 = _nodes(net)["executor-0"]
     tx = hashlib.sha256(b"a transaction that never existed").digest()
     digest = hashlib.sha256(b"whatever it wrote").digest()
@@ -169,7 +157,7 @@ def test_a_member_with_all_its_nodes_cannot_forge_a_receipt(net: LocalNetwork) -
         genuine["quorum"],
     )
     for name in ALICE_NODES:
-        keys, _ = _material(net, name)
+        keys, _ = node_material(net, name)
         alice_sigs.append(_signed(stmt, keys.signing, nodes[name]["member_endorsement"]))
     only_alice = copy.deepcopy(genuine)
     only_alice["signatures"] = alice_sigs
@@ -295,7 +283,7 @@ async def _evolve(net: LocalNetwork, tmp: Path) -> None:
 
     # retire one of alice's nodes in version 2, signed by alice and bob
     retired = _nodes(net)["executor-2"]
-    retired_keys, _ = _material(net, "executor-2")
+    retired_keys, _ = node_material(net, "executor-2")
     after = net.service()["height"]
     v2 = _next(v1, [alice, bob], retired_nodes=[{"node": retired["id"], "after_height": after}])
     p = await _govern(net, [{"name": "set_consortium_identity", "args": {"identity": v2}}], 2)
