@@ -52,6 +52,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_STATES = 256  # inputs, and references, per request
 MAX_INDEX = 2**31 - 1  # a StateRef's output index is a Java int
 STATE_REF = re.compile(r"^[0-9a-f]{64}:(0|[1-9][0-9]{0,9})$")
+HEX64 = re.compile(r"[0-9a-f]{64}")
 STATEMENT_DOMAIN = b"conclavium.notary.notarised.v1\x00"
 WHO_CONSUMED_VERSION = 1
 QUERY_VALIDITY_MS = 60_000
@@ -143,7 +144,8 @@ def state_ref(txhash: str | bytes, index: int) -> str:
 
 
 def check_state_ref(ref: object) -> str:
-    if not isinstance(ref, str) or not STATE_REF.fullmatch(ref) or int(ref[65:]) > MAX_INDEX:
+    # only a 10-digit index can exceed MAX_INDEX: 64 hex digits, ':', 10 digits is 75 characters
+    if not isinstance(ref, str) or not STATE_REF.fullmatch(ref) or (len(ref) == 75 and int(ref[65:]) > MAX_INDEX):
         raise RequestError("invalid_state_ref", "a state reference is 64 lowercase hex digits, ':', an index < 2^31")
     return ref
 
@@ -252,7 +254,7 @@ def parse(body: bytes, signature: bytes, ledger: str) -> Request:
         raise RequestError("unsupported_version", f"request version {f.v} is not supported")
     if f.ledger != ledger:
         raise RequestError("wrong_ledger", "the request is for another ledger")
-    if not re.fullmatch(r"[0-9a-f]{64}", f.party) or not re.fullmatch(r"[0-9a-f]{64}", f.tx_id):
+    if not HEX64.fullmatch(f.party) or not HEX64.fullmatch(f.tx_id):
         raise RequestError("invalid_body", "party and tx_id are 64 lowercase hex digits")
     if not 0 <= f.ts < 2**53:
         raise RequestError("invalid_body", "ts is milliseconds since the epoch")
@@ -263,7 +265,7 @@ def parse(body: bytes, signature: bytes, ledger: str) -> Request:
             check_state_ref(r)
         if len(set(refs)) != len(refs):
             raise RequestError("duplicate_state", f"a state is named twice in {name}")
-    if set(f.inputs) & set(f.references):
+    if f.references and not set(f.inputs).isdisjoint(f.references):
         raise RequestError("duplicate_state", "a state cannot be both an input and a reference")
     if not f.inputs and f.time_window is None:
         raise RequestError("nothing_to_notarise", "a request names inputs or a time window")
@@ -279,22 +281,26 @@ def parse(body: bytes, signature: bytes, ledger: str) -> Request:
 
 
 def check_filtered(req: Request) -> None:
-    """The tear-off leads to the request's tx id and says exactly what the request says."""
+    """The tear-off leads to the request's tx id and says exactly what the request says. Read
+    from the parsed body as it is (no round trip through JSON objects), and compared as component
+    bytes: the request's states and time window, already checked, have one encoding each."""
     f = req.fields
-    if f.filtered is None:
+    fb = f.filtered
+    if fb is None:
         return
     try:
-        ftx = FilteredTransaction.from_json(msgspec.to_builtins(f.filtered))
+        groups = [(g.index, g.components, g.nonces) for g in fb.groups]
+        ftx = FilteredTransaction.from_parts(fb.id, fb.group_hashes, groups)
         if ftx.id.hex() != f.tx_id:
             raise TearOffError("the filtered transaction's id is not the request's tx_id")
         ftx.verify()
-        inputs = [decode_state_ref(c) for c in ftx.components(INPUTS_GROUP)]
-        references = [decode_state_ref(c) for c in ftx.components(REFERENCES_GROUP)]
+        inputs = ftx.components(INPUTS_GROUP)
+        references = ftx.components(REFERENCES_GROUP)
         windows = ftx.components(TIMEWINDOW_GROUP)
         notaries = ftx.components(NOTARY_GROUP)
     except TearOffError as e:
         raise RequestError("bad_tear_off", str(e)) from None
-    if inputs != f.inputs or references != f.references:
+    if inputs != [encode_state_ref(r) for r in f.inputs] or references != [encode_state_ref(r) for r in f.references]:
         raise RequestError("bad_tear_off", "the filtered transaction's inputs or references are not the request's")
     expected_window = [encode_time_window(f.time_window)] if f.time_window is not None else []
     if windows != expected_window:

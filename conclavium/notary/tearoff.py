@@ -23,13 +23,15 @@ Corda's AMQP serialisation in Corda; here they are the encodings of `conclavium.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
-from conclavium.encoding import b64d, b64e
+from conclavium.encoding import b64e
 
 INPUTS_GROUP, OUTPUTS_GROUP, COMMANDS_GROUP, ATTACHMENTS_GROUP = 0, 1, 2, 3
 NOTARY_GROUP, TIMEWINDOW_GROUP, SIGNERS_GROUP, REFERENCES_GROUP, PARAMETERS_GROUP = 4, 5, 6, 7, 8
@@ -49,6 +51,7 @@ ALL_ONES_HASH = b"\xff" * 32
 SALT_BYTES = 32
 MAX_GROUPS = 64  # group indices above Corda's known ones are allowed (as Corda allows), up to this
 MAX_COMPONENTS = 4096
+_sha256 = hashlib.sha256
 
 
 class TearOffError(ValueError):
@@ -56,11 +59,11 @@ class TearOffError(ValueError):
 
 
 def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+    return _sha256(data).digest()
 
 
 def sha256d(data: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+    return _sha256(_sha256(data).digest()).digest()
 
 
 def compute_nonce(salt: bytes, group: int, index: int) -> bytes:
@@ -70,19 +73,34 @@ def compute_nonce(salt: bytes, group: int, index: int) -> bytes:
 
 def component_hash(nonce: bytes, component: bytes) -> bytes:
     """Corda's `componentHash`: SHA256d(nonce || serialised component)."""
-    return sha256d(nonce + component)
+    return _sha256(_sha256(nonce + component).digest()).digest()
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:
-    """Corda's `MerkleTree.getMerkleTree(...).hash`: zero-hash padding to a power of two."""
+    """Corda's `MerkleTree.getMerkleTree(...).hash`: zero-hash padding to a power of two. Padded
+    level by level with the root of an all-zero subtree of that height (the same tree, without
+    hashing its padding again for every request)."""
     if not leaves:
         raise TearOffError("cannot compute a Merkle root over no leaves")
-    level = list(leaves)
-    while len(level) & (len(level) - 1):
-        level.append(ZERO_HASH)
+    level, height = leaves, 0
     while len(level) > 1:
-        level = [sha256(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
+        if len(level) & 1:
+            level = [*level, _ZERO_SUBTREES[height]]
+        pairs = iter(level)
+        level = [_sha256(left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+        height += 1
     return level[0]
+
+
+def _zero_subtrees(levels: int) -> list[bytes]:
+    """The roots of all-zero subtrees: the zero hash, then SHA-256 of two of the one below."""
+    roots = [ZERO_HASH]
+    for _ in range(levels):
+        roots.append(_sha256(roots[-1] + roots[-1]).digest())
+    return roots
+
+
+_ZERO_SUBTREES = _zero_subtrees(64)  # a tree of 2^64 leaves is never built
 
 
 @dataclass(frozen=True)
@@ -107,11 +125,12 @@ class WireTransaction:
         comps = self.groups[group]
         return merkle_root([component_hash(n, c) for n, c in zip(self.nonces(group), comps, strict=True)])
 
-    @property
+    @cached_property
     def group_hashes(self) -> list[bytes]:
+        """Computed once: the id, a tear-off and `to_json` all need them (the groups are frozen)."""
         return [self.group_root(g) if g in self.groups else ALL_ONES_HASH for g in range(max(self.groups) + 1)]
 
-    @property
+    @cached_property
     def id(self) -> bytes:
         return merkle_root(self.group_hashes)
 
@@ -142,11 +161,12 @@ class WireTransaction:
         their all-ones hash already says they are empty)."""
         shown = sorted({g for g in reveal if g in self.groups})
         revealed = [FilteredGroup(g, list(self.groups[g]), self.nonces(g)) for g in shown]
-        return FilteredTransaction(self.id, revealed, self.group_hashes)
+        return FilteredTransaction(self.id, revealed, list(self.group_hashes))
 
 
-@dataclass(frozen=True)
-class FilteredGroup:
+class FilteredGroup(NamedTuple):
+    """A revealed group, whole (a tuple: one is built per revealed group of every request)."""
+
     index: int
     components: list[bytes]
     nonces: list[bytes]
@@ -174,7 +194,7 @@ class FilteredTransaction:
                 raise TearOffError(f"there is no group hash for group {g.index}")
             if not g.components or len(g.components) != len(g.nonces):
                 raise TearOffError(f"group {g.index} needs one nonce per component, and a component")
-            hashes = [component_hash(n, c) for n, c in zip(g.nonces, g.components, strict=True)]
+            hashes = [_sha256(_sha256(n + c).digest()).digest() for n, c in zip(g.nonces, g.components, strict=True)]
             if merkle_root(hashes) != self.group_hashes[g.index]:
                 raise TearOffError(f"the components of group {g.index} do not lead to its group hash")
 
@@ -203,17 +223,27 @@ class FilteredTransaction:
         """Shape checks only (bounded sizes, exact hash lengths); `verify` checks the content."""
         if not isinstance(obj, dict) or set(obj) != {"id", "group_hashes", "groups"}:
             raise TearOffError("a filtered transaction is {id, group_hashes, groups}")
-        hashes, groups = obj["group_hashes"], obj["groups"]
+        groups = obj["groups"]
+        if not isinstance(groups, list):
+            raise TearOffError(f"groups is a list of at most {MAX_GROUPS} groups")
+        parts = []
+        for g in groups[: MAX_GROUPS + 1]:  # from_parts refuses more
+            if not isinstance(g, dict) or set(g) != {"index", "components", "nonces"}:
+                raise TearOffError("a revealed group is {index, components, nonces}")
+            parts.append((g["index"], g["components"], g["nonces"]))
+        return cls.from_parts(obj["id"], obj["group_hashes"], parts)
+
+    @classmethod
+    def from_parts(cls, tx_id: Any, hashes: Any, groups: list[tuple[Any, Any, Any]]) -> FilteredTransaction:
+        """From the wire's parts, `(index, base64 components, hex nonces)` per revealed group, as
+        a parsed request holds them (no round trip through JSON objects). Shape checks only."""
         if not isinstance(hashes, list) or not 0 < len(hashes) <= MAX_GROUPS:
             raise TearOffError(f"group_hashes is a list of 1 to {MAX_GROUPS} hashes")
-        if not isinstance(groups, list) or len(groups) > MAX_GROUPS:
+        if len(groups) > MAX_GROUPS:
             raise TearOffError(f"groups is a list of at most {MAX_GROUPS} groups")
         parsed = []
         total = 0
-        for g in groups:
-            if not isinstance(g, dict) or set(g) != {"index", "components", "nonces"}:
-                raise TearOffError("a revealed group is {index, components, nonces}")
-            index, comps, nonces = g["index"], g["components"], g["nonces"]
+        for index, comps, nonces in groups:
             if type(index) is not int or not 0 <= index < MAX_GROUPS:
                 raise TearOffError(f"a group index is an integer from 0 to {MAX_GROUPS - 1}")
             if not isinstance(comps, list) or not isinstance(nonces, list):
@@ -222,7 +252,7 @@ class FilteredTransaction:
             if total > MAX_COMPONENTS:
                 raise TearOffError(f"at most {MAX_COMPONENTS} components are revealed")
             parsed.append(FilteredGroup(index, [_b64(c) for c in comps], [_hash(n) for n in nonces]))
-        return cls(_hash(obj["id"]), parsed, [_hash(h) for h in hashes])
+        return cls(_hash(tx_id), parsed, [_hash(h) for h in hashes])
 
 
 def _hash(value: Any) -> bytes:
@@ -238,6 +268,6 @@ def _b64(value: Any) -> bytes:
     if not isinstance(value, str):
         raise TearOffError("a component is base64 text")
     try:
-        return b64d(value)
+        return binascii.a2b_base64(value, strict_mode=True)  # conclavium.encoding.b64d, one call less
     except ValueError:
         raise TearOffError("a component is standard base64") from None

@@ -63,15 +63,16 @@ NOTARY_REQUESTS = Counter(
     "Notarisation requests executed here, by outcome (notarised, repeat, conflict, time_window_invalid, refused)",
     ["outcome"],
 )
-for _outcome in ("notarised", "repeat", "conflict", "time_window_invalid", "refused"):
-    NOTARY_REQUESTS.labels(_outcome)
+# the children by label, looked up once: `labels()` costs a notarisation a few µs
+NOTARY_OUTCOMES = {
+    o: NOTARY_REQUESTS.labels(o) for o in ("notarised", "repeat", "conflict", "time_window_invalid", "refused")
+}
 NOTARY_CONFLICTING_STATES = Counter(
     "conclavium_executor_notary_conflicting_states_total",
     "States named by refused notarisations that another transaction had consumed, by how they were named",
     ["type"],
 )
-for _type in ("INPUT_STATE", "REFERENCE_STATE"):
-    NOTARY_CONFLICTING_STATES.labels(_type)
+NOTARY_CONFLICTS_BY_TYPE = {t: NOTARY_CONFLICTING_STATES.labels(t) for t in ("INPUT_STATE", "REFERENCE_STATE")}
 RECOVERY_WAITING = Gauge(
     "conclavium_executor_recovery_waiting",
     "1 while this node, started with --recover, waits for the members' recovery shares",

@@ -118,3 +118,16 @@ def test_malformed_filtered_transactions_are_refused(doc: object) -> None:
 def test_merkle_root_of_nothing_is_an_error() -> None:
     with pytest.raises(TearOffError):
         merkle_root([])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 33, 100])
+def test_merkle_root_equals_the_tree_padded_with_zero_leaves_to_a_power_of_two(n: int) -> None:
+    """Corda pads the leaves with zero hashes to a power of two; merkle_root pads level by level
+    with all-zero subtrees' roots instead: the same root for every leaf count."""
+    leaves = [h(os.urandom(8)) for _ in range(n)]
+    given = list(leaves)
+    level = leaves + [ZERO_HASH] * ((1 << (n - 1).bit_length()) - n)
+    while len(level) > 1:
+        level = [h(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
+    assert merkle_root(leaves) == level[0]
+    assert leaves == given  # the caller's list is left as it was

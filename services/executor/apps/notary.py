@@ -74,7 +74,7 @@ class NotaryApp(Application):
             return self._execute(ctx, entry, pre)
         except TxError as e:
             outcome = e.code if e.code in ("conflict", "time_window_invalid") else "refused"
-            m.NOTARY_REQUESTS.labels(outcome).inc()
+            m.NOTARY_OUTCOMES[outcome].inc()
             raise
 
     def _execute(self, ctx: Context, entry: Entry, pre: Verdict) -> bytes:
@@ -108,7 +108,7 @@ class NotaryApp(Application):
         if done is not None:
             if (done["inputs"], done["references"], done["time_window"]) != (f.inputs, f.references, window):
                 raise TxError("tx_id_reused", "this transaction id was notarised with other states or time window")
-            m.NOTARY_REQUESTS.labels("repeat").inc()
+            m.NOTARY_OUTCOMES["repeat"].inc()
             return digest  # the same answer again; nothing to write
         consumed: dict[str, dict[str, str]] = {}
         for kind, refs in (("INPUT_STATE", f.inputs), ("REFERENCE_STATE", f.references)):
@@ -116,7 +116,7 @@ class NotaryApp(Application):
                 row = state.get(CONSUMED, ref)
                 if row is not None:
                     consumed[ref] = nr.consumption_details(row["tx"], kind)
-                    m.NOTARY_CONFLICTING_STATES.labels(kind).inc()
+                    m.NOTARY_CONFLICTS_BY_TYPE[kind].inc()
         if consumed:
             raise TxError("conflict", nr.conflict_message(f.tx_id, consumed))
         if f.time_window is not None and not f.time_window.contains(ctx.block_time):
@@ -131,7 +131,7 @@ class NotaryApp(Application):
             {"party": f.party, "inputs": f.inputs, "references": f.references, "time_window": window},
         )
         state.commit()
-        m.NOTARY_REQUESTS.labels("notarised").inc()
+        m.NOTARY_OUTCOMES["notarised"].inc()
         return digest
 
     def queries(self) -> dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]]:
