@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from conclavium import apps, consortium, rules
+from conclavium import apps, consortium, rules, sawtooth
 from conclavium.attestation import PolicyError, load_policy
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.eth import chain as eth_chain
@@ -48,6 +48,7 @@ from conclavium.governance.model import (
     GovernanceError,
     Tables,
 )
+from conclavium.sawtooth import signing as sawtooth_signing
 
 PLATFORMS: tuple[str, ...] = ("snp", "tdx", "sgx", "virtual")
 MAX_ACTIONS = 64
@@ -338,8 +339,13 @@ TP_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def _v_set_sawtooth_families(args: dict[str, Any]) -> dict[str, Any]:
     """The Sawtooth families the ledger runs (the whole list): name, version and, optionally, the
-    digest of the TP image approved for it (recorded for audit; executors run the TP they attest)."""
-    _fields(args, ("families",))
+    digest of the TP image approved for it (recorded for audit; executors run the TP they attest);
+    optionally who may sign batches and transactions: `registered` signers only (the default) or
+    any (`open`, for development)."""
+    _fields(args, ("families",), ("signers",))
+    signers = args.get("signers")
+    if signers is not None and signers not in sawtooth.SIGNER_POLICIES:
+        raise GovernanceError(f"signers is one of {', '.join(sawtooth.SIGNER_POLICIES)}")
     fams = args["families"]
     if not isinstance(fams, list) or len(fams) > MAX_SAWTOOTH_FAMILIES:
         raise GovernanceError(f"families must be a list of at most {MAX_SAWTOOTH_FAMILIES}")
@@ -361,7 +367,25 @@ def _v_set_sawtooth_families(args: dict[str, Any]) -> dict[str, Any]:
         out.append(dict(f))
     if len({(f["name"], f["version"]) for f in out}) != len(out):
         raise GovernanceError("a family and version are named once")
-    return {"families": sorted(out, key=lambda f: (f["name"], f["version"]))}
+    families = sorted(out, key=lambda f: (f["name"], f["version"]))
+    return {"families": families, **({"signers": signers} if signers is not None else {})}
+
+
+MAX_SAWTOOTH_SIGNERS = 1000
+
+
+def _v_sawtooth_register(args: dict[str, Any]) -> dict[str, Any]:
+    """Sawtooth signers (compressed secp256k1 public keys, hex) that may sign batches and
+    transactions under the `registered` signer policy (or, with "remove", no longer)."""
+    _fields(args, ("public_keys",), ("remove",))
+    keys, remove = args["public_keys"], args.get("remove", False)
+    if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_SAWTOOTH_SIGNERS:
+        raise GovernanceError(f"public_keys must be a list of 1 to {MAX_SAWTOOTH_SIGNERS} keys")
+    if not all(isinstance(k, str) and sawtooth_signing.HEX_KEY.fullmatch(k) for k in keys):
+        raise GovernanceError("a Sawtooth public key is a compressed secp256k1 key: 66 lowercase hex digits")
+    if type(remove) is not bool:
+        raise GovernanceError("remove must be true or false")
+    return {"public_keys": sorted(set(keys)), "remove": remove}
 
 
 def _v_eth_register(args: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +441,7 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "eth_register": _v_eth_register,
     "set_sawtooth_families": _v_set_sawtooth_families,
     "set_consortium_identity": _v_set_consortium_identity,
+    "sawtooth_register": _v_sawtooth_register,
 }
 assert tuple(_VALIDATORS) == ACTION_NAMES
 
@@ -731,6 +756,17 @@ def _a_eth_register(tables: Tables, args: dict[str, Any], ctx: Context) -> list[
 
 def _a_set_sawtooth_families(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
     tables.put(SERVICE, SAWTOOTH_FAMILIES_KEY, args["families"])
+    if "signers" in args:
+        tables.put(SERVICE, sawtooth.SIGNERS_POLICY_KEY, args["signers"])
+    return []
+
+
+def _a_sawtooth_register(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    for key in args["public_keys"]:
+        if args["remove"]:
+            tables.delete(sawtooth.SIGNERS, key)
+        else:
+            tables.put(sawtooth.SIGNERS, key, {"registered_at": ctx.height})
     return []
 
 
@@ -817,6 +853,7 @@ _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] 
     "eth_register": _a_eth_register,
     "set_sawtooth_families": _a_set_sawtooth_families,
     "set_consortium_identity": _a_set_consortium_identity,
+    "sawtooth_register": _a_sawtooth_register,
 }
 assert tuple(_APPLIERS) == ACTION_NAMES
 

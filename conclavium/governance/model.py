@@ -259,4 +259,5 @@ ACTION_NAMES: tuple[str, ...] = (
     "eth_register",
     "set_sawtooth_families",
     "set_consortium_identity",
+    "sawtooth_register",
 )

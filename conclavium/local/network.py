@@ -431,11 +431,12 @@ class LocalNetwork:
         return [KV, *([eth_chain.APP] if self.opt.eth else []), *([saw.APP] if self.opt.sawtooth else [])]
 
     def enable_sawtooth(self, timeout: float = 30.0) -> None:
-        """The members vote the Sawtooth application and the families of `--sawtooth` on."""
+        """The members vote the Sawtooth application and the families of `--sawtooth` on, with any
+        signer allowed (`signers: open`, for development, as `--eth` lets any sender transact)."""
         families = [{"name": f, "version": saw.FAMILY_VERSIONS[f]} for f in self.opt.sawtooth]
         actions: list[dict[str, Any]] = [
             {"name": "set_applications", "args": {"applications": self.applications()}},
-            {"name": "set_sawtooth_families", "args": {"families": families}},
+            {"name": "set_sawtooth_families", "args": {"families": families, "signers": "open"}},
         ]
         self.vote(actions, timeout)
 

@@ -107,11 +107,18 @@ READ_BATCH_SIZE = Histogram(
     "Read answers covered by one signature (those answered in one turn of the event loop)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512),
 )
-SAWTOOTH_OUTCOMES = ("executed", "invalid_transaction", "tp_internal_error", "unknown_family", "refused")
+SAWTOOTH_OUTCOMES = (
+    "executed",
+    "invalid_transaction",
+    "tp_internal_error",
+    "unknown_family",
+    "unregistered_signer",
+    "refused",
+)
 SAWTOOTH_BATCHES = Counter(
     "conclavium_executor_sawtooth_batches_total",
     "Sawtooth batches executed here, by outcome (executed, invalid_transaction, tp_internal_error, "
-    "unknown_family, refused: a header rule, a duplicate or a missing dependency)",
+    "unknown_family, unregistered_signer, refused: a header rule, a duplicate or a missing dependency)",
     ["outcome"],
 )
 for _outcome in SAWTOOTH_OUTCOMES:

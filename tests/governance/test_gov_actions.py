@@ -76,8 +76,14 @@ def test_member_key_cannot_become_user(gov: Gov) -> None:
 
 
 def test_allow_and_disallow_measurement(gov: Gov) -> None:
-    gov.pass_([{"name": "allow_measurement",
-                "args": {"platform": "snp", "measurement": MEASUREMENT.upper(), "host_data": HOST_DATA}}])
+    gov.pass_(
+        [
+            {
+                "name": "allow_measurement",
+                "args": {"platform": "snp", "measurement": MEASUREMENT.upper(), "host_data": HOST_DATA},
+            }
+        ]
+    )
     assert gov.tables.get("public:gov.measurements", MEASUREMENT) == {"platform": "snp", "host_data": HOST_DATA}
     assert queries.measurement_allowed(gov.tables, "snp", MEASUREMENT, HOST_DATA)
     assert not queries.measurement_allowed(gov.tables, "snp", MEASUREMENT, "00")
@@ -92,8 +98,7 @@ def test_allow_and_disallow_measurement(gov: Gov) -> None:
 def _join(gov: Gov, node_id: str, measurement: str = MEASUREMENT) -> list[dict]:
     return record_node_join(
         gov.tables,
-        {"node_id": node_id, "public_keys": {"node": "PEM-" + node_id}, "platform": "snp",
-         "measurement": measurement},
+        {"node_id": node_id, "public_keys": {"node": "PEM-" + node_id}, "platform": "snp", "measurement": measurement},
         Context(gov.height, gov.now_s * 1000),
     )
 
@@ -103,8 +108,9 @@ def test_trust_and_retire_node_with_effects(gov: Gov) -> None:
     assert _join(gov, "n1") == []
     assert gov.tables.get("public:gov.nodes", "n1")["status"] == "Pending"
     out = gov.pass_([{"name": "trust_node", "args": {"node_id": "n1"}}])
-    assert out.effects == [{"type": "trust_node", "node_id": "n1", "public_keys": {"node": "PEM-n1"},
-                            "proposal_id": out.proposal_id}]
+    assert out.effects == [
+        {"type": "trust_node", "node_id": "n1", "public_keys": {"node": "PEM-n1"}, "proposal_id": out.proposal_id}
+    ]
     assert gov.tables.get("public:gov.nodes", "n1")["status"] == "Trusted"
     _join(gov, "n2")
     gov.pass_([{"name": "trust_node", "args": {"node_id": "n2"}}])
@@ -189,3 +195,26 @@ def test_set_sawtooth_families(gov: Gov) -> None:
     ):
         with pytest.raises(GovernanceError):  # refused when the proposal is made, as every bad action
             gov.propose("alice", [{"name": "set_sawtooth_families", "args": {"families": bad}}])
+
+
+def test_sawtooth_signers_are_registered_by_governance(gov: Gov) -> None:
+    fams = [{"name": "intkey", "version": "1.0"}]
+    k1, k2 = "02" + "ab" * 32, "03" + "22" * 32
+    gov.pass_([{"name": "set_sawtooth_families", "args": {"families": fams, "signers": "registered"}}])
+    assert gov.tables.get("public:gov.service", "sawtooth_signers") == "registered"
+    out = gov.pass_([{"name": "sawtooth_register", "args": {"public_keys": [k2, k1, k1]}}])
+    assert out.proposal_state == "Accepted"
+    assert [k for k, _ in gov.tables.items("public:sys.sawtooth.signers")] == sorted([k1, k2])
+    gov.pass_([{"name": "sawtooth_register", "args": {"public_keys": [k1], "remove": True}}])
+    assert [k for k, _ in gov.tables.items("public:sys.sawtooth.signers")] == [k2]
+    for bad in (
+        {"public_keys": []},
+        {"public_keys": ["04" + "11" * 64]},  # uncompressed: Sawtooth signs with compressed keys
+        {"public_keys": [k1.upper()]},
+        {"public_keys": [k1], "remove": "yes"},
+        {"public_keys": k1},
+    ):
+        with pytest.raises(GovernanceError):
+            gov.propose("alice", [{"name": "sawtooth_register", "args": bad}])
+    with pytest.raises(GovernanceError):
+        gov.propose("alice", [{"name": "set_sawtooth_families", "args": {"families": fams, "signers": "anyone"}}])

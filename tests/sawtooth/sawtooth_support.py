@@ -53,11 +53,16 @@ def entry(b: Batch) -> Entry:
     return app_entry(APP, b.SerializeToString(), b"")
 
 
-def enable_sawtooth(member: PrivateKey, ledger: str, at_s: int, families: list[dict[str, Any]]) -> list[Entry]:
-    actions: list[dict[str, Any]] = [
-        {"name": "set_applications", "args": {"applications": ["kv", APP]}},
-        {"name": "set_sawtooth_families", "args": {"families": families}},
-    ]
+def enable_sawtooth(
+    member: PrivateKey, ledger: str, at_s: int, families: list[dict[str, Any]], signers: list[str] | None = None
+) -> list[Entry]:
+    """Governance entries running the families; any signer (None), or only `signers` (public keys)."""
+    actions: list[dict[str, Any]] = [{"name": "set_applications", "args": {"applications": ["kv", APP]}}]
+    if signers is None:
+        actions.append({"name": "set_sawtooth_families", "args": {"families": families, "signers": "open"}})
+    else:
+        actions.append({"name": "set_sawtooth_families", "args": {"families": families}})
+        actions.append({"name": "sawtooth_register", "args": {"public_keys": signers}})
     doc = documents.make_proposal(actions, member, at_s, ledger=ledger)
     ballot = documents.make_ballot(hashlib.sha256(doc).hexdigest(), True, member, at_s, ledger=ledger)
     return [Entry(Kind.GOV, doc, b""), Entry(Kind.GOV, ballot, b"")]

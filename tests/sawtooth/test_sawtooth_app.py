@@ -9,6 +9,7 @@ Time budget: about 20 s (each test starts a TP process: ~2 s on the shared machi
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -156,3 +157,47 @@ async def test_sawtooth_state_is_in_the_snapshot_a_restarted_executor_loads(rout
     assert restarted.state.get(TXNS, b.transactions[0].header_signature) == b.header_signature
     statuses = restarted.apps["sawtooth"].queries()["sawtooth_batch_statuses"]
     assert statuses(restarted, {"ids": [b.header_signature]})["data"][0]["status"] in ("PENDING", "COMMITTED")
+
+
+async def test_only_registered_signers_under_the_registered_policy(router: TpRouter, tmp_path: Path) -> None:
+    """The default signer policy: a batch signed by a key governance did not register is Invalid
+    `unregistered_signer`, naming the key (and the transaction, when a transaction's signer is the
+    one); the same batch by a registered key runs."""
+    from conclavium.sawtooth import signing
+    from conclavium.sawtooth.pb.sawtooth_pb2 import Batch, Transaction, TransactionHeader
+
+    chain = Chain()
+    m = LedgerMachine(LEDGER, BatchVerifier(1), secrets=chain.secrets, apps=default_apps(router))
+    await bootstrap(chain, m, config={"sawtooth_tp_timeout_ms": 3000})
+    mine = signing.public_key(KEY)
+    await m.apply(*chain.block(enable_sawtooth(chain.member, LEDGER, chain.ts // 1000, INTKEY, signers=[mine])))
+    stranger = bytes.fromhex("55" * 32)
+    with intkey_tp(router.endpoint, tmp_path):
+        registered(router)
+        theirs = batch(stranger, intkey_txn("set", "s", 1))
+        ((code, message),) = (await run(chain, m, [entry(theirs)])).values()
+        assert code == "unregistered_signer" and signing.public_key(stranger) in message
+        # a registered batcher carrying a transaction a stranger signed: Invalid, naming it
+        family, version, payload, inputs, outputs = intkey_txn("set", "s", 1)
+        header = TransactionHeader(
+            batcher_public_key=mine,
+            signer_public_key=signing.public_key(stranger),
+            family_name=family,
+            family_version=version,
+            inputs=inputs,
+            outputs=outputs,
+            payload_sha512=hashlib.sha512(payload).hexdigest(),
+            nonce="1",
+        ).SerializeToString()
+        inner = Transaction(header=header, header_signature=signing.sign(stranger, header), payload=payload)
+        carried = _rebatch(Batch(transactions=[inner]))
+        ((code, message),) = (await run(chain, m, [entry(carried)])).values()
+        assert code == "unregistered_signer" and json.loads(message)["id"] == inner.header_signature
+        ok = batch(KEY, intkey_txn("set", "s", 1))
+        assert await run(chain, m, [entry(ok)]) == {} and value(m, "s") == 1
+        statuses = m.apps["sawtooth"].queries()["sawtooth_batch_statuses"]
+        (item,) = statuses(m, {"ids": [theirs.header_signature]})["data"]
+        assert (
+            item["status"] == "INVALID"
+            and "not a registered Sawtooth signer" in item["invalid_transactions"][0]["message"]
+        )

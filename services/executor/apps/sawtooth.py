@@ -14,7 +14,10 @@ when one is not:
 - `tp_internal_error`: the TP answered `InternalError`, or something undecodable, or nothing within
   the timeout, `sawtooth_tp_attempts` times in a row (each attempt starts the transaction afresh);
 - `duplicate_transaction` / `missing_dependency`: a transaction id already committed, or a
-  dependency neither committed nor earlier in the batch.
+  dependency neither committed nor earlier in the batch;
+- `unregistered_signer`: under the `registered` signer policy (the default; `set_sawtooth_families`
+  `signers`), the batch's or a transaction's signer is not a key governance registered
+  (`sawtooth_register`).
 
 An approved family with no TP registered on this executor (or a TP that went away mid-transaction)
 decides nothing: the executor stops before the block (`AppUnavailable`), raises its alarm metric,
@@ -43,7 +46,7 @@ from conclavium.apps import app_entry
 from conclavium.block import Entry, entry_id
 from conclavium.encoding import canonical_json
 from conclavium.governance.model import SAWTOOTH_FAMILIES_KEY
-from conclavium.sawtooth import APP
+from conclavium.sawtooth import APP, SIGNERS, SIGNERS_POLICY_KEY
 from conclavium.sawtooth.batch import ADDRESS, RESOURCE_ID, BatchError, ParsedBatch, Txn, parse_batch
 from conclavium.sawtooth.pb.sawtooth_pb2 import TpProcessResponse
 from conclavium.tx import TxError
@@ -93,6 +96,8 @@ class SawtoothApp(Application):
     def _execute(self, ctx: Context, batch: ParsedBatch, eid: str) -> bytes:
         state = ctx.state
         approved = {(f["name"], f["version"]) for f in state.get(SERVICE, SAWTOOTH_FAMILIES_KEY) or []}
+        if state.get(SERVICE, SIGNERS_POLICY_KEY) != "open":
+            _check_signers(state, batch)
         for i, t in enumerate(batch.txns):
             if (t.family, t.version) not in approved:
                 raise TxError(
@@ -214,6 +219,18 @@ class SawtoothApp(Application):
 
     def snapshot(self, state: Any) -> Any:
         return None
+
+
+def _check_signers(state: Any, batch: ParsedBatch) -> None:
+    """Under the `registered` signer policy (the default), the batch's signer and every
+    transaction's signer are keys governance registered (`sawtooth_register`)."""
+    if state.get(SIGNERS, batch.signer) is None:
+        raise TxError("unregistered_signer", f"the batch signer {batch.signer} is not a registered Sawtooth signer")
+    for t in batch.txns:
+        if state.get(SIGNERS, t.signer) is None:
+            raise TxError(
+                "unregistered_signer", _invalid(t, f"the signer {t.signer} is not a registered Sawtooth signer")
+            )
 
 
 def block_key(height: int) -> str:
