@@ -6,11 +6,12 @@ generations of ledger secrets (a rotation), then every executor is killed and ev
 remain. A new executor started with `--recover` on a copy of the ledger files replays the public
 prefix and waits for shares; a non-member's share, a bad share and a single good share leave it
 waiting with reasons; with two members' shares (the CLI) it reconstructs the secrets and the
-service resumes: receipts issued before the disaster still verify, old ones are served again,
-private data of both generations is readable. A commit needs nodes of k = 2 distinct members, so a
-new write stays pending (`quorum_unreachable`) while only the recovered node (alice's, endorsed by
-her) can sign; once another member's executor joined and that member (bob) endorsed it, the
-pending write commits with a receipt of both members' nodes.
+service resumes: receipts issued before the disaster still verify, old ones are served again.
+A commit needs nodes of k = 2 distinct members, so a new write stays pending (`quorum_unreachable`)
+and no client seals to the transaction key (one member's node vouches for it) while only the
+recovered node (alice's, endorsed by her) can sign; once another member's executor joined and that
+member (bob) endorsed it, the pending write commits with a receipt of both members' nodes and
+private data of both generations is readable.
 
 Time budget: about 45 s alone on this machine (90 s while others run their tests).
 """
@@ -242,10 +243,15 @@ async def test_recover_after_losing_every_executor(tmp_path: Path) -> None:
             for h in receipts:
                 served = await reader.receipt(h)
                 receipt.verify(served, ident, tx_hash=h)
-            assert await reader.get("clinic", "p0") == "before-0"
-            assert await reader.get("clinic", "p7") == "after-rotation-7"
+            # Private data needs the transaction key, which nodes of k = 2 members must vouch for:
+            # with one member's node alone the SDK seals nothing, not even a query.
+            try:
+                await reader.get("clinic", "p0")
+                raise AssertionError("a transaction key vouched for by one member was taken")
+            except ClientError as e:
+                assert (e.code, e.reason) == ("untrusted_tx_key", "insufficient_vouches"), e
             assert await reader.get("public:notes", "n4") == 4
-            h = await reader.put("clinic", "p-new", "after-recovery")
+            h = await reader.put("public:notes", "n-new", "after-recovery")
             try:
                 await reader.wait(h, timeout=5)
                 raise AssertionError("a write committed with nodes of one member only")
@@ -276,9 +282,12 @@ async def test_recover_after_losing_every_executor(tmp_path: Path) -> None:
             assert receipt.verify(st["receipt"], ident, tx_hash=h).members == sorted(
                 [net.member_key(0).key_id, net.member_key(1).key_id]
             )
-            assert await reader.get("clinic", "p-new") == "after-recovery"
+            assert await reader.get("public:notes", "n-new") == "after-recovery"
+            assert await reader.get("clinic", "p0") == "before-0"
+            assert await reader.get("clinic", "p7") == "after-rotation-7"
             h = await reader.put("clinic", "p-joined", "two nodes")
             assert (await reader.wait(h, timeout=60))["status"] == "Committed"
+            assert await reader.get("clinic", "p-joined") == "two nodes"
         finally:
             await reader.close()
         log = (net.dir / "logs" / "recovery-0.log").read_text()
