@@ -30,10 +30,7 @@ class BatchVerifier:
         size = max(32, min(self._chunk, -(-len(jobs) // self._threads)))
         loop = asyncio.get_running_loop()
         parts = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._pool, _verify_chunk, jobs[i : i + size])
-                for i in range(0, len(jobs), size)
-            )
+            *(loop.run_in_executor(self._pool, _verify_chunk, jobs[i : i + size]) for i in range(0, len(jobs), size))
         )
         return [ok for part in parts for ok in part]
 

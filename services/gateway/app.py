@@ -281,6 +281,7 @@ class Gateway:
 
     async def get_recovery(self, _: web.Request) -> web.Response:
         return self._relay(await self.ask_executor({"type": "recovery"}))
+
     async def post_node_endorsement(self, request: web.Request) -> web.Response:
         nid = request.match_info["id"].lower()
         if not HASH.match(nid):

@@ -188,6 +188,7 @@ class SawtoothApp(Application):
             "sawtooth_batch_statuses": self._batch_statuses,
             "sawtooth_state": _state_get,
             "sawtooth_state_list": _state_list,
+            "sawtooth_unregistered": _unregistered,
             **reads.QUERIES,
         }
 
@@ -300,6 +301,18 @@ def _parse_invalid(reason: str, message: str) -> dict[str, Any]:
             item["extended_data"] = body["extended_data"]
         return item
     return {"id": "", "message": f"{reason}: {message}"}
+
+
+def _unregistered(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """Which of these signer keys the signer policy refuses (none under `open`): the gateway's early
+    refusal of a submission, as Sawtooth's validator refuses a batch its permissions do not allow."""
+    not_behind(machine, req)
+    keys = req.get("keys")
+    if not isinstance(keys, list) or not 0 < len(keys) <= MAX_LIST or not all(isinstance(k, str) for k in keys):
+        raise QueryError("invalid_ids", f"keys is a list of 1 to {MAX_LIST} public keys")
+    st = machine.state
+    refused = [] if st.get(SERVICE, SIGNERS_POLICY_KEY) == "open" else [k for k in keys if st.get(SIGNERS, k) is None]
+    return {"unregistered": refused, "head": machine.tip.hash.hex(), "height": machine.tip.height}
 
 
 def _state_get(machine: Any, req: dict[str, Any]) -> dict[str, Any]:

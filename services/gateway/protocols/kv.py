@@ -61,7 +61,7 @@ class KeyValueRoutes(ProtocolRoutes):
         obj = await self.gw._read_json(request, MAX_BATCH_BODY)
         items = obj.get("transactions") if isinstance(obj, dict) else None
         if not isinstance(items, list) or not items:
-            raise ApiError(400, "missing_field", "a batch is {\"transactions\": [...]} with at least one")
+            raise ApiError(400, "missing_field", 'a batch is {"transactions": [...]} with at least one')
         if len(items) > MAX_BATCH:
             raise ApiError(413, "too_many", f"at most {MAX_BATCH} transactions per batch")
         txs = []
@@ -93,4 +93,3 @@ class KeyValueRoutes(ProtocolRoutes):
         if type(wanted) is not int or not 0 <= wanted <= MAX_HEIGHT:
             raise ApiError(400, "invalid_min_height", f"min_height is an integer from 0 to {MAX_HEIGHT}")
         return self.gw._relay(await self.gw.ask_fresh(req, wanted))
-

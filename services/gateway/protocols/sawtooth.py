@@ -25,7 +25,7 @@ from aiohttp import web
 from conclavium.apps import app_entry
 from conclavium.sawtooth import APP
 from conclavium.sawtooth import rest as r
-from conclavium.sawtooth.batch import ADDRESS, RESOURCE_ID, BatchError, parse_batch_list
+from conclavium.sawtooth.batch import ADDRESS, RESOURCE_ID, BatchError, ParsedBatch, parse_batch_list
 
 from .. import metrics as m
 from ..errors import ApiError
@@ -36,6 +36,7 @@ ACCEPTED_MEMORY = 100_000  # batch ids accepted here, remembered as PENDING unti
 ACCEPTED_TTL_S = 600.0
 POLL_S = 0.1
 MAX_IDS = 100
+MAX_SIGNER_KEYS = 1000  # distinct signers of one BatchList the gateway asks the executors about
 HEX = frozenset("0123456789abcdef")
 BLOCK_ID = re.compile(r"^[0-9a-f]{64}$")  # a block here is a ledger block: its id is the block's hash
 ONE = {"blocks": "sawtooth_block", "batches": "sawtooth_batch", "transactions": "sawtooth_transaction"}
@@ -78,6 +79,10 @@ class SawtoothRoutes(ProtocolRoutes):
             m.TX_REJECTED.labels(f"sawtooth_{e.code}").inc()
             err = r.BATCH_ERRORS.get(e.code)
             return _error(err) if err is not None else _error(r.SUBMITTED_BATCHES_INVALID, e.message)
+        refused = await self._unregistered_signer(batches)
+        if refused is not None:
+            m.TX_REJECTED.labels("sawtooth_unregistered_signer").inc()
+            return _error(r.SUBMITTED_BATCHES_INVALID, refused)
         self.gw._admit(len(batches))
         await self.gw._submit_entries([app_entry(APP, b.raw, b"") for b in batches])
         m.TX_RECEIVED.inc(len(batches))
@@ -89,6 +94,26 @@ class SawtoothRoutes(ProtocolRoutes):
             self.accepted.popitem(last=False)
         link = f"{_base(request)}/batch_statuses?id={','.join(b.id for b in batches)}"
         return _json({"link": link}, 202)
+
+    async def _unregistered_signer(self, batches: list[ParsedBatch]) -> str | None:
+        """Why the batches are refused for a signer governance did not register, by an executor's
+        state at least as new as the newest commit heard of (an early refusal, as Sawtooth's
+        validator refuses at submission; the executors decide at apply whatever this says, so no
+        answer, or too many keys to ask about, lets the batches through)."""
+        keys = list(dict.fromkeys(k for b in batches for k in (b.signer, *(t.signer for t in b.txns))))
+        if len(keys) > MAX_SIGNER_KEYS:
+            return None
+        answer = await self._ask({"type": "sawtooth_unregistered", "keys": keys}, fresh=True)
+        if isinstance(answer, web.Response) or not answer.get("unregistered"):
+            return None
+        refused = set(answer["unregistered"])
+        for i, b in enumerate(batches):
+            if b.signer in refused:
+                return f"batch {i}: the batch signer {b.signer} is not a registered Sawtooth signer"
+            for j, t in enumerate(b.txns):
+                if t.signer in refused:
+                    return f"batch {i}: transaction {j}: the signer {t.signer} is not a registered Sawtooth signer"
+        return None
 
     # --- reads ----------------------------------------------------------------------------------
 
