@@ -1,0 +1,90 @@
+"""A fork end to end: a real local network (three executors with the intkey TP) in which
+executor-2's TP computes other values (`diverging_intkey_tp.py`). The other two commit; executor-2,
+whose root differs from the one a quorum signed, raises `conclavium_executor_fork_detected` to 1,
+fails `/readyz` with `fork_detected: …`, while the ledger keeps committing.
+
+Marked `protocol` (it needs the Sawtooth SDK's Python). Time budget: about 40 s on the shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+import pytest
+from sawtooth_support import batch, intkey_txn, need_sdk
+
+from conclavium.local.network import LocalNetwork, NetworkOptions
+from conclavium.local.sawtooth import sdk_python
+from conclavium.sawtooth.pb.sawtooth_pb2 import BatchList
+
+pytestmark = pytest.mark.protocol
+DIVERGING_TP = Path(__file__).with_name("diverging_intkey_tp.py")
+
+
+def _submit_and_wait(url: str, key: bytes, *txn: tuple, timeout: float = 120) -> None:
+    body = BatchList(batches=[batch(key, *txn)]).SerializeToString()
+    req = Request(f"{url}/batches", data=body, headers={"Content-Type": "application/octet-stream"})
+    with urlopen(req, timeout=30) as r:
+        link = json.loads(r.read())["link"]
+    deadline = time.monotonic() + timeout
+    while True:
+        with urlopen(f"{link}&wait=20", timeout=60) as r:
+            statuses = [d["status"] for d in json.loads(r.read())["data"]]
+        if statuses == ["COMMITTED"]:
+            return
+        assert "INVALID" not in statuses and time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+
+
+def _readyz(net: LocalNetwork, name: str) -> tuple[int, str]:
+    try:
+        with urlopen(net.url_of(name, "/readyz"), timeout=5) as r:
+            return r.status, str(json.loads(r.read()).get("reason"))
+    except HTTPError as e:
+        return e.code, str(json.loads(e.read()).get("reason"))
+
+
+def _fork_gauge(net: LocalNetwork, name: str) -> float:
+    with urlopen(net.url_of(name, "/metrics"), timeout=5) as r:
+        found = re.search(r"^conclavium_executor_fork_detected (\S+)$", r.read().decode(), re.M)
+    assert found, f"{name} serves no conclavium_executor_fork_detected"
+    return float(found.group(1))
+
+
+def test_a_diverging_executor_raises_the_fork_gauge_and_fails_readyz(tmp_path: Path) -> None:
+    need_sdk()
+    net = LocalNetwork(tmp_path / "net", NetworkOptions(sawtooth=["intkey"], log_level="warning"))
+    key = os.urandom(32)
+    try:
+        net.start(timeout=120)
+        url = net.gateway_url
+        _submit_and_wait(url, key, intkey_txn("set", "before", 1))
+        assert [_fork_gauge(net, f"executor-{i}") for i in range(3)] == [0.0, 0.0, 0.0]
+        assert _readyz(net, "executor-2")[0] == 200
+
+        tp = net.procs["sawtooth-intkey-2"]
+        endpoint = net.tp_endpoints["executor-2"]
+        tp.kill()
+        tp.argv = [str(sdk_python()), str(DIVERGING_TP), endpoint]
+        tp.start()
+        t0 = time.monotonic()
+        _submit_and_wait(url, key, intkey_txn("set", "after", 1))  # executors 0 and 1 are a quorum
+        while _fork_gauge(net, "executor-2") != 1.0:
+            assert time.monotonic() - t0 < 60, f"no fork detected on executor-2: {_readyz(net, 'executor-2')}"
+            time.sleep(0.2)
+        detected_s = time.monotonic() - t0
+        status, reason = _readyz(net, "executor-2")
+        assert status == 503 and reason.startswith("fork_detected:"), (status, reason)
+        assert [_fork_gauge(net, f"executor-{i}") for i in range(2)] == [0.0, 0.0]
+        others = [_readyz(net, f"executor-{i}") for i in range(2)]
+        assert not any(r.startswith("fork_detected") for _, r in others), others
+        _submit_and_wait(url, key, intkey_txn("inc", "before", 1))  # the ledger commits on without it
+        print(f"\nexecutor-2 with a diverging TP: fork detected {detected_s:.2f}s after the batch; /readyz: {reason}")
+    finally:
+        net.stop()
