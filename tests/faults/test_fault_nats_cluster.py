@@ -240,3 +240,69 @@ async def test_servers_replaced_with_empty_disks(tmp_path: Path) -> None:
         await nc.close()
         await asyncio.to_thread(net.stop)
     audit(net.dir / "nodes" / "executor-1")
+
+
+async def _set_replicas(nc: Any, ledger: str, replicas: int) -> None:
+    """What `nats stream edit NAME --replicas N` does (a stream update with the new replica count),
+    for each of the ledger's streams and its sequencer bucket."""
+    js = nc.jetstream(timeout=30)
+    for name in (
+        streams.intake_stream(ledger),
+        streams.ledger_stream(ledger),
+        f"KV_{streams.sequencer_bucket(ledger)}",
+    ):
+        config = (await js.stream_info(name)).config
+        config.num_replicas = replicas
+        await js.update_stream(config)
+
+
+async def test_streams_moved_from_r1_to_r3_under_load(tmp_path: Path) -> None:
+    """Budget: about 1.5 minutes. docs/operations.md's move of a ledger's streams from R1 to R3, done
+    live: the streams are first edited down to R1 (as a ledger started on one server has them), then
+    back up to R3 while load runs; every server becomes a current replica holding the whole ledger
+    stream, after which `kill -9` of the ledger stream's leader loses nothing acknowledged."""
+    net = await _network(tmp_path)
+    nc = await connect_nats(net.nats_url, "fault-test")
+    ledger = net.opt.ledger
+    try:
+        await wait_single_active(net)
+        await _set_replicas(nc, ledger, 1)
+        deadline = time.monotonic() + 60
+        while True:  # the followers leave a moment after the edit
+            info = await stream_replicas(nc, ledger)
+            if {s["replicas"] for s in info.values()} == {1} and not any(s["peers"] for s in info.values()):
+                break
+            assert time.monotonic() < deadline, f"the streams kept followers at R1: {info}"
+            await asyncio.sleep(0.5)
+        load = Load(net, total=40_000, workers=8)
+        task = asyncio.create_task(load.run())
+        await load.wait_acked(500)
+
+        moved_at = time.monotonic()
+        await _set_replicas(nc, ledger, 3)
+        for name in net.nats_plans:
+            await _wait_replicated(net, nc, name)
+        moved_s = time.monotonic() - moved_at
+        info = await stream_replicas(nc, ledger)
+        assert {s["replicas"] for s in info.values()} == {3}, info
+        await _replicas_metric(net, 3)
+
+        victim = info[streams.ledger_stream(ledger)]["leader"]
+        await asyncio.to_thread(net.procs[victim].kill)
+        acked_before = len(load.acked)
+        commit_s = await _probe_commit(net, load.acked, "after-the-move")
+        await load.wait_acked(acked_before + 600, timeout=120)
+        await asyncio.to_thread(net.procs[victim].start)
+        await asyncio.to_thread(net.procs[victim].wait_ready)
+        await _wait_replicated(net, nc, victim)
+        load.stop()
+        await task
+        report = await verify_exactly_once(net, load.acked)
+        print(
+            f"\nstreams moved from R1 to R3 under load: every server a current replica holding the whole "
+            f"ledger stream {moved_s:.1f}s after the edit; with the ledger stream's leader {victim} then killed, a new "
+            f"transaction committed {commit_s:.2f}s after\n{report.summary()}"
+        )
+    finally:
+        await nc.close()
+        await asyncio.to_thread(net.stop)
