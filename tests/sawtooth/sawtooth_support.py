@@ -1,16 +1,20 @@
 """Helpers of the Sawtooth tests: governance entries enabling the application, intkey batches,
-and the intkey TP (the Sawtooth SDK's processor runtime on Python 3.9) as a process."""
+the intkey TP (the Sawtooth SDK's processor runtime on Python 3.9) as a process, and batches
+submitted to a local network's REST API and followed to COMMITTED."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.request import Request, urlopen
 
 import cbor2
 import pytest
@@ -19,10 +23,11 @@ from conclavium.apps import app_entry
 from conclavium.block import Entry, Kind
 from conclavium.crypto.keys import PrivateKey
 from conclavium.governance import documents
+from conclavium.local.network import LocalNetwork
 from conclavium.local.sawtooth import sdk_python, tp_command
 from conclavium.sawtooth import APP
 from conclavium.sawtooth.batch import build_batch
-from conclavium.sawtooth.pb.sawtooth_pb2 import Batch
+from conclavium.sawtooth.pb.sawtooth_pb2 import Batch, BatchList
 from services.executor.sawtooth_tp import TpRouter
 
 PREFIX = hashlib.sha512(b"intkey").hexdigest()[:6]
@@ -92,3 +97,32 @@ def wait_registered(router: TpRouter, family: str = "intkey", version: str = "1.
     while router.registered().get((family, version), 0) == 0:
         assert time.monotonic() < deadline, "the TP did not register"
         time.sleep(0.1)
+
+
+def submit(url: str, *batches) -> str:
+    body = BatchList(batches=list(batches)).SerializeToString()
+    req = Request(f"{url}/batches", data=body, headers={"Content-Type": "application/octet-stream"})
+    with urlopen(req, timeout=30) as r:
+        assert r.status == 202
+        return json.loads(r.read())["link"]
+
+
+def wait_committed(link: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with urlopen(f"{link}&wait=20", timeout=60) as r:
+            statuses = [d["status"] for d in json.loads(r.read())["data"]]
+        if all(s == "COMMITTED" for s in statuses):
+            return
+        assert "INVALID" not in statuses and time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+
+
+def metric(net: LocalNetwork, name: str, pattern: str) -> float:
+    """The metric's value, -1 when absent or while the process does not answer (restarting)."""
+    try:
+        with urlopen(net.url_of(name, "/metrics"), timeout=5) as r:
+            found = re.search("^" + pattern + r" (\S+)$", r.read().decode(), re.M)
+    except OSError:
+        return -1.0
+    return float(found.group(1)) if found else -1.0

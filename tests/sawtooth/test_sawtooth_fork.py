@@ -10,36 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from urllib.error import HTTPError
-from urllib.request import Request, urlopen
+from urllib.request import urlopen
 
 import pytest
-from sawtooth_support import batch, intkey_txn, need_sdk
+from sawtooth_support import batch, intkey_txn, metric, need_sdk, submit, wait_committed
 
 from conclavium.local.network import LocalNetwork, NetworkOptions
 from conclavium.local.sawtooth import sdk_python
-from conclavium.sawtooth.pb.sawtooth_pb2 import BatchList
 
 pytestmark = pytest.mark.protocol
 DIVERGING_TP = Path(__file__).with_name("diverging_intkey_tp.py")
 
 
-def _submit_and_wait(url: str, key: bytes, *txn: tuple, timeout: float = 120) -> None:
-    body = BatchList(batches=[batch(key, *txn)]).SerializeToString()
-    req = Request(f"{url}/batches", data=body, headers={"Content-Type": "application/octet-stream"})
-    with urlopen(req, timeout=30) as r:
-        link = json.loads(r.read())["link"]
-    deadline = time.monotonic() + timeout
-    while True:
-        with urlopen(f"{link}&wait=20", timeout=60) as r:
-            statuses = [d["status"] for d in json.loads(r.read())["data"]]
-        if statuses == ["COMMITTED"]:
-            return
-        assert "INVALID" not in statuses and time.monotonic() < deadline, statuses
-        time.sleep(0.2)
+def _submit_and_wait(url: str, key: bytes, *txn: tuple) -> None:
+    wait_committed(submit(url, batch(key, *txn)))
 
 
 def _readyz(net: LocalNetwork, name: str) -> tuple[int, str]:
@@ -51,10 +38,9 @@ def _readyz(net: LocalNetwork, name: str) -> tuple[int, str]:
 
 
 def _fork_gauge(net: LocalNetwork, name: str) -> float:
-    with urlopen(net.url_of(name, "/metrics"), timeout=5) as r:
-        found = re.search(r"^conclavium_executor_fork_detected (\S+)$", r.read().decode(), re.M)
-    assert found, f"{name} serves no conclavium_executor_fork_detected"
-    return float(found.group(1))
+    value = metric(net, name, "conclavium_executor_fork_detected")
+    assert value >= 0, f"{name} serves no conclavium_executor_fork_detected"
+    return value
 
 
 def test_a_diverging_executor_raises_the_fork_gauge_and_fails_readyz(tmp_path: Path) -> None:

@@ -14,48 +14,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import time
 from pathlib import Path
-from urllib.request import Request, urlopen
+from urllib.request import urlopen
 
 import cbor2
 import pytest
-from sawtooth_support import address, batch, intkey_txn, need_sdk
+from sawtooth_support import address, batch, intkey_txn, metric, need_sdk, submit, wait_committed
 
 from conclavium.local.network import LocalNetwork, NetworkOptions
-from conclavium.sawtooth.pb.sawtooth_pb2 import BatchList
 
 pytestmark = pytest.mark.protocol
-
-
-def submit(url: str, *batches) -> str:
-    body = BatchList(batches=list(batches)).SerializeToString()
-    req = Request(f"{url}/batches", data=body, headers={"Content-Type": "application/octet-stream"})
-    with urlopen(req, timeout=30) as r:
-        assert r.status == 202
-        return json.loads(r.read())["link"]
-
-
-def wait_committed(link: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with urlopen(f"{link}&wait=20", timeout=60) as r:
-            statuses = [d["status"] for d in json.loads(r.read())["data"]]
-        if all(s == "COMMITTED" for s in statuses):
-            return
-        assert "INVALID" not in statuses and time.monotonic() < deadline, statuses
-        time.sleep(0.2)
-
-
-def metric(net: LocalNetwork, name: str, pattern: str) -> float:
-    """The metric's value, -1 when absent or while the process does not answer (restarting)."""
-    try:
-        with urlopen(net.url_of(name, "/metrics"), timeout=5) as r:
-            found = re.search("^" + pattern + r" (\S+)$", r.read().decode(), re.M)
-    except OSError:
-        return -1.0
-    return float(found.group(1)) if found else -1.0
 
 
 def test_restarted_executor_and_killed_tp_keep_sawtooth_state(tmp_path: Path) -> None:
