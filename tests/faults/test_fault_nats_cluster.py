@@ -1,6 +1,7 @@
 """A 3-server JetStream cluster with R3 streams (`conclavium local up --nats-cluster 3`), faults under
 continuous load: `kill -9` of the server leading the ledger stream (the other two keep quorum:
-nothing acknowledged is lost and commits go on while it is down), and servers replaced one after
+nothing acknowledged is lost and commits go on while it is down; a register workload's history
+is checked for linearizability, `history.py`), and servers replaced one after
 the other with empty disks (the streams re-replicate onto them; with the last original server then
 gone for good, every acknowledged transaction is still in the ledger, read from the rebuilt copies).
 After each: exactly once on every executor, one root, receipts verify, the audit passes."""
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from fault_support import Load, audit, stored_by, stream_replicas, verify_exactly_once, wait_single_active
+from register_workload import Registers
 
 from conclavium import streams
 from conclavium.crypto.keys import PrivateKey
@@ -169,6 +171,8 @@ async def test_kill_the_ledger_streams_leader_server(tmp_path: Path) -> None:
         assert {s["replicas"] for s in info.values()} == {3}, info
         load = Load(net, total=40_000, workers=8)
         task = asyncio.create_task(load.run())
+        regs = Registers(net)
+        regs_task = asyncio.create_task(regs.run())
         await load.wait_acked(500)
 
         victim = info[streams.ledger_stream(net.opt.ledger)]["leader"]
@@ -188,15 +192,19 @@ async def test_kill_the_ledger_streams_leader_server(tmp_path: Path) -> None:
         await _replicas_metric(net, 3)
         await load.wait_acked(len(load.acked) + 300)
         load.stop()
+        regs.stop()
         await task
-        report = await verify_exactly_once(net, load.acked)
+        await regs_task
+        ok, maybe = regs.acked()
+        report = await verify_exactly_once(net, {**load.acked, **dict.fromkeys(ok, 0.0)}, maybe=maybe)
+        operations = await regs.check(tmp_path)
         await wait_single_active(net)
         print(
             f"\nkill -9 of {victim} (leader of the ledger stream), down {down_s:.1f}s under load: first 202 after "
             f"the kill at {first_ack_s:.2f}s, a new transaction committed {commit_s:.2f}s after the kill; the "
             f"longest gap between acknowledgements {load.longest_ack_gap():.2f}s; restarted, it was current "
             f"on every stream {catch_up_s:.1f}s later; {load.retries} client retries {dict(load.errors)}\n"
-            f"{report.summary()}"
+            f"{report.summary()}\nregister history: {operations} operations {regs.outcomes()}, linearizable"
         )
     finally:
         await nc.close()
