@@ -56,9 +56,10 @@ def _committed_blocks(machine: Any) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _batch(machine: Any, bid: str) -> tuple[Batch, dict[str, Any]] | None:
-    """A committed batch and its row."""
+    """A committed batch and its row (a row written before batches kept their bytes has neither
+    height nor bytes: not listed)."""
     row = machine.state.get(BATCHES, bid)
-    if row is None or row.get("height", machine.committed_height + 1) > machine.committed_height:
+    if row is None or "raw" not in row or row["height"] > machine.committed_height:
         return None
     return Batch.FromString(base64.b64decode(row["raw"])), row
 
@@ -127,19 +128,31 @@ def _batch_ids(machine: Any) -> Iterator[str]:
 def batches(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
     _committed_to(machine, req)
     page, nxt = _page(_batch_ids(machine), _start_id(req), _limit(req))
-    data = [rest.batch_json(b) for b, _ in filter(None, (_batch(machine, i) for i in page))]
+    data = [b for b in (_batch_json(machine, i) for i in page) if b is not None]
     return {"data": data, "next_position": nxt, **_head(machine)}
 
 
-def batch(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
-    _committed_to(machine, req)
-    bid = req.get("id")
-    if not isinstance(bid, str) or not RESOURCE_ID.fullmatch(bid):
-        raise QueryError("invalid_id", "a batch id is 128 hex digits")
+def _batch_json(machine: Any, bid: str) -> dict[str, Any] | None:
     found = _batch(machine, bid)
+    return rest.batch_json(found[0]) if found is not None else None
+
+
+def _one(
+    machine: Any, req: dict[str, Any], what: str, find: Callable[[Any, str], dict[str, Any] | None]
+) -> dict[str, Any]:
+    """One committed batch or transaction by its id (128 hex digits)."""
+    _committed_to(machine, req)
+    rid = req.get("id")
+    if not isinstance(rid, str) or not RESOURCE_ID.fullmatch(rid):
+        raise QueryError("invalid_id", f"a {what} id is 128 hex digits")
+    found = find(machine, rid)
     if found is None:
-        raise QueryError("not_found", "no committed batch has this id")
-    return {"data": rest.batch_json(found[0]), **_head(machine)}
+        raise QueryError("not_found", f"no committed {what} has this id")
+    return {"data": found, **_head(machine)}
+
+
+def batch(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
+    return _one(machine, req, "batch", _batch_json)
 
 
 def _txn_ids(machine: Any) -> Iterator[str]:
@@ -165,14 +178,7 @@ def transactions(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def transaction(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
-    _committed_to(machine, req)
-    tid = req.get("id")
-    if not isinstance(tid, str) or not RESOURCE_ID.fullmatch(tid):
-        raise QueryError("invalid_id", "a transaction id is 128 hex digits")
-    found = _transaction(machine, tid)
-    if found is None:
-        raise QueryError("not_found", "no committed transaction has this id")
-    return {"data": found, **_head(machine)}
+    return _one(machine, req, "transaction", _transaction)
 
 
 def receipts(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
