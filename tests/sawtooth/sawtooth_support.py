@@ -126,3 +126,14 @@ def metric(net: LocalNetwork, name: str, pattern: str) -> float:
     except OSError:
         return -1.0
     return float(found.group(1)) if found else -1.0
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    """GET a REST URL: the status and the JSON body, error bodies included."""
+    from urllib.error import HTTPError
+
+    try:
+        with urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except HTTPError as e:
+        return e.code, json.loads(e.read())

@@ -10,40 +10,22 @@ Marked `protocol`. Time budget: about 60 s on the shared machine (start-up ~30 s
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.error import HTTPError
-from urllib.request import Request, urlopen
 
 import cbor2
 import pytest
-from sawtooth_support import address, batch, intkey_txn, need_sdk
+from sawtooth_support import address, batch, intkey_txn, need_sdk, submit
+from sawtooth_support import get_json as get
 
 from conclavium.local.network import LocalNetwork, NetworkOptions
-from conclavium.sawtooth.pb.sawtooth_pb2 import Batch, BatchList
+from conclavium.sawtooth.pb.sawtooth_pb2 import Batch
 
 pytestmark = pytest.mark.protocol
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def get(url: str) -> tuple[int, Any]:
-    try:
-        with urlopen(url, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def submit(url: str, *batches: Batch) -> str:
-    body = BatchList(batches=list(batches)).SerializeToString()
-    req = Request(f"{url}/batches", data=body, headers={"Content-Type": "application/octet-stream"})
-    with urlopen(req, timeout=30) as r:
-        assert r.status == 202
-        return json.loads(r.read())["link"]
 
 
 def wait_final(link: str, timeout: float = 120) -> list[str]:

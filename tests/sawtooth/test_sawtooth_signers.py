@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import time
 from typing import Any
 from urllib.error import HTTPError
@@ -21,7 +20,7 @@ from urllib.request import Request, urlopen
 
 import nats
 import pytest
-from sawtooth_support import batch, intkey_txn, need_sdk
+from sawtooth_support import batch, intkey_txn, metric, need_sdk
 
 from conclavium import streams
 from conclavium.apps import app_entry
@@ -71,13 +70,7 @@ async def publish_unchecked(net: LocalNetwork, b: Batch) -> None:
 
 
 def refused_here(net: LocalNetwork, i: int) -> float:
-    with urlopen(net.url_of(f"executor-{i}", "/metrics"), timeout=5) as r:
-        found = re.search(
-            r'^conclavium_executor_sawtooth_batches_total\{outcome="unregistered_signer"\} (\S+)$',
-            r.read().decode(),
-            re.M,
-        )
-    return float(found.group(1)) if found else -1.0
+    return metric(net, f"executor-{i}", 'conclavium_executor_sawtooth_batches_total\\{outcome="unregistered_signer"\\}')
 
 
 def test_only_registered_signers_batches_run(tmp_path) -> None:

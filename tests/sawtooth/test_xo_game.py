@@ -18,11 +18,11 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import pytest
 from sawtooth_support import batch, intkey_txn, need_sdk
+from sawtooth_support import get_json as get
 
 from conclavium.local.network import LocalNetwork, NetworkOptions
 from conclavium.sawtooth import signing
@@ -39,14 +39,6 @@ def xo_address(name: str) -> str:
 def xo(key: bytes, name: str, action: str, space: int | str = "") -> Batch:
     a = xo_address(name)
     return batch(key, ("xo", "1.0", f"{name},{action},{space}".encode(), [a], [a]))
-
-
-def get(url: str) -> tuple[int, Any]:
-    try:
-        with urlopen(url, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def play(url: str, b: Batch, timeout: float = 120) -> dict[str, Any]:
