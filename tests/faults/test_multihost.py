@@ -210,11 +210,14 @@ async def test_partitions_and_a_host_crash_under_load(consortium: tuple[Hosts, L
         timings["caught_up_1_s"] = await _caught_up(net)
         # One fault at a time: the re-joined server is current again before the next one goes.
         timings["nats_current_1_s"] = await wait_nats_current(net)
-        assert await wait_single_active(net) == new_active
+        # One active sequencer again; the lease may have moved once more meanwhile (a renewal that
+        # misses its TTL while the healed server's routes re-form, on a loaded host, is an ordinary
+        # takeover): what must hold is one writer, checked again by the exactly-once audit below.
+        new_active = await wait_single_active(net)
         await load.wait_acked(len(load.acked) + 100)
 
         # 2. a member whose sequencer stands by is cut off
-        cut = next(i for i in others if i != _member(new_active))
+        cut = next(i for i in (0, 1, 2) if i != _member(new_active))
         hosts.partition(cut)
         t0 = time.monotonic()
         inside = asyncio.create_task(_probe_inside(hosts, net, cut, 8, "cut-off-standby"))

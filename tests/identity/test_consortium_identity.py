@@ -219,7 +219,9 @@ async def _govern(net: LocalNetwork, actions: list[dict[str, Any]], voters: int)
         await _executed(clients[0], proposed["tx_hash"])
         for c in clients:
             ballot = await c.vote(proposed["proposal_id"], approve=True)
-            await _executed(c, ballot["tx_hash"])
+            st = await _executed(c, ballot["tx_hash"])
+            # read at least at the last ballot's height: an executor that lags may answer the read
+            clients[0].seen_height = max(clients[0].seen_height, int(st.get("height") or 0))
         return await clients[0].proposal(proposed["proposal_id"])
     finally:
         for c in clients:
