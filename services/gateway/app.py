@@ -522,7 +522,8 @@ class Gateway:
                 errors = [a["error"] for a in answers if isinstance(a, dict) and isinstance(a.get("error"), dict)]
                 if errors:
                     return self._relay({"error": errors[0]})
-                raise ApiError(503, "no_executor", "no endorsed executor vouched for the transaction key")
+                message = "no endorsed executor vouched for the transaction key"
+                raise ApiError(503, "no_executor", message, {"Retry-After": "1"})
             self._vouches = (now, {"vouches": vouches})
         return _json(self._vouches[1])
 
