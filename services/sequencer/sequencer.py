@@ -379,6 +379,17 @@ class Sequencer:
                 self.tip = Tip(h, bh, seq, ts)
         stream = streams.ledger_stream(self.cfg.ledger)
         info = await self.js.stream_info(stream)
+        if self.tip.seq > info.state.last_seq:
+            # The saved tip is beyond the stream (restored from an older backup): it is no tip of
+            # this stream, and appending after it would be refused for ever. Walk from the start.
+            log.error(
+                "the saved tip (height %d, stream sequence %d) is beyond the ledger stream's last sequence %d; "
+                "re-reading the stream from its start",
+                self.tip.height,
+                self.tip.seq,
+                info.state.last_seq,
+            )
+            self.tip = Tip()
         seq = self.tip.seq
         while seq < info.state.last_seq:
             seq += 1
