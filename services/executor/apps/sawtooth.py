@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from conclavium import rules
 from conclavium.apps import app_entry
 from conclavium.block import Entry, entry_id
 from conclavium.encoding import canonical_json
@@ -304,14 +305,17 @@ def _parse_invalid(reason: str, message: str) -> dict[str, Any]:
 
 
 def _unregistered(machine: Any, req: dict[str, Any]) -> dict[str, Any]:
-    """Which of these signer keys the signer policy refuses (none under `open`): the gateway's early
-    refusal of a submission, as Sawtooth's validator refuses a batch its permissions do not allow."""
+    """Which of these signer keys the signer policy refuses (none under `open`, nor on a ledger that
+    does not run Sawtooth: its batches are Invalid `unknown_application` anyway): the gateway's
+    early refusal of a submission, as Sawtooth's validator refuses a batch its permissions do not
+    allow."""
     not_behind(machine, req)
     keys = req.get("keys")
     if not isinstance(keys, list) or not 0 < len(keys) <= MAX_LIST or not all(isinstance(k, str) for k in keys):
         raise QueryError("invalid_ids", f"keys is a list of 1 to {MAX_LIST} public keys")
     st = machine.state
-    refused = [] if st.get(SERVICE, SIGNERS_POLICY_KEY) == "open" else [k for k in keys if st.get(SIGNERS, k) is None]
+    checked = APP in rules.applications(st, SERVICE) and st.get(SERVICE, SIGNERS_POLICY_KEY) != "open"
+    refused = [k for k in keys if st.get(SIGNERS, k) is None] if checked else []
     return {"unregistered": refused, "head": machine.tip.hash.hex(), "height": machine.tip.height}
 
 
