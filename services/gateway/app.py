@@ -95,7 +95,7 @@ class Gateway:
         # "batch" is the batch resource, not a hash: without the exclusion GET would match it too
         r.add_get("/v1/transactions/{hash:(?!batch$)[^/]+}", self.get_status)
         r.add_get("/v1/transactions/{hash}/receipt", self.get_receipt)
-        protocols.add_query_routes(r, self)
+        protocols.add_query_routes(r, self.routers)
         r.add_get("/v1/service", self.get_service)
         r.add_get("/v1/service/tx-key", self.get_tx_key)
         r.add_get("/v1/runtime", self.get_runtime)

@@ -33,8 +33,10 @@ def add_submission_routes(r: web.UrlDispatcher, gateway: GatewayCore) -> list[Pr
     return made
 
 
-def add_query_routes(r: web.UrlDispatcher, gateway: GatewayCore) -> None:
-    for router in routers(gateway):
+def add_query_routes(r: web.UrlDispatcher, made: list[ProtocolRoutes]) -> None:
+    """The same routers' reads: a router's submissions and reads share its state (Sawtooth's
+    memory of the batches this gateway accepted, which its statuses answer PENDING)."""
+    for router in made:
         router.add_query_routes(r)
 
 
