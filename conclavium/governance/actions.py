@@ -745,13 +745,18 @@ def _a_eth_alloc(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Eff
     return []
 
 
-def _a_eth_register(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
-    for address in args["accounts"]:
-        if args["remove"]:
-            tables.delete(eth_chain.SENDERS, address)
+def _register(tables: Tables, table: str, ids: list[str], remove: bool, ctx: Context) -> list[Effect]:
+    """Add or remove protocol signers (Ethereum accounts, Sawtooth keys) in their registry table."""
+    for ident in ids:
+        if remove:
+            tables.delete(table, ident)
         else:
-            tables.put(eth_chain.SENDERS, address, {"registered_at": ctx.height})
+            tables.put(table, ident, {"registered_at": ctx.height})
     return []
+
+
+def _a_eth_register(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    return _register(tables, eth_chain.SENDERS, args["accounts"], args["remove"], ctx)
 
 
 def _a_set_sawtooth_families(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
@@ -762,12 +767,7 @@ def _a_set_sawtooth_families(tables: Tables, args: dict[str, Any], ctx: Context)
 
 
 def _a_sawtooth_register(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
-    for key in args["public_keys"]:
-        if args["remove"]:
-            tables.delete(sawtooth.SIGNERS, key)
-        else:
-            tables.put(sawtooth.SIGNERS, key, {"registered_at": ctx.height})
-    return []
+    return _register(tables, sawtooth.SIGNERS, args["public_keys"], args["remove"], ctx)
 
 
 def current_identity(tables: Tables) -> dict[str, Any] | None:
