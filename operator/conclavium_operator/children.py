@@ -106,7 +106,16 @@ def labels(consortium: str, member: str, component: str, node: str | None = None
 def desired_nodes(
     member: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig
 ) -> list[dict[str, Any]]:
-    """One ConsortiumNode per executor and per sequencer standby, owned by the member."""
+    """One ConsortiumNode per executor and per sequencer standby, owned by the member (ordinals from 0)."""
+    spec = member["spec"]
+    plan = [("Executor", int(spec.get("executors", 1))), ("Sequencer", int(spec.get("sequencerStandbys", 0)))]
+    return [member_node(member, consortium, cfg, role, ordinal) for role, count in plan for ordinal in range(count)]
+
+
+def member_node(
+    member: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig, role: str, ordinal: int
+) -> dict[str, Any]:
+    """The member's ConsortiumNode of `role` with `ordinal`, running the Consortium's current image."""
     spec, meta = member["spec"], member["metadata"]
     cons_spec = (consortium or {}).get("spec") or {}
     platforms = (cons_spec.get("tee") or {}).get("platforms") or ["virtual"]
@@ -114,7 +123,7 @@ def desired_nodes(
     platform = tee.get("platform") or platforms[0]
     runtime_class = tee.get("runtimeClassName") or (cons_spec.get("tee") or {}).get("runtimeClassName")
     consortium_name = spec["consortiumRef"]["name"]
-    common: dict[str, Any] = {
+    node_spec: dict[str, Any] = {
         "consortiumRef": {"name": consortium_name},
         "memberRef": {"name": meta["name"]},
         "memberId": spec["memberId"],
@@ -123,34 +132,24 @@ def desired_nodes(
     }
     for key in POD_FIELDS:
         if spec.get(key):
-            common[key] = spec[key]
-    nodes = []
-    plan = [("Executor", int(spec.get("executors", 1))), ("Sequencer", int(spec.get("sequencerStandbys", 0)))]
-    for role, count in plan:
-        for ordinal in range(count):
-            name = node_name(meta["name"], role, ordinal)
-            node_spec = {**common, "role": role, "ordinal": ordinal}
-            if consortium is not None and name == founding_node_name(consortium) and role == "Executor":
-                node_spec["genesisConfigMapName"] = genesis_configmap_name(consortium)
-            if role == "Executor":
-                node_spec["tee"] = {
-                    "platform": platform,
-                    **({"runtimeClassName": runtime_class} if runtime_class else {}),
-                }
-            nodes.append(
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "ConsortiumNode",
-                    "metadata": {
-                        "name": name,
-                        "namespace": meta["namespace"],
-                        "labels": labels(consortium_name, meta["name"], role.lower(), name),
-                        "ownerReferences": [owner_reference(member)],
-                    },
-                    "spec": node_spec,
-                }
-            )
-    return nodes
+            node_spec[key] = spec[key]
+    name = node_name(meta["name"], role, ordinal)
+    node_spec.update(role=role, ordinal=ordinal)
+    if consortium is not None and name == founding_node_name(consortium) and role == "Executor":
+        node_spec["genesisConfigMapName"] = genesis_configmap_name(consortium)
+    if role == "Executor":
+        node_spec["tee"] = {"platform": platform, **({"runtimeClassName": runtime_class} if runtime_class else {})}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ConsortiumNode",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels(consortium_name, meta["name"], role.lower(), name),
+            "ownerReferences": [owner_reference(member)],
+        },
+        "spec": node_spec,
+    }
 
 
 def node_image(consortium: dict[str, Any] | None, cfg: OperatorConfig) -> str:
@@ -254,8 +253,10 @@ def node_command(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: O
     return cmd, port
 
 
-def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig) -> dict[str, Any]:
-    """A StatefulSet of 1 running the node, with the node's PVC mounted at the data directory."""
+def statefulset(
+    node: dict[str, Any], consortium: dict[str, Any] | None, cfg: OperatorConfig, claim: str | None = None
+) -> dict[str, Any]:
+    """A StatefulSet of 1 running the node, with its PVC `claim` (default: `claim_name`) at the data directory."""
     meta, spec = node["metadata"], node["spec"]
     name = meta["name"]
     component = spec["role"].lower()
@@ -263,7 +264,7 @@ def statefulset(node: dict[str, Any], consortium: dict[str, Any] | None, cfg: Op
     selector = {NAME: "conclavium", COMPONENT: component, NODE_LABEL: name}
     pod_security, container_security = _security(cfg)
     env, volumes, mounts = _env(node, consortium, cfg)
-    volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": pvc_name(name)}})
+    volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": claim or claim_name(node)}})
     mounts.append({"name": "data", "mountPath": DATA_DIR})
     command, port = node_command(node, consortium, cfg)
     container: dict[str, Any] = {
@@ -390,11 +391,21 @@ def service(node: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
 
 
 def pvc_name(node: str) -> str:
+    """The claim name of nodes created before claims carried the node's uid (still used by them)."""
     return f"data-{node}"
 
 
-def pvc(node: dict[str, Any]) -> dict[str, Any]:
-    """The node's volume: ledger copy and snapshots. Owned by the node, so it goes when the node goes."""
+def claim_name(node: dict[str, Any]) -> str:
+    """A new node's claim: its name and uid. A claim kept after an earlier node of the same name went
+    (`deleteClaim: false`) holds that node's sealed keys and ledger copy, so the next node never mounts it."""
+    meta = node["metadata"]
+    uid = str(meta.get("uid") or "")[:8]
+    return short_name(f"data-{meta['name']}-{uid}" if uid else pvc_name(meta["name"]), 253)
+
+
+def pvc(node: dict[str, Any], name: str) -> dict[str, Any]:
+    """The node's volume: ledger copy, snapshots and sealed keys. Kept when the node goes, unless the
+    member says `storage.deleteClaim: true` (then owned by the node, so garbage collection deletes it)."""
     meta, spec = node["metadata"], node["spec"]
     storage = spec.get("storage") or {}
     pvc_spec: dict[str, Any] = {
@@ -407,12 +418,12 @@ def pvc(node: dict[str, Any]) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
-            "name": pvc_name(meta["name"]),
+            "name": name,
             "namespace": meta["namespace"],
             "labels": labels(
                 spec["consortiumRef"]["name"], spec["memberRef"]["name"], spec["role"].lower(), meta["name"]
             ),
-            "ownerReferences": [owner_reference(node)],
+            "ownerReferences": [owner_reference(node)] if storage.get("deleteClaim") else [],
         },
         "spec": pvc_spec,
     }

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from conclavium_operator import events
 from conclavium_operator.conditions import Condition
 from conclavium_operator.gateway import FINAL_FAILURES, ProposalRefused
 from conclavium_operator.genesis import LEDGER_PLATFORMS, measurement_lines
@@ -114,6 +115,12 @@ async def sync(
     except ProposalRefused as e:
         return Condition(CONDITION, "False", "ProposalRefused", f"the ledger refused allow_measurement: {e}")
     PROPOSALS.labels("allow_measurement").inc()
+    await events.post(
+        rt.k8s,
+        consortium,
+        "ProposalSubmitted",
+        f"allow_measurement for {len(actions)} measurement(s): proposal {submitted.proposal_id}",
+    )
     logger.info("proposed allow_measurement for %d measurement(s): %s", len(actions), submitted.proposal_id)
     ann = {PROPOSAL_ANNOTATION: submitted.proposal_id, DIGEST_ANNOTATION: wanted}
     await rt.k8s.patch(CONSORTIUMS, meta["namespace"], meta["name"], {"metadata": {"annotations": ann}})

@@ -8,6 +8,7 @@ in-cluster signing, and reports the members' vote.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from conclavium.sdk.client import ClientError
 from conclavium_operator import (
     children,
     conditions,
+    events,
     gateway,
     genesis,
     measurements,
     reconcile_consortium,
     reconcile_node,
     status,
+    upgrade,
     votes,
 )
 from conclavium_operator.conditions import Condition
@@ -46,6 +49,7 @@ from conclavium_operator.runtime import Runtime
 
 PROPOSAL_ANNOTATION = "conclavium.io/proposal"
 PROPOSED_AT_ANNOTATION = "conclavium.io/proposed-at"
+RETIRED_ANNOTATION = "conclavium.io/retired-node"  # set once the ledger retired the node: one NodeRetired Event
 ROLES = ("Voting", "Participant")
 
 
@@ -148,6 +152,8 @@ async def _admission(
     pid = (body.get("status") or {}).get("proposalId")
     if gateway.is_active(service, role, fp):
         reason = "ProposalAccepted" if pid else "AlreadyMember"
+        if not conditions.is_true(body, "Admitted"):
+            await events.post(rt.k8s, body, "Admitted", f"{role} {spec['memberId']} is active in the ledger ({reason})")
         if (body.get("status") or {}).get("proposal", {}).get("state") == "Open" and pid:
             last = await rt.gateway.proposal(pid)
             if last:
@@ -206,6 +212,9 @@ async def _admission(
     logger.info(
         "proposed %s for %s as %s: %s", action["name"], spec["memberId"], proposer.member, submitted.proposal_id
     )
+    await events.post(
+        rt.k8s, body, "ProposalSubmitted", f"{action['name']} {spec['memberId']}: proposal {submitted.proposal_id}"
+    )
     patch.status["proposalId"] = submitted.proposal_id
     patch.status["phase"] = "Proposed"
     msg = f"proposal {submitted.proposal_id} ({action['name']}, proposed by {proposer.member}) awaits the members' vote"
@@ -216,25 +225,63 @@ async def _admission(
 async def ensure_nodes(
     rt: Runtime, body: dict[str, Any], consortium: dict[str, Any] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Create missing ConsortiumNodes, mark surplus ones for retirement; returns (desired, retiring)."""
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    desired = children.desired_nodes(body, consortium, rt.cfg)
+    """Create missing ConsortiumNodes, mark surplus ones for retirement; returns (kept, retiring).
+
+    Sequencer standbys are `<member>-sequencer-0..n-1`. Executors are counted: every executor that is
+    not retiring stays, with the image it runs (a governed upgrade replaces executors one at a time,
+    upgrade.py); missing ones are created at the lowest free ordinals with the current image, and
+    surplus ones retired from the highest ordinal down, only while none runs an old image (during an
+    upgrade the roll decides which executor goes).
+    """
+    ns, name, spec = body["metadata"]["namespace"], body["metadata"]["name"], body["spec"]
+    image = children.node_image(consortium, rt.cfg)
     existing = {n["metadata"]["name"]: n for n in await rt.k8s.list(NODES, ns, {children.MEMBER_LABEL: name})}
-    for node in desired:
+    executors = sorted(
+        (n for n in existing.values() if n["spec"].get("role") == "Executor" and not n["spec"].get("retire")),
+        key=lambda n: int(n["spec"].get("ordinal", 0)),
+    )
+    want = int(spec.get("executors", 1))
+    rolling = any(n["spec"].get("image") != image for n in executors)
+    kept_executors = executors if rolling else executors[:want]
+    kept: list[dict[str, Any]] = []
+    for current in kept_executors:
+        node = children.member_node(body, consortium, rt.cfg, "Executor", int(current["spec"].get("ordinal", 0)))
+        node["spec"]["image"] = current["spec"].get("image")
+        kept.append(await _converge(rt, ns, current, node))
+    taken = {int(n["spec"].get("ordinal", 0)) for n in existing.values() if n["spec"].get("role") == "Executor"}
+    free = (i for i in itertools.count() if i not in taken)
+    for _ in range(want - len(kept_executors)):
+        kept.append(
+            await rt.k8s.apply(NODES, ns, children.member_node(body, consortium, rt.cfg, "Executor", next(free)))
+        )
+    standbys = [
+        children.member_node(body, consortium, rt.cfg, "Sequencer", i)
+        for i in range(int(spec.get("sequencerStandbys", 0)))
+    ]
+    for node in standbys:
         current = existing.get(node["metadata"]["name"])
-        if current is not None and (current.get("spec") or {}).get("retire"):
+        if current is not None and current["spec"].get("retire"):
             continue  # scaled down and up again: recreated once its retirement is through
-        if current is None or any(current["spec"].get(k) != v for k, v in node["spec"].items()):
-            await rt.k8s.apply(NODES, ns, node)
-    wanted = {n["metadata"]["name"] for n in desired}
+        kept.append(await _converge(rt, ns, current, node))
+    wanted = {n["metadata"]["name"] for n in kept}
     retiring = []
     for node_name, node in sorted(existing.items()):
-        if node_name in wanted and not (node.get("spec") or {}).get("retire"):
+        if node_name in wanted:
             continue
         if not node["spec"].get("retire"):
             node = await rt.k8s.patch(NODES, ns, node_name, {"spec": {"retire": True}})
         retiring.append(node)
-    return desired, retiring
+    return kept, retiring
+
+
+async def _converge(rt: Runtime, ns: str, current: dict[str, Any] | None, node: dict[str, Any]) -> dict[str, Any]:
+    """Create the node, or patch the spec fields that differ (none: the node as it is)."""
+    if current is not None and (
+        current["metadata"].get("deletionTimestamp")
+        or all(current["spec"].get(k) == v for k, v in node["spec"].items())
+    ):
+        return current
+    return await rt.k8s.apply(NODES, ns, node)
 
 
 def _retire_order(node: dict[str, Any]) -> tuple[int, int]:
@@ -252,6 +299,11 @@ async def retire_next(
         service = await rt.gateway.service()
         found = gateway.ledger_node(service, name, (node.get("status") or {}).get("nodeId"))
         if node["spec"]["role"] != "Executor" or found is None or found.get("status") == "Retired":
+            fresh = await rt.k8s.get(NODES, ns, name) if found is not None else None
+            if fresh is not None and RETIRED_ANNOTATION not in (fresh["metadata"].get("annotations") or {}):
+                ann = {RETIRED_ANNOTATION: found["id"]}
+                await rt.k8s.patch(NODES, ns, name, {"metadata": {"annotations": ann}})
+                await events.post(rt.k8s, node, "NodeRetired", f"the ledger retired {name} (node {found['id'][:16]}…)")
             await rt.k8s.delete(NODES, ns, name)
             logger.info("deleted node %s (%s)", name, "retired" if found else "not in the ledger")
             continue
@@ -280,6 +332,7 @@ async def retire_next(
             return f"a new attempt to retire {name}: the ledger refused it ({e})"
         PROPOSALS.labels("retire_node").inc()
         await _annotate(rt, NODES, node, submitted.proposal_id)
+        await events.post(rt.k8s, node, "ProposalSubmitted", f"retire_node {name}: proposal {submitted.proposal_id}")
         logger.info("proposed retire_node for %s: %s", name, submitted.proposal_id)
         return f"the members' vote on retiring {name} (proposal {submitted.proposal_id})"
     return None
@@ -410,9 +463,23 @@ async def reconcile(
         desired, retiring = await ensure_nodes(rt, body, consortium)
         waiting = await retire_next(rt, retiring, logger) if retiring else None
         nodes = await _refresh_nodes(rt, desired, service)
+        await _upgrade(rt, consortium, logger)
     except GatewayUnavailable as e:
         raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e
-    _report_nodes(patch, nodes, len(desired), waiting)
+    _report_nodes(patch, nodes, int(spec.get("executors", 1)) + int(spec.get("sequencerStandbys", 0)), waiting)
+
+
+async def _upgrade(
+    rt: Runtime, consortium: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
+    """At most one upgrade step for the whole Consortium (upgrade.py), and its `Progressing` condition."""
+    meta = consortium["metadata"]
+    async with rt.lock(f"upgrade/{meta.get('uid') or meta['name']}"):
+        current = await rt.k8s.get(CONSORTIUMS, meta["namespace"], meta["name"])
+        if current is None:
+            return
+        progressing = await upgrade.advance(rt, current, await rt.gateway.service(), logger)
+        await status.write(rt.k8s, CONSORTIUMS, current, {}, [progressing])
 
 
 async def _bootstrap_founder(rt: Runtime, body: dict[str, Any], consortium: dict[str, Any], patch: kopf.Patch) -> bool:
@@ -464,7 +531,7 @@ def _report_nodes(
     patch.status["desiredNodes"] = desired
     patch.status["nodesReady"] = f"{len(ready)}/{desired}"
     patch.status["nodes"] = sorted(n["metadata"]["name"] for n, _ in nodes)
-    nodes_ok = len(ready) == desired and not waiting
+    nodes_ok = len(ready) >= desired and not waiting
     scaling = f"; scaling down: waiting for {waiting}" if waiting else ""
     reason = "AllNodesReady" if nodes_ok else ("ScalingDown" if waiting else "NodesNotReady")
     conditions.upsert(
@@ -571,6 +638,9 @@ async def _removal(
         return f"a new removal attempt: the ledger refused it ({e})"
     PROPOSALS.labels(action["name"]).inc()
     logger.info("proposed %s for %s: %s", action["name"], spec["memberId"], submitted.proposal_id)
+    await events.post(
+        rt.k8s, body, "ProposalSubmitted", f"{action['name']} {spec['memberId']}: proposal {submitted.proposal_id}"
+    )
     patch.status["proposalId"] = submitted.proposal_id
     patch.metadata.annotations[PROPOSAL_ANNOTATION] = submitted.proposal_id
     patch.metadata.annotations[PROPOSED_AT_ANNOTATION] = str(int(time.time()))

@@ -24,10 +24,23 @@ async def ensure_children(kube: Kube, cfg: OperatorConfig, node: dict[str, Any])
     """Create or patch the three children; returns the status fields naming them."""
     ns = node["metadata"]["namespace"]
     consortium = await kube.get(CONSORTIUMS, ns, node["spec"]["consortiumRef"]["name"])
-    await kube.apply(PVCS, ns, children.pvc(node), fields=("metadata",))
+    claim = await claim_of(kube, node)
+    await kube.apply(PVCS, ns, children.pvc(node, claim), fields=("metadata",))
     await kube.apply(SERVICES, ns, children.service(node, cfg))
-    sts = await kube.apply(STATEFULSETS, ns, children.statefulset(node, consortium, cfg))
-    return {"statefulSetName": sts["metadata"]["name"], "serviceName": node["metadata"]["name"]}
+    sts = await kube.apply(STATEFULSETS, ns, children.statefulset(node, consortium, cfg, claim))
+    return {"statefulSetName": sts["metadata"]["name"], "serviceName": node["metadata"]["name"], "claimName": claim}
+
+
+async def claim_of(kube: Kube, node: dict[str, Any]) -> str:
+    """The node's claim: as its status recorded it; else `data-<node>` if that claim is this node's own
+    (created before claims carried the uid), else a new name with the node's uid."""
+    meta = node["metadata"]
+    recorded = (node.get("status") or {}).get("claimName")
+    if recorded:
+        return str(recorded)
+    legacy = await kube.get(PVCS, meta["namespace"], children.pvc_name(meta["name"]))
+    owners = [r.get("uid") for r in ((legacy or {}).get("metadata") or {}).get("ownerReferences") or []]
+    return children.pvc_name(meta["name"]) if meta.get("uid") in owners else children.claim_name(node)
 
 
 def observe(

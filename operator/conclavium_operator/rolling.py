@@ -53,6 +53,12 @@ def member_quorum(k: int) -> Quorum:
     return lambda nodes: len({n.member for n in nodes}) >= k
 
 
+def ledger_quorum(quorum: int, k: int) -> Quorum:
+    """The ledger's commit rule as `GET /v1/service` states it: `quorum` nodes of at least `k` distinct
+    members (docs/confidentiality.md, "Receipts that need k members")."""
+    return lambda nodes: len(nodes) >= max(quorum, 1) and len({n.member for n in nodes}) >= k
+
+
 def next_to_roll(nodes: Sequence[RollNode], quorum: Quorum, wanted: Mapping[str, int]) -> Step | None:
     """The next safe step, or None (done, or waiting). `wanted`: each member's executor count (spec).
 
@@ -87,3 +93,17 @@ def next_to_roll(nodes: Sequence[RollNode], quorum: Quorum, wanted: Mapping[str,
         olds[n.member] = olds.get(n.member, 0) + 1
     member = min(olds, key=lambda m: (-olds[m], m))
     return Step("add", member)
+
+
+def waiting_for(nodes: Sequence[RollNode], quorum: Quorum) -> tuple[str, str]:
+    """Why `next_to_roll` returned None for a roll that is not finished: (reason, message)."""
+    retiring = sorted(n.name for n in nodes if n.retiring)
+    if retiring:
+        return "WaitingForRetirement", f"waiting until {', '.join(retiring)} is retired"
+    fresh = sorted(n.name for n in nodes if n.current and not (n.trusted and n.caught_up))
+    if fresh:
+        return "WaitingForNewExecutor", f"waiting until {', '.join(fresh)} is trusted and caught up"
+    signers = [n for n in nodes if n.signs]
+    if not quorum(signers):
+        return "QuorumUnreachable", f"only {len(signers)} executor(s) can sign now: no step until the quorum is back"
+    return "RetirementUnsafe", "retiring any old executor now would leave the commit quorum unreachable"

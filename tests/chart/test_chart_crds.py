@@ -236,7 +236,7 @@ def test_defaults_are_applied() -> None:
     assert errors(minimal) == []
     spec = apply_defaults(crd_schema(crd), minimal)["spec"]
     assert spec["role"] == "Voting" and spec["executors"] == 1 and spec["sequencerStandbys"] == 0
-    assert spec["storage"] == {"size": "10Gi"}
+    assert spec["storage"] == {"size": "10Gi", "deleteClaim": False}
     assert spec["identity"]["secretRef"]["certificateKey"] == "tls.crt"
     assert spec["identity"]["inClusterSigning"] is False
 

@@ -400,7 +400,7 @@ def test_rbac_is_least_privilege() -> None:
         ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
         ("apps", "statefulsets"): {"get", "create", "patch"},
         ("", "services"): {"create", "patch"},
-        ("", "persistentvolumeclaims"): {"create", "patch"},
+        ("", "persistentvolumeclaims"): {"get", "create", "patch"},
         ("policy", "poddisruptionbudgets"): {"create", "patch"},
         ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
         ("", "secrets"): {"get"},

@@ -8,7 +8,14 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from conclavium_operator.children import COMPONENT, desired_nodes, disruption_budgets, statefulset
+from conclavium_operator.children import (
+    COMPONENT,
+    claim_name,
+    desired_nodes,
+    disruption_budgets,
+    pvc,
+    statefulset,
+)
 from conclavium_operator.config import OperatorConfig
 
 K8S_VERSION = "1.35"
@@ -160,3 +167,15 @@ def test_pod_settings_come_from_the_environment_the_chart_sets() -> None:
     assert OperatorConfig.from_env({}).node_pdb is True
     with pytest.raises(ValueError, match="CONCLAVIUM_NODE_POD_SETTINGS"):
         OperatorConfig.from_env({"CONCLAVIUM_NODE_POD_SETTINGS": "{not json"})
+
+
+def test_claims_are_kept_unless_the_member_says_delete_claim_and_carry_the_node_uid() -> None:
+    body = {**node(), "metadata": {**node()["metadata"], "uid": "0123456789abcdef"}}
+    assert claim_name(body) == f"data-{body['metadata']['name']}-01234567"
+    kept = pvc(body, claim_name(body))
+    assert kept["metadata"]["ownerReferences"] == [] and kept["metadata"]["name"] == claim_name(body)
+    body["spec"] = {**body["spec"], "storage": {"size": "1Gi", "deleteClaim": True}}
+    owned = pvc(body, claim_name(body))["metadata"]["ownerReferences"]
+    assert [(r["kind"], r["uid"]) for r in owned] == [("ConsortiumNode", "0123456789abcdef")]
+    volumes = statefulset(body, None, OperatorConfig(), "data-legacy")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-legacy"}} in volumes

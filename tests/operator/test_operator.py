@@ -115,16 +115,23 @@ async def test_consortium_and_member_produce_nodes_and_children(
         await wait_for(lambda n=name: obj(k8s, "statefulsets", n), 20, f"StatefulSet {name}")
         node = obj(k8s, "consortiumnodes", name)
         assert owned_by(node, alice)
+        claim = f"data-{name}-{node['metadata']['uid'][:8]}"  # type: ignore[index]
+        await wait_for(
+            lambda n=name: (obj(k8s, "consortiumnodes", n) or {}).get("status", {}).get("claimName"), 20, "claim"
+        )
+        assert obj(k8s, "consortiumnodes", name)["status"]["claimName"] == claim  # type: ignore[index]
         sts, svc, pvc = (
             obj(k8s, "statefulsets", name),
             obj(k8s, "services", name),
-            obj(k8s, "persistentvolumeclaims", f"data-{name}"),
+            obj(k8s, "persistentvolumeclaims", claim),
         )
         pod_labels = sts["spec"]["template"]["metadata"]["labels"]  # type: ignore[index]
         pdb = obj(k8s, "poddisruptionbudgets", f"demo-{component}s")
         assert pdb is not None and pod_labels.items() >= pdb["spec"]["selector"]["matchLabels"].items()
-        for child in (sts, svc, pvc):
+        for child in (sts, svc):
             assert owned_by(child, node), (name, child)
+        assert pvc is not None and pvc["metadata"]["ownerReferences"] == [], "kept when the node goes (no deleteClaim)"
+        for child in (sts, svc, pvc):
             assert child is not None and child["metadata"]["labels"].items() >= {**LABELS, COMPONENT: component}.items()
         assert sts is not None and svc is not None and pvc is not None
         assert sts["spec"]["replicas"] == 1
@@ -139,7 +146,7 @@ async def test_consortium_and_member_produce_nodes_and_children(
         ] == {"drop": ["ALL"]}
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert {"name": "CONCLAVIUM_NODE_NAME", "value": name} in container["env"]
-        assert {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}} in pod["spec"]["volumes"]
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": claim}} in pod["spec"]["volumes"]
         assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["ports"][0]["name"] == "metrics"
         assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert obj(k8s, "consortiumnodes", "alice-executor-0")["spec"]["tee"]["platform"] == "virtual"  # type: ignore[index]
@@ -513,6 +520,7 @@ async def test_deleting_a_trusted_node_waits_for_its_retire_node_vote(
     await wait_for(lambda: cond_is(k8s, "consortiumnodes", "alice-executor-1", "Trusted", "True"), 30, "trusted")
     assert obj(k8s, "consortiumnodes", "alice-executor-1")["status"]["nodeId"] == node_id  # type: ignore[index]
     old_uid = obj(k8s, "consortiumnodes", "alice-executor-1")["metadata"]["uid"]  # type: ignore[index]
+    old_claim = obj(k8s, "consortiumnodes", "alice-executor-1")["status"]["claimName"]  # type: ignore[index]
 
     await k8s.delete(url("consortiumnodes", "alice-executor-1"))
 
@@ -547,3 +555,22 @@ async def test_deleting_a_trusted_node_waits_for_its_retire_node_vote(
         lambda: cond_is(k8s, "consortiumnodes", "alice-executor-1", "Attested", "False", "NotJoined"), 30, "new node"
     )
     assert "nodeId" not in (obj(k8s, "consortiumnodes", "alice-executor-1") or {}).get("status", {})
+    # The retired node's claim (its sealed keys and ledger copy) stays, unowned; the new node gets its own.
+    kept = obj(k8s, "persistentvolumeclaims", old_claim)
+    assert kept is not None and kept["metadata"]["ownerReferences"] == []
+    await wait_for(
+        lambda: (obj(k8s, "consortiumnodes", "alice-executor-1") or {}).get("status", {}).get("claimName"), 20, "claim"
+    )
+    new_node = obj(k8s, "consortiumnodes", "alice-executor-1")
+    assert new_node is not None and new_node["status"]["claimName"] not in (old_claim, "data-alice-executor-1")
+    sts = obj(k8s, "statefulsets", "alice-executor-1")
+    assert sts is not None
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": new_node["status"]["claimName"]}} in sts["spec"][
+        "template"
+    ]["spec"]["volumes"]
+    retired_events = [
+        e
+        for e in (obj(k8s, "events", n) for n in {key[2] for key in k8s.objects})
+        if e and e.get("reason") == "NodeRetired" and e["involvedObject"]["uid"] == old_uid
+    ]
+    assert len(retired_events) == 1

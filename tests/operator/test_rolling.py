@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conclavium_operator.rolling import RollNode, Step, member_quorum, next_to_roll, node_quorum
+from conclavium_operator.rolling import (
+    RollNode,
+    Step,
+    ledger_quorum,
+    member_quorum,
+    next_to_roll,
+    node_quorum,
+    waiting_for,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -127,3 +135,24 @@ def test_a_three_member_roll_adds_and_retires_one_executor_at_a_time() -> None:
 def test_rolls_finish_under_the_member_rule_and_with_several_executors_per_member() -> None:
     assert len(roll({"a": 2, "b": 1, "c": 1}, 3, by_members=True)) == 8
     assert len(roll({"a": 2, "b": 2, "c": 2}, 4, by_members=False)) == 12
+
+
+def test_the_ledger_rule_needs_both_the_node_quorum_and_k_distinct_members() -> None:
+    a0, a1 = (RollNode(f"a{i}", "a", current=False, trusted=True, caught_up=True) for i in range(2))
+    b0 = RollNode("b0", "b", current=False, trusted=True, caught_up=True)
+    assert not ledger_quorum(2, 2)([a0, a1]), "two nodes of one member"
+    assert ledger_quorum(2, 2)([a0, b0])
+    assert not ledger_quorum(3, 2)([a0, b0]), "two members but fewer nodes than the quorum"
+    assert not ledger_quorum(0, 1)([]), "a quorum of 0 still needs a signer"
+
+
+def test_waiting_says_why() -> None:
+    quorum = node_quorum(2)
+    ready = [RollNode(f"{m}0", m, current=False, trusted=True, caught_up=True) for m in "abc"]
+    new = RollNode("a1", "a", current=True, trusted=True, caught_up=False)
+    assert waiting_for([*ready, new], quorum)[0] == "WaitingForNewExecutor"
+    retiring = RollNode("b0", "b", current=False, trusted=True, caught_up=True, retiring=True)
+    assert waiting_for([ready[0], retiring, ready[2]], quorum)[0] == "WaitingForRetirement"
+    down = [RollNode(n.name, n.member, False, True, caught_up=n.member == "a") for n in ready]
+    assert next_to_roll(down, quorum, {"a": 1, "b": 1, "c": 1}) is None
+    assert waiting_for(down, quorum)[0] == "QuorumUnreachable"
