@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from typing import Any
 
 import pytest
 from ledger_helpers import join_node, member_pem, proposal, vote
 from operator_harness import NAMESPACE, RVEmulator, condition, obj, url, wait_for
-from test_operator import consortium, member, secret
+from test_operator import consortium, measurements_configmap, member, secret
 
 from conclavium.local.network import LocalNetwork
 from conclavium.sdk.client import Client
@@ -148,3 +149,50 @@ async def test_a_new_version_replaces_executors_one_at_a_time_through_retire_nod
     assert about("ProposalSubmitted") == sorted(first)  # one retire_node each
     assert set(about("Admitted")) == set(MEMBERS)
     assert all(e["involvedObject"]["namespace"] == NAMESPACE and e["type"] == "Normal" for e in posted)
+
+
+async def test_no_executor_changes_until_the_ledger_allows_the_measurements(
+    net: LocalNetwork, k8s: RVEmulator, operator_for: Any
+) -> None:
+    """A version change while the measurements ConfigMap lists a line the ledger does not allow yet
+    touches no executor (Progressing=True/WaitingForMeasurement); once the members accept the one
+    allow_measurement proposal, the first new executor is added."""
+    line = os.urandom(48).hex()
+    await k8s.post(url("configmaps"), json=measurements_configmap([line]))
+    cons = consortium()
+    cons["spec"]["tee"]["platforms"] = ["virtual", "sev-snp"]
+    cons["spec"]["attestation"] = {"measurementsConfigMapRef": {"name": "demo-measurements"}}
+    await operator_for(net.gateway_url)
+    await k8s.post(url("consortiums"), json=cons)
+    for i, name in enumerate(MEMBERS[:2]):
+        cert, key = member_pem(net, i)
+        data = {"tls.crt": cert, **({"private.key": key} if i == 0 else {})}
+        await k8s.post(url("secrets"), json=secret(f"{name}-identity", data))
+        ref: dict[str, Any] = {"name": f"{name}-identity", "certificateKey": "tls.crt"}
+        identity: dict[str, Any] = {"keyAlgorithm": "Ed25519", "secretRef": ref}
+        if i == 0:
+            ref["privateKeyKey"] = "private.key"
+            identity["inClusterSigning"] = True
+        await k8s.post(url("consortiummembers"), json=member(name, identity, executors=1))
+    async with PodRunner(k8s, net):
+        await wait_for(
+            lambda: len(executors(k8s)) == 2 and all(trusted(n) for n in executors(k8s)), 60, "two trusted executors"
+        )
+        await wait_for(lambda: progressing(k8s).get("reason") == "UpToDate", 30, "UpToDate")
+        await k8s.patch(url("consortiums", "demo"), json={"spec": {"version": "2.0.0"}})
+        await wait_for(lambda: progressing(k8s).get("reason") == "WaitingForMeasurement", 30, "measurement gate")
+        await asyncio.sleep(3)  # several passes
+        assert {n["metadata"]["name"] for n in executors(k8s)} == {"alice-executor-0", "bob-executor-0"}
+        for name in ("alice-executor-0", "bob-executor-0"):
+            sts = obj(k8s, "statefulsets", name)
+            assert sts is not None and sts["spec"]["template"]["spec"]["containers"][0]["image"] == OLD_IMAGE
+        async with Client(net.gateway_url) as c:
+            opened = [
+                p for p in await c.proposals("Open") if any(a["name"] == "allow_measurement" for a in p["actions"])
+            ]
+        assert len(opened) == 1 and [a["args"]["measurement"] for a in opened[0]["actions"]] == [line]
+        assert (await vote(net, opened[0]["proposal_id"], [1, 2]))["state"] == "Accepted"
+        await wait_for(
+            lambda: any(n["spec"]["image"] == NEW_IMAGE for n in executors(k8s)), 60, "the first new executor"
+        )
+        assert len(executors(k8s)) == 3
