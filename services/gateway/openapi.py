@@ -495,6 +495,17 @@ def _notary_operations() -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
+def _sawtooth_ids(kind: str) -> dict[str, Any]:
+    """The `id` query of Sawtooth's status and receipt reads: up to 100 ids of 128 hex digits."""
+    return {
+        "name": "id",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{128}(,[0-9a-f]{128}){0,99}$"},
+        "description": f"{kind} ids, separated by commas",
+    }
+
+
 def _sawtooth_error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     out = ok(description, ref("SawtoothError"))
     if headers:
@@ -532,13 +543,7 @@ def _sawtooth_operations() -> dict[tuple[str, str], dict[str, Any]]:
             "summary": "Statuses of batches: COMMITTED, INVALID (with the transaction and why), PENDING, UNKNOWN",
             "tags": ["sawtooth"],
             "parameters": [
-                {
-                    "name": "id",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": "^[0-9a-f]{128}(,[0-9a-f]{128}){0,99}$"},
-                    "description": "Batch ids, separated by commas",
-                },
+                _sawtooth_ids("Batch"),
                 {
                     "name": "wait",
                     "in": "query",
@@ -646,13 +651,7 @@ def _sawtooth_chain_operations(unavailable: dict[str, Any]) -> dict[tuple[str, s
         "summary": "Receipts of committed transactions: state changes, events, receipt data",
         "tags": ["sawtooth"],
         "parameters": [
-            {
-                "name": "id",
-                "in": "query",
-                "required": True,
-                "schema": {"type": "string", "pattern": "^[0-9a-f]{128}(,[0-9a-f]{128}){0,99}$"},
-                "description": "Transaction ids, separated by commas",
-            }
+            _sawtooth_ids("Transaction")
         ],
         "responses": {
             "200": ok("The receipts, in the order asked", {"type": "object", "required": ["data"]}),
