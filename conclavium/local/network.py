@@ -104,6 +104,9 @@ class NetworkOptions:
     # Sawtooth families to run (`--sawtooth intkey`): every executor serves a TP endpoint and gets
     # one TP process per family; the members vote the application and the families on.
     sawtooth: list[str] = field(default_factory=list)
+    # False: the endpoints are served and the families approved, but no TP is started (an operator,
+    # or a test, attaches them by hand at `tp_endpoints`).
+    sawtooth_tps: bool = True
     executor_members: list[int] | None = None  # the member (index) of each executor; None: i % members
     sign_genesis: bool = True  # False: an unsigned genesis (development, virtual platform only)
 
@@ -322,7 +325,7 @@ class LocalNetwork:
                 args += ["--sawtooth-tp", endpoint]
             args += self.opt.executor_args.get(i, [])
             self._service(name, i, "conclavium-executor", "services.executor.main", args, port, logs)
-            for family in self.opt.sawtooth:
+            for family in self.opt.sawtooth if self.opt.sawtooth_tps else []:
                 tp = f"sawtooth-{family}-{i}"  # the TP of executor-i
                 home = nodes / tp
                 home.mkdir(parents=True, exist_ok=True)

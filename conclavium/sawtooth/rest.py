@@ -33,6 +33,9 @@ class RestError:
 VALIDATOR_NOT_READY = RestError(15, 503, "Validator Not Ready", "The ledger cannot answer yet; try again later.")
 VALIDATOR_TIMED_OUT = RestError(17, 503, "Validator Timed Out", "No executor answered in time; try again later.")
 UNKNOWN_VALIDATOR_ERROR = RestError(10, 500, "Unknown Validator Error", "The ledger could not answer the request: ")
+BATCH_QUEUE_FULL = RestError(
+    31, 503, "Unable to Accept Batches", "Batches are waiting for their transaction processors; try again later: "
+)
 SUBMITTED_BATCHES_INVALID = RestError(
     30, 400, "Submitted Batches Invalid", "The submitted BatchList is malformed or badly signed: "
 )

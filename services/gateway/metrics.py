@@ -20,6 +20,11 @@ ADMISSION_BOUND = Gauge(
     "Uncommitted transactions this gateway accepts before answering 503 overloaded: the recent commit"
     " rate times --max-queue-seconds, at least 5,000, at most --max-uncommitted (0: no bound)",
 )
+SAWTOOTH_HELD = Gauge(
+    "conclavium_gateway_sawtooth_held_batches",
+    "Sawtooth batches this gateway holds before ordering until their family's transaction processor"
+    " registers (at most 1,000; beyond it POST /batches is 503)",
+)
 SUBMIT_TO_COMMIT = Histogram(
     "conclavium_gateway_submit_to_commit_seconds",
     "From acceptance at this gateway to the commit event",

@@ -536,7 +536,12 @@ def _sawtooth_operations() -> dict[tuple[str, str], dict[str, Any]]:
                     "rule (30: the message says which)"
                 ),
                 "413": err(E413),
-                "503": err(BUSY, RETRY_AFTER),
+                "503": {
+                    "description": BUSY + "; or (a Sawtooth error, code 31) too many batches are held here until "
+                    "their family's transaction processor registers",
+                    "headers": RETRY_AFTER,
+                    "content": {"application/json": {"schema": {"oneOf": [ref("Error"), ref("SawtoothError")]}}},
+                },
             },
         },
         ("GET", "/batch_statuses"): {

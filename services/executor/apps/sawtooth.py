@@ -190,6 +190,7 @@ class SawtoothApp(Application):
             "sawtooth_state": _state_get,
             "sawtooth_state_list": _state_list,
             "sawtooth_unregistered": _unregistered,
+            "sawtooth_tp_families": self._tp_families,
             **reads.QUERIES,
         }
 
@@ -218,6 +219,31 @@ class SawtoothApp(Application):
                 item["status"] = "UNKNOWN"
             out.append(item)
         return {"data": out, "head": machine.tip.hash.hex(), "height": machine.tip.height}
+
+    def _tp_families(self, machine: Any, req: dict[str, Any]) -> dict[str, Any]:
+        """Which of these (family, version) pairs governance approved and which of those have a TP
+        registered on this executor: the gateway holds a batch for an approved family with no TP
+        (a liveness matter, decided before ordering) instead of ordering a block every executor
+        would stop at."""
+        not_behind(machine, req)
+        fams = req.get("families")
+        if (
+            not isinstance(fams, list)
+            or not 0 < len(fams) <= MAX_LIST
+            or not all(isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) for x in f) for f in fams)
+        ):
+            raise QueryError("invalid_ids", f"families is a list of 1 to {MAX_LIST} [name, version] pairs")
+        st = machine.state
+        runs = APP in rules.applications(st, SERVICE)
+        approved = {(f["name"], f["version"]) for f in st.get(SERVICE, SAWTOOTH_FAMILIES_KEY) or []} if runs else set()
+        registered = self.router.registered() if self.router is not None else {}
+        asked = [(n, v) for n, v in fams]
+        return {
+            "approved": [[n, v] for n, v in asked if (n, v) in approved],
+            "registered": [[n, v] for n, v in asked if (n, v) in approved and registered.get((n, v))],
+            "head": machine.tip.hash.hex(),
+            "height": machine.tip.height,
+        }
 
     def snapshot(self, state: Any) -> Any:
         return None

@@ -8,7 +8,8 @@ an early filter, the executors check again) and each batch becomes one entry of 
 application. Statuses and state come from an executor. A batch this gateway accepted that no
 executor has executed yet is PENDING (Sawtooth's answer for a batch in its queue); the gateway
 remembers the ids it accepted for a while, in memory, so another gateway answers UNKNOWN for it
-until an executor has run it.
+until an executor has run it. A batch for an approved family whose TP has not registered yet is
+held here before ordering (`sawtooth_hold`), PENDING meanwhile.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .. import metrics as m
 from ..errors import ApiError
 from ..limits import MAX_BATCH_BODY
 from .base import ProtocolRoutes
+from .sawtooth_hold import HeldFull, TpWait
 
 ACCEPTED_MEMORY = 100_000  # batch ids accepted here, remembered as PENDING until an executor runs them
 ACCEPTED_TTL_S = 600.0
@@ -49,6 +51,7 @@ class SawtoothRoutes(ProtocolRoutes):
     def __init__(self, gateway: Any) -> None:
         super().__init__(gateway)
         self.accepted: OrderedDict[str, float] = OrderedDict()
+        self.tp_wait = TpWait(self._ask_quietly, self._submit)
 
     def add_submission_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/batches", self.post_batches)
@@ -79,11 +82,24 @@ class SawtoothRoutes(ProtocolRoutes):
             m.TX_REJECTED.labels(f"sawtooth_{e.code}").inc()
             err = r.BATCH_ERRORS.get(e.code)
             return _error(err) if err is not None else _error(r.SUBMITTED_BATCHES_INVALID, e.message)
-        refused = await self._unregistered_signer(batches)
+        refused, held = await asyncio.gather(self._unregistered_signer(batches), self.tp_wait.must_hold(batches))
         if refused is not None:
             m.TX_REJECTED.labels("sawtooth_unregistered_signer").inc()
             return _error(r.SUBMITTED_BATCHES_INVALID, refused)
         self.gw._admit(len(batches))
+        if held:
+            try:
+                self.tp_wait.hold(batches)
+            except HeldFull as e:
+                m.TX_REJECTED.labels("sawtooth_held_full").inc(len(batches))
+                return _error(r.BATCH_QUEUE_FULL, str(e))
+        else:
+            await self._submit(batches)
+        link = f"{_base(request)}/batch_statuses?id={','.join(b.id for b in batches)}"
+        return _json({"link": link}, 202)
+
+    async def _submit(self, batches: list[ParsedBatch]) -> None:
+        """Into the intake, remembered as accepted here (PENDING until an executor runs them)."""
         await self.gw._submit_entries([app_entry(APP, b.raw, b"") for b in batches])
         m.TX_RECEIVED.inc(len(batches))
         now = time.monotonic()
@@ -92,8 +108,15 @@ class SawtoothRoutes(ProtocolRoutes):
             self.accepted.move_to_end(b.id)
         while len(self.accepted) > ACCEPTED_MEMORY:
             self.accepted.popitem(last=False)
-        link = f"{_base(request)}/batch_statuses?id={','.join(b.id for b in batches)}"
-        return _json({"link": link}, 202)
+
+    async def _ask_quietly(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """An executor's answer at least as new as the newest commit heard of; None when none
+        answers or it refuses."""
+        answer = await self._ask(req, fresh=True)
+        return None if isinstance(answer, web.Response) else answer
+
+    async def close(self) -> None:
+        await self.tp_wait.close()
 
     async def _unregistered_signer(self, batches: list[ParsedBatch]) -> str | None:
         """Why the batches are refused for a signer governance did not register, by an executor's
@@ -138,6 +161,9 @@ class SawtoothRoutes(ProtocolRoutes):
 
     def _pending_if_accepted(self, item: dict[str, Any]) -> dict[str, Any]:
         if item["status"] == "UNKNOWN":
+            here = self.tp_wait.status(item["id"])
+            if here is not None:
+                return here
             at = self.accepted.get(item["id"])
             if at is not None and time.monotonic() - at < ACCEPTED_TTL_S:
                 return {**item, "status": "PENDING"}
