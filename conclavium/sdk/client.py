@@ -340,6 +340,11 @@ class Client:
         untrusted, for status displays only."""
         return dict((await self._request("GET", "/v1/runtime"))[1])
 
+    async def node_attestation(self, node_id: str) -> dict[str, Any]:
+        """A node's recorded evidence and claims and what the current node policy would refuse in them
+        (`policy_failures`), as one executor evaluated them: on the gateway's word."""
+        return dict((await self._request("GET", f"/v1/nodes/{node_id}/attestation"))[1])
+
     # --- governance -------------------------------------------------------------------------------
 
     async def _post_document(self, path: str, document: bytes) -> dict[str, Any]:

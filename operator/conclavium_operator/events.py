@@ -1,8 +1,9 @@
 """Domain Events (`kubectl describe` / `kubectl get events`): what the operator did in governance and
-upgrades, posted as Normal core/v1 Events on the object concerned.
+upgrades, posted as core/v1 Events on the object concerned (Normal; Warning for a node whose
+re-verification failed, operator/conclavium_operator/reverify.py).
 
 kopf posts Events only for handler outcomes (WARNING and above, operator/settings.py); these say what
-happened in the consortium: `ProposalSubmitted`, `Admitted`, `NodeRetired`, `UpgradeStep`. Posting is
+happened in the consortium: `ProposalSubmitted`, `Admitted`, `NodeRetired`, `UpgradeStep`, `PolicyDrift`. Posting is
 best effort: an Event the API refuses is dropped, never a failed reconcile.
 """
 
@@ -47,8 +48,8 @@ def event(obj: dict[str, Any], reason: str, message: str, type_: str = "Normal")
     }
 
 
-async def post(kube: Kube, obj: dict[str, Any], reason: str, message: str) -> None:
+async def post(kube: Kube, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
     try:
-        await kube.create(EVENTS, obj["metadata"]["namespace"], event(obj, reason, message))
+        await kube.create(EVENTS, obj["metadata"]["namespace"], event(obj, reason, message, type_))
     except KubeError as e:
         log.info("event %s on %s not posted: %s", reason, obj["metadata"]["name"], e)

@@ -85,6 +85,16 @@ class Gateway:
                 return None
             raise
 
+    async def node_attestation(self, node_id: str) -> dict[str, Any] | None:
+        """`GET /v1/nodes/{id}/attestation`: the node's recorded evidence and claims and what the current
+        node policy would refuse in them (`policy_failures`); None when the ledger has no such node."""
+        try:
+            return dict(await self._guard(self._reader.node_attestation(node_id)))
+        except ClientError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def forget_service(self) -> None:
         self._service = None
 

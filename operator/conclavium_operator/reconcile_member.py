@@ -27,6 +27,7 @@ from conclavium_operator import (
     measurements,
     reconcile_consortium,
     reconcile_node,
+    reverify,
     status,
     upgrade,
     votes,
@@ -352,10 +353,10 @@ async def _annotate(rt: Runtime, kind: Any, obj: dict[str, Any], proposal_id: st
 
 
 async def _refresh_nodes(
-    rt: Runtime, nodes: list[dict[str, Any]], service: dict[str, Any] | None
+    rt: Runtime, nodes: list[dict[str, Any]], service: dict[str, Any] | None, reverify_s: float
 ) -> list[tuple[dict[str, Any], dict[str, bool]]]:
     """Write each node's status from its StatefulSet, the ledger and the gateway's view of the running
-    nodes; returns each node with its condition values."""
+    nodes, re-verifying executors every `reverify_s`; returns each node with its condition values."""
     result = []
     runtime: dict[str, Any] | None = None
     if service is not None and nodes:
@@ -370,6 +371,9 @@ async def _refresh_nodes(
             continue
         sts = await rt.k8s.get(STATEFULSETS, meta["namespace"], meta["name"])
         fields, conds = reconcile_node.observe(current, sts, service, runtime)
+        if service is not None and current["spec"].get("role") == "Executor":
+            conds.append(reverify.caught_up(current, sts))
+            conds += await reverify.check(rt, current, fields, reverify_s)
         await status.write(rt.k8s, NODES, current, fields, conds)
         result.append((current, {c.type: c.status == conditions.TRUE for c in conds}))
     return result
@@ -462,7 +466,7 @@ async def reconcile(
     try:
         desired, retiring = await ensure_nodes(rt, body, consortium)
         waiting = await retire_next(rt, retiring, logger) if retiring else None
-        nodes = await _refresh_nodes(rt, desired, service)
+        nodes = await _refresh_nodes(rt, desired, service, reverify.interval_seconds(consortium))
         await _upgrade(rt, consortium, logger)
     except GatewayUnavailable as e:
         raise kopf.TemporaryError(str(e), delay=rt.cfg.retry_delay) from e

@@ -21,6 +21,8 @@ class Runtime:
     # Create/update handlers and the timer of one object run concurrently in kopf; governance steps
     # (look up, then propose) must not interleave for the same object.
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # When each executor (by uid) was last re-verified (time.monotonic()), passed or not.
+    reverified: dict[str, float] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())

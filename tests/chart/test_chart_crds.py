@@ -255,7 +255,7 @@ def test_defaults_are_applied() -> None:
         (lambda c: c["spec"].update(foundingMembers=[]), "foundingMembers"),
         (lambda c: c["spec"]["sequencer"].update(blockInterval="fast"), "blockInterval"),
         (lambda c: c["spec"]["attestation"].update(minimumTcb={"sevSnp": {"snp": 8}}), "minimumTcb"),  # removed
-        (lambda c: c["spec"]["attestation"].update(reverifyInterval="12h"), "reverifyInterval"),  # removed
+        (lambda c: c["spec"]["attestation"].update(reverifyInterval="12 hours"), "reverifyInterval"),
         (lambda c: c["spec"].setdefault("image", {}).update(pullPolicy="Sometimes"), "pullPolicy"),
         (lambda c: c["spec"].update(ledgerID="typo"), "ledgerID"),
         (lambda c: c["spec"].pop("tee"), "tee"),
@@ -502,3 +502,13 @@ def test_node_tee_rules() -> None:
     bare = node()
     del bare["spec"]["tee"]
     assert cel_errors(crd, bare) == [".spec: executors need tee.platform"]
+
+
+def test_reverify_interval_default_is_the_operators() -> None:
+    """The CRD default and the operator's own (used when an old CRD pruned the field) are one value."""
+    from conclavium_operator.reverify import DEFAULT_INTERVAL
+
+    c = consortium()
+    c["spec"].pop("attestation", None)
+    spec = apply_defaults(crd_schema(CRDS["Consortium"]), c)["spec"]
+    assert spec["attestation"]["reverifyInterval"] == DEFAULT_INTERVAL == "1h"
