@@ -33,6 +33,11 @@ DOCUMENTS_FORWARDED = Counter(
     "(Committed, Invalid, Refused).",
     ["type", "result"],
 )
+REVERIFICATIONS = Counter(
+    "conclavium_operator_reverifications_total",
+    "Periodic re-verifications of executors' attestation, by result (the node's Reverified reason).",
+    ["result"],
+)
 
 _started: set[int] = set()
 
@@ -72,4 +77,10 @@ def counted(kind: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awai
 def value(kind: str, result: str) -> float:
     """Current counter value (tests and debugging)."""
     sample: Any = RECONCILES.labels(kind, result)
+    return float(sample._value.get())
+
+
+def reverified(result: str) -> float:
+    """Current re-verification count for `result` (tests and debugging)."""
+    sample: Any = REVERIFICATIONS.labels(result)
     return float(sample._value.get())

@@ -16,6 +16,7 @@ from typing import Any
 from conclavium_operator import children, events
 from conclavium_operator.conditions import Condition, find, now
 from conclavium_operator.gateway import GatewayUnavailable
+from conclavium_operator.metrics import REVERIFICATIONS
 from conclavium_operator.runtime import Runtime
 
 DEFAULT_INTERVAL = "1h"
@@ -40,6 +41,14 @@ def failure_message(failures: list[dict[str, Any]]) -> str:
 
 
 async def check(rt: Runtime, node: dict[str, Any], fields: dict[str, Any], interval_s: float) -> list[Condition]:
+    """The due re-verification's condition, counted by its reason."""
+    conds = await _check(rt, node, fields, interval_s)
+    for c in conds:
+        REVERIFICATIONS.labels(c.reason).inc()
+    return conds
+
+
+async def _check(rt: Runtime, node: dict[str, Any], fields: dict[str, Any], interval_s: float) -> list[Condition]:
     """Re-verify `node` if its interval has passed since the last check; adds `lastAttestationTime` to
     `fields` on a pass and returns the `Reverified` condition (none when nothing was due)."""
     node_id = fields.get("nodeId")

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from conclavium_operator import metrics
 from ledger_helpers import join_node, member_pem, proposal, vote
 from operator_harness import RVEmulator, condition, obj, url, wait_for
 from test_operator import consortium, member, secret
@@ -61,6 +62,7 @@ def warnings(k8s: RVEmulator) -> list[dict[str, Any]]:
 async def test_reverification_records_each_pass_and_reports_policy_drift(
     net: LocalNetwork, k8s: RVEmulator, operator_for: Any
 ) -> None:
+    passed, drifts = metrics.reverified("PolicyMet"), metrics.reverified("PolicyDrift")
     await operator_for(net.gateway_url)
     await seed(k8s, net, "1s")
     await wait_for(lambda: obj(k8s, "statefulsets", NODE), 30, "the executor's StatefulSet")
@@ -75,6 +77,7 @@ async def test_reverification_records_each_pass_and_reports_policy_drift(
     assert condition(node, "Reverified")["reason"] == "PolicyMet"  # type: ignore[index]
     assert condition(node, "CaughtUp")["status"] == "True"  # type: ignore[index]
     assert warnings(k8s) == []
+    assert metrics.reverified("PolicyMet") >= passed + 2
 
     await set_policy(net, PINNED)
     try:
@@ -90,6 +93,7 @@ async def test_reverification_records_each_pass_and_reports_policy_drift(
         # Later passes re-check and fail again: no new lastAttestationTime, and one Event for one failure.
         await asyncio.sleep(3)  # three intervals, six member passes
         assert attested_at(k8s) == stale
+        assert metrics.reverified("PolicyDrift") >= drifts + 2  # checked again, reported once
         events = warnings(k8s)
         assert len(events) == 1 and events[0]["type"] == "Warning" and "host_data" in events[0]["message"]
         # The operator proposes nothing about the drifted node: retiring it is the members' decision.
