@@ -107,6 +107,7 @@ class NetworkOptions:
     # False: the endpoints are served and the families approved, but no TP is started (an operator,
     # or a test, attaches them by hand at `tp_endpoints`).
     sawtooth_tps: bool = True
+    sawtooth_hold_s: float | None = None  # the gateways' --sawtooth-hold-seconds (None: their default)
     executor_members: list[int] | None = None  # the member (index) of each executor; None: i % members
     sign_genesis: bool = True  # False: an unsigned genesis (development, virtual platform only)
 
@@ -358,6 +359,8 @@ class LocalNetwork:
                 args += ["--verify-signatures"]
             if self.opt.gateway_max_uncommitted is not None:
                 args += ["--max-uncommitted", str(self.opt.gateway_max_uncommitted)]
+            if self.opt.sawtooth_hold_s is not None:
+                args += ["--sawtooth-hold-seconds", str(self.opt.sawtooth_hold_s)]
             self._service(name, i, "conclavium-gateway", "services.gateway.main", args, port, logs)
             self.gateway_urls.append(f"http://{self.host_of(i).address}:{port}")
         self.gateway_url = self.gateway_urls[0]

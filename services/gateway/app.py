@@ -59,6 +59,7 @@ class GatewayConfig:
     stream_replicas: int = 1
     max_uncommitted: int = 20_000  # refuse new transactions (503) beyond this many awaiting commit; 0: no bound
     max_queue_s: float = 1.0  # ... or beyond this many seconds of commits at the recent rate; 0: count only
+    sawtooth_hold_s: float = 120.0  # how long a Sawtooth batch waits here for its family's TP
 
 
 def route_table(app: web.Application) -> list[tuple[str, str]]:

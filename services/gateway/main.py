@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         default=float(os.environ.get("CONCLAVIUM_GATEWAY_MAX_QUEUE_SECONDS", GatewayConfig.max_queue_s)),
         help="also answer 503 beyond this many seconds of commits at the recent commit rate (0: count only)",
     )
+    p.add_argument(
+        "--sawtooth-hold-seconds",
+        type=float,
+        default=float(os.environ.get("CONCLAVIUM_GATEWAY_SAWTOOTH_HOLD_SECONDS", GatewayConfig.sawtooth_hold_s)),
+        help="drop a Sawtooth batch held this long for its family's transaction processor",
+    )
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return GatewayConfig(
@@ -48,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         stream_replicas=a.stream_replicas,
         max_uncommitted=a.max_uncommitted,
         max_queue_s=a.max_queue_seconds,
+        sawtooth_hold_s=a.sawtooth_hold_seconds,
     )
 
 

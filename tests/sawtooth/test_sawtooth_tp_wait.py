@@ -151,3 +151,36 @@ def test_batch_waits_pending_at_the_gateway_until_its_tp_registers(tmp_path) -> 
         if intake is not None:
             intake.close()
         net.stop()
+
+
+def test_batch_held_past_the_bound_is_dropped_unordered_and_may_come_again(tmp_path) -> None:
+    need_sdk()
+    opt = NetworkOptions(sawtooth=["intkey"], sawtooth_tps=False, sawtooth_hold_s=3, executors=1, log_level="warning")
+    net = LocalNetwork(tmp_path / "net", opt)
+    intake: IntakeWatch | None = None
+    try:
+        net.start(timeout=180)
+        intake = IntakeWatch(net)
+        url = net.gateway_url
+        late = batch(os.urandom(32), intkey_txn("set", "late", 1))
+        code, body, _ = post(url, [late])
+        assert code == 202, body
+        assert statuses(url, [late])[0]["status"] == "PENDING"
+        deadline = time.monotonic() + 30
+        while (st := statuses(url, [late])[0])["status"] == "PENDING":
+            assert time.monotonic() < deadline, st
+            time.sleep(0.2)
+        assert st["status"] == "INVALID", st
+        assert st["invalid_transactions"][0]["message"].startswith(
+            "tp_unavailable: no transaction processor registered for intkey 1.0 within 3 s"
+        ), st
+        assert intake.count([late]) == 0 and metric(net, "gateway", HELD) == 0
+        with intkey_tp(next(iter(net.tp_endpoints.values())), tmp_path / "tp"):
+            code, body, _ = post(url, [late])  # never ordered, so it may be submitted again
+            assert code == 202, body
+            wait_all_committed(url, [late], timeout=120)
+        assert intake.count([late]) == 1
+    finally:
+        if intake is not None:
+            intake.close()
+        net.stop()

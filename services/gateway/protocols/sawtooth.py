@@ -51,7 +51,7 @@ class SawtoothRoutes(ProtocolRoutes):
     def __init__(self, gateway: Any) -> None:
         super().__init__(gateway)
         self.accepted: OrderedDict[str, float] = OrderedDict()
-        self.tp_wait = TpWait(self._ask_quietly, self._submit)
+        self.tp_wait = TpWait(self._ask_quietly, self._submit, gateway.cfg.sawtooth_hold_s)
 
     def add_submission_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/batches", self.post_batches)
@@ -102,6 +102,7 @@ class SawtoothRoutes(ProtocolRoutes):
         """Into the intake, remembered as accepted here (PENDING until an executor runs them)."""
         await self.gw._submit_entries([app_entry(APP, b.raw, b"") for b in batches])
         m.TX_RECEIVED.inc(len(batches))
+        self.tp_wait.taken_again(batches)
         now = time.monotonic()
         for b in batches:
             self.accepted[b.id] = now

@@ -12,9 +12,10 @@ longer approved: the executors then refuse them as `unknown_family`, as for ever
 family) goes into the intake.
 
 Bounds: at most `MAX_HELD` batches are held (beyond it, `POST /batches` is 503, code 31, with
-Retry-After), each for at most `HOLD_S` seconds; a BatchList still waiting then is dropped, never
-ordered, and its batches' status here is INVALID with `tp_unavailable` and the family in the
-message (remembered for `DROPPED_TTL_S`), so a client may submit it again later.
+Retry-After), each for at most `hold_s` seconds (`--sawtooth-hold-seconds`, 120); a BatchList
+still waiting then is dropped, never ordered, and its batches' status here is INVALID with
+`tp_unavailable` and the family in the message (remembered for `DROPPED_TTL_S`), so a client may
+submit it again later.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from ..errors import ApiError
 log = logging.getLogger(__name__)
 
 MAX_HELD = 1000  # batches held at once
-HOLD_S = 120.0  # how long a BatchList waits for its TPs before it is dropped
 POLL_S = 0.5
 DROPPED_MEMORY = 100_000
 DROPPED_TTL_S = 600.0
@@ -63,7 +63,8 @@ def families_of(batches: list[ParsedBatch]) -> set[Family]:
 class TpWait:
     """The held BatchLists, in arrival order, and the task that releases them."""
 
-    def __init__(self, ask: Ask, submit: Callable[[list[ParsedBatch]], Awaitable[None]]) -> None:
+    def __init__(self, ask: Ask, submit: Callable[[list[ParsedBatch]], Awaitable[None]], hold_s: float) -> None:
+        self.hold_s = hold_s  # how long a BatchList waits for its TPs before it is dropped
         self._ask = ask  # an executor's answer to a query, None when none answered
         self._submit = submit  # into the intake; raises ApiError when the intake is unavailable
         self.held: list[Held] = []
@@ -84,11 +85,17 @@ class TpWait:
         """Keep the BatchList until its TPs register; `HeldFull` beyond the bound."""
         if len(self.ids) + len(batches) > MAX_HELD:
             raise HeldFull(f"{len(self.ids)} batches are already waiting for their transaction processors")
+        self.taken_again(batches)
         self.held.append(Held(batches, families_of(batches), time.monotonic()))
         self.ids.update(b.id for b in batches)
         m.SAWTOOTH_HELD.set(len(self.ids))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._release())
+
+    def taken_again(self, batches: list[ParsedBatch]) -> None:
+        """Dropped batches submitted again are no longer answered INVALID here."""
+        for b in batches:
+            self.dropped.pop(b.id, None)
 
     def status(self, bid: str) -> dict[str, Any] | None:
         """This gateway's answer for a batch it holds (PENDING) or dropped (INVALID), else None."""
@@ -122,9 +129,9 @@ class TpWait:
                     log.warning("held Sawtooth batches not submitted yet: %s", e)
                     return
                 self._forget(h)
-            elif now - h.since > HOLD_S:
+            elif now - h.since > self.hold_s:
                 names = ", ".join(f"{n} {v}" for n, v in sorted(missing or h.families))
-                msg = f"tp_unavailable: no transaction processor registered for {names} within {HOLD_S:.0f} s"
+                msg = f"tp_unavailable: no transaction processor registered for {names} within {self.hold_s:g} s"
                 for b in h.batches:
                     self.dropped[b.id] = (msg, now)
                 while len(self.dropped) > DROPPED_MEMORY:
