@@ -30,6 +30,7 @@ from conclavium.crypto.keys import PrivateKey
 from conclavium.local.network import LocalNetwork, start_network
 from conclavium.runtime import connect_nats
 from conclavium.sdk.client import Client, ClientError
+from services.sequencer.sequencer import CONSUMER as SEQUENCER_CONSUMER
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(600)]
 CLI = [str(Path(sys.executable).parent / "conclavium")]
@@ -250,6 +251,21 @@ async def test_servers_replaced_with_empty_disks(tmp_path: Path) -> None:
     audit(net.dir / "nodes" / "executor-1")
 
 
+async def _wait_consumer_replicated(nc: Any, ledger: str, timeout: float = 60.0) -> str | None:
+    """Wait until the sequencer's intake consumer has two current followers (three replicas); its
+    leader."""
+    js = nc.jetstream(timeout=5)
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            info = await js.consumer_info(streams.intake_stream(ledger), SEQUENCER_CONSUMER)
+            followers = [r for r in (info.cluster.replicas or []) if r.current and not r.offline]
+            if len(followers) == 2:
+                return info.cluster.leader
+        assert time.monotonic() < deadline, "the intake consumer did not get three replicas"
+        await asyncio.sleep(0.5)
+
+
 async def _set_replicas(nc: Any, ledger: str, replicas: int) -> None:
     """What `nats stream edit NAME --replicas N` does (a stream update with the new replica count),
     for each of the ledger's streams and its sequencer bucket."""
@@ -268,7 +284,8 @@ async def test_streams_moved_from_r1_to_r3_under_load(tmp_path: Path) -> None:
     """Budget: about 1.5 minutes. docs/operations.md's move of a ledger's streams from R1 to R3, done
     live: the streams are first edited down to R1 (as a ledger started on one server has them), then
     back up to R3 while load runs; every server becomes a current replica holding the whole ledger
-    stream, after which `kill -9` of the ledger stream's leader loses nothing acknowledged."""
+    stream; the sequencers are restarted, as the procedure says, so the intake consumer gets three
+    replicas too; after which `kill -9` of the consumer's leader loses nothing acknowledged."""
     net = await _network(tmp_path)
     nc = await connect_nats(net.nats_url, "fault-test")
     ledger = net.opt.ledger
@@ -294,8 +311,16 @@ async def test_streams_moved_from_r1_to_r3_under_load(tmp_path: Path) -> None:
         info = await stream_replicas(nc, ledger)
         assert {s["replicas"] for s in info.values()} == {3}, info
         await _replicas_metric(net, 3)
-
-        victim = info[streams.ledger_stream(ledger)]["leader"]
+        # The documented last step, "then restart the services": the intake consumer made at R1 stays
+        # R1 after the edit, on one server, until a sequencer's new term makes it again, with the
+        # stream's three replicas (without this step the kill below can take the ledger's only
+        # consumer of the intake with it, and nothing is ordered until that server is back).
+        for name in sorted(n for n in net.procs if n.startswith("sequencer-")):
+            await asyncio.to_thread(net.procs[name].restart)
+            await wait_single_active(net, timeout=60)
+        # the victim: the server leading the intake consumer (the one whose loss stalled ordering
+        # before the restart step), else the ledger stream's leader
+        victim = await _wait_consumer_replicated(nc, ledger) or info[streams.ledger_stream(ledger)]["leader"]
         await asyncio.to_thread(net.procs[victim].kill)
         acked_before = len(load.acked)
         commit_s = await _probe_commit(net, load.acked, "after-the-move")
@@ -308,8 +333,8 @@ async def test_streams_moved_from_r1_to_r3_under_load(tmp_path: Path) -> None:
         report = await verify_exactly_once(net, load.acked)
         print(
             f"\nstreams moved from R1 to R3 under load: every server a current replica holding the whole "
-            f"ledger stream {moved_s:.1f}s after the edit; with the ledger stream's leader {victim} then killed, a new "
-            f"transaction committed {commit_s:.2f}s after\n{report.summary()}"
+            f"ledger stream {moved_s:.1f}s after the edit; the sequencers restarted; with {victim} (the intake "
+            f"consumer's leader) then killed, a new transaction committed {commit_s:.2f}s after\n{report.summary()}"
         )
     finally:
         await nc.close()
