@@ -215,8 +215,11 @@ async def wait_committed(ex: _Executors, hashes: list[str], timeout: float) -> d
             pending = [h for h in pending if h not in found]
             if pending:
                 if time.monotonic() > deadline:
+                    states = Counter(str(answers[h].get("status")) for h in pending)
                     sample = {h: answers[h] for h in pending[:3]}
-                    raise AssertionError(f"{name}: {len(pending)} acknowledged transactions not committed: {sample}")
+                    raise AssertionError(
+                        f"{name}: {len(pending)} acknowledged transactions not committed {dict(states)}: {sample}"
+                    )
                 await asyncio.sleep(0.5)
         positions[name] = found
     return positions
