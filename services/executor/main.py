@@ -18,6 +18,8 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
     p.add_argument("--genesis", type=Path, help="genesis configuration: start a new service with it")
     p.add_argument("--http-host", default="127.0.0.1")
     p.add_argument("--http-port", type=int, default=9100)
+    p.add_argument("--quorum-host", default="127.0.0.1", help="the Quorum party endpoint's address (docs/quorum.md)")
+    p.add_argument("--quorum-port", type=int, default=0, help="serve the Quorum party endpoint (TLS) here; 0: none")
     p.add_argument("--verify-threads", type=int, default=2)
     p.add_argument(
         "--tee",
@@ -82,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> ExecutorConfig:
         genesis=a.genesis,
         http_host=a.http_host,
         http_port=a.http_port,
+        quorum_host=a.quorum_host,
+        quorum_port=a.quorum_port,
         verify_threads=a.verify_threads,
         stream_replicas=a.stream_replicas,
         tee=a.tee,

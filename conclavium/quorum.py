@@ -1,0 +1,85 @@
+"""Quorum privacy: party keys, the Tessera-compatible payload hash and the party endpoint's TLS
+certificate (docs/quorum.md). Specified once here; the executor's party endpoint and governance use it.
+
+Party keys are Tessera's: base64 of a 32-byte Curve25519 public key. Governance registers each one
+with the user (or member) it acts for and the member whose executors serve it (`set_quorum_party`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import ipaddress
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from conclavium.crypto.keys import PrivateKey
+
+PARTIES_KEY = "quorum_parties"  # public:gov.service: {party key: {"owner": key id, "member": key id}}
+MAX_PARTIES = 1000
+MAX_PAYLOAD_BYTES = 256 * 1024  # a /storeraw payload (decoded)
+PAYLOAD_HASH_TAG = b"conclavium.quorum.payload.v1"
+TLS_VALIDITY = dt.timedelta(hours=24)
+UPCHECK = "I'm up!"  # Tessera's exact answer; clients compare it
+
+
+class PartyKeyError(ValueError):
+    pass
+
+
+def party_key(value: object) -> str:
+    """A Tessera public key: canonical standard base64 of 32 bytes."""
+    if not isinstance(value, str) or len(value) != 44:
+        raise PartyKeyError("a party key is the base64 of a 32-byte Curve25519 public key (44 characters)")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise PartyKeyError("a party key must be standard base64") from None
+    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
+        raise PartyKeyError("a party key is the canonical base64 of exactly 32 bytes")
+    return value
+
+
+def payload_hash(salt: bytes, payload: bytes) -> bytes:
+    """The 64-byte key `/storeraw` returns. Salted with 32 random bytes that never leave the
+    executor, so the hash (which goes into a public transaction's data) is no dictionary oracle
+    for a guessable payload, as Tessera's hash of a randomly-nonced ciphertext is not either."""
+    return hashlib.sha3_512(PAYLOAD_HASH_TAG + salt + payload).digest()
+
+
+def tls_certificate(
+    service_key: PrivateKey, service_cert_pem: str, hosts: list[str], now: dt.datetime
+) -> tuple[bytes, bytes]:
+    """A fresh P-256 TLS key (PEM, PKCS#8) and its server certificate issued by the service key,
+    so a client that pins the service certificate as its CA knows it reaches a trusted executor.
+    The key is made here, in the executor, and never written in clear."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.load_pem_x509_certificate(service_cert_pem.encode())
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conclavium quorum party endpoint")]))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + TLS_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(service_key.crypto_key, None)  # type: ignore[arg-type]
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)

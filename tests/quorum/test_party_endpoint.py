@@ -1,0 +1,159 @@
+"""A member's Quorum party endpoint (Tessera ThirdParty subset) served by that member's executor
+over TLS ending in the executor, its certificate issued by the service key (docs/quorum.md)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conclavium.crypto.keys import PrivateKey
+from conclavium.identity import service_certificate
+from conclavium.local.network import LocalNetwork, start_network
+from conclavium.local.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+QUORUM_JS = ROOT / ".tools" / "quorum-js" / "node_modules"
+KEY_A = base64.b64encode(b"A" * 32).decode()  # member 0's party, owned by user 0
+KEY_B = base64.b64encode(b"B" * 32).decode()  # member 1's party, owned by member 1 itself
+
+
+@pytest.fixture(scope="module")
+def quorum_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalNetwork, list[str]]]:
+    ports = [free_port(), free_port()]
+    net = start_network(
+        tmp_path_factory.mktemp("quorumnet"),
+        executor_args={i: ["--quorum-port", str(p)] for i, p in enumerate(ports)},
+    )
+    try:
+        yield net, [f"https://127.0.0.1:{p}" for p in ports]
+    finally:
+        net.stop()
+
+
+def key_id(net: LocalNetwork, people: list[dict[str, str]], i: int) -> str:
+    return PrivateKey.from_file(str(net.dir / people[i]["key"])).key_id
+
+
+def pinned(net: LocalNetwork) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(net.dir / "service_cert.pem"))
+
+
+def call(url: str, ctx: ssl.SSLContext, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            text = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        text, status = e.read().decode(), e.code
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def wait_for(what: str, check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, ssl.SSLError) as e:
+            last = e
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+@pytest.fixture(scope="module")
+def parties(quorum_net: tuple[LocalNetwork, list[str]]) -> tuple[LocalNetwork, list[str]]:
+    net, urls = quorum_net
+    ctx = pinned(net)
+    wait_for("the party endpoints", lambda: all(call(f"{u}/upcheck", ctx) == (200, "I'm up!") for u in urls))
+    m0, m1, u0 = key_id(net, net.members, 0), key_id(net, net.members, 1), key_id(net, net.users, 0)
+    net.vote(
+        [
+            {"name": "set_quorum_party", "args": {"public_key": KEY_A, "owner": u0, "member": m0}},
+            {"name": "set_quorum_party", "args": {"public_key": KEY_B, "owner": m1, "member": m1}},
+        ]
+    )
+    wait_for(
+        "both party keys at both executors",
+        lambda: all(
+            call(f"{u}/partyinfo/keys", ctx)[1] == {"keys": [{"key": k} for k in sorted([KEY_A, KEY_B])]} for u in urls
+        ),
+    )
+    return net, urls
+
+
+def test_tls_ends_in_the_executor_with_a_service_issued_certificate(parties: tuple[LocalNetwork, list[str]]) -> None:
+    net, urls = parties
+    with pytest.raises(urllib.error.URLError) as refused:  # the system CAs do not know it
+        urllib.request.urlopen(f"{urls[0]}/upcheck", timeout=10, context=ssl.create_default_context())
+    assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+    other = PrivateKey.generate()  # a certificate authority of the same shape but not the service's
+    wrong = ssl.create_default_context(cadata=service_certificate(other, "other", dt.datetime(2025, 1, 1)))
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{urls[0]}/upcheck", timeout=10, context=wrong)
+    assert call(f"{urls[0]}/upcheck", pinned(net)) == (200, "I'm up!")
+
+
+def test_each_member_endpoint_acts_for_its_own_party_keys(parties: tuple[LocalNetwork, list[str]]) -> None:
+    net, urls = parties
+    ctx = pinned(net)
+    assert call(f"{urls[0]}/keys", ctx) == (200, {"keys": [{"key": KEY_A}]})
+    assert call(f"{urls[1]}/keys", ctx) == (200, {"keys": [{"key": KEY_B}]})
+    payload = base64.b64encode(b"\x60\x80" * 40).decode()
+    status, body = call(f"{urls[0]}/storeraw", ctx, {"payload": payload, "from": KEY_A})
+    assert status == 200 and len(base64.b64decode(body["key"])) == 64
+    again = call(f"{urls[0]}/storeraw", ctx, {"payload": payload})  # `from` defaults to the member's key
+    assert again == (200, body)
+    assert call(f"{urls[0]}/storeraw", ctx, {"payload": payload, "from": KEY_B})[1]["error"]["reason"] == (
+        "not_own_party_key"
+    )
+    assert call(f"{urls[0]}/storeraw", ctx, {"payload": "not base64!"})[1]["error"]["reason"] == "bad_payload"
+    assert call(f"{urls[0]}/storeraw", ctx, raw=b"{nope")[1]["error"]["reason"] == "bad_json"
+    assert call(f"{urls[0]}/storeraw", ctx, {"from": KEY_A})[0] == 400
+    assert call(f"{urls[1]}/storeraw", ctx, {"payload": payload})[1] != body  # another executor, another salt
+
+
+@pytest.mark.protocol
+def test_unmodified_web3js_quorum_ptm_calls(parties: tuple[LocalNetwork, list[str]]) -> None:
+    if shutil.which("node") is None or not (QUORUM_JS / "web3js-quorum").is_dir():
+        pytest.skip("web3js-quorum is not installed: run scripts/install-tools.sh")
+    net, urls = parties
+    out = subprocess.run(
+        [
+            "node",
+            str(ROOT / "tests" / "quorum" / "js" / "ptm_flow.js"),
+            urls[0],
+            str(net.dir / "service_cert.pem"),
+            "0x6080604052",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_PATH": str(QUORUM_JS)},
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["up"] == "I'm up!"
+    assert got["keys"] == {"keys": [{"key": KEY_A}]}
+    assert got["party"] == {"keys": [{"key": k} for k in sorted([KEY_A, KEY_B])]}
+    assert len(bytes.fromhex(got["hash"])) == 64  # web3js-quorum hands back the key as hex
+    assert got["foreign"]["status"] == 403 and got["foreign"]["body"]["error"]["reason"] == "not_own_party_key"
