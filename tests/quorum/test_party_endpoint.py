@@ -3,6 +3,7 @@ over TLS ending in the executor, its certificate issued by the service key (docs
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -17,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+import redis.asyncio as aioredis
 
+from conclavium import streams
 from conclavium.crypto.keys import PrivateKey
 from conclavium.identity import service_certificate
 from conclavium.local.network import LocalNetwork, start_network
@@ -35,6 +39,7 @@ def quorum_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Local
     ports = [free_port(), free_port()]
     net = start_network(
         tmp_path_factory.mktemp("quorumnet"),
+        redis=True,
         executor_args={i: ["--quorum-port", str(p)] for i, p in enumerate(ports)},
     )
     try:
@@ -130,6 +135,48 @@ def test_each_member_endpoint_acts_for_its_own_party_keys(parties: tuple[LocalNe
     assert call(f"{urls[0]}/storeraw", ctx, raw=b"{nope")[1]["error"]["reason"] == "bad_json"
     assert call(f"{urls[0]}/storeraw", ctx, {"from": KEY_A})[0] == 400
     assert call(f"{urls[1]}/storeraw", ctx, {"payload": payload})[1] != body  # another executor, another salt
+
+
+async def test_stored_payloads_never_reach_the_untrusted_path(parties: tuple[LocalNetwork, list[str]]) -> None:
+    """Capture NATS (every subject, replies, the ledger stream), Redis, every process's log (gateway,
+    executors) and every executor's data directory while payloads are stored: the marker is nowhere, the party keys
+    (public, voted through the ledger) are, so the capture works."""
+    net, urls = parties
+    marker = b"PRIVATEPAYLOAD" + os.urandom(6).hex().encode()
+    seen: list[bytes] = []
+    nc = await nats.connect(net.nats_url)
+
+    async def capture(m: nats.aio.msg.Msg) -> None:
+        seen.append(m.subject.encode() + b" " + m.data)
+
+    try:
+        for subject in (">", "_INBOX.>"):
+            await nc.subscribe(subject, cb=capture)
+        ctx = pinned(net)
+        for i, url in enumerate(urls):
+            payload = base64.b64encode(marker + bytes([i])).decode()
+            status, _ = await asyncio.to_thread(call, f"{url}/storeraw", ctx, {"payload": payload})
+            assert status == 200
+        js = nc.jetstream()
+        stream = streams.ledger_stream(net.opt.ledger)
+        info = await js.stream_info(stream)
+        for seq in range(1, info.state.last_seq + 1):
+            seen.append((await js.get_msg(stream, seq)).data)
+    finally:
+        await nc.close()
+    r = aioredis.from_url(net.redis_url)
+    try:
+        async for k in r.scan_iter("*"):
+            seen.append(k + b" " + (await r.get(k) or b""))
+    finally:
+        await r.aclose()
+    for f in [*(net.dir / "logs").rglob("*"), *(net.dir / "nodes").rglob("*")]:
+        if f.is_file():
+            seen.append(f.read_bytes())
+    everything = b"\n".join(seen)
+    assert KEY_A.encode() in everything, "the capture works: the voted party key is in the ledger"
+    for needle in (marker, base64.b64encode(marker)[:-4], marker.hex().encode()):
+        assert needle not in everything, f"{needle!r} leaked to the untrusted path"
 
 
 @pytest.mark.protocol
