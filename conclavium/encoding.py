@@ -11,6 +11,7 @@ Two encodings, each with one job:
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -47,3 +48,14 @@ def b64e(data: bytes) -> str:
 def b64d(text: str) -> bytes:
     """Strict standard base64; raises ValueError on anything else."""
     return base64.b64decode(text, validate=True)
+
+
+def signed_envelope(obj: Any, what: str, error: Callable[[str, str], Exception]) -> tuple[bytes, bytes]:
+    """Split the HTTP form `{"body": base64, "signature": base64}` every signed request uses into
+    (body, signature); refusals are `error(code, message)`, so each kind of request keeps its class."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("body"), str) or not isinstance(obj.get("signature"), str):
+        raise error("missing_field", f'{what} is {{"body": base64, "signature": base64}}')
+    try:
+        return b64d(obj["body"]), b64d(obj["signature"])
+    except ValueError:
+        raise error("invalid_encoding", "'body' and 'signature' must be standard base64") from None

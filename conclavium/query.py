@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
-from conclavium.encoding import b64d, b64e, canonical_json, loads
+from conclavium.encoding import b64d, b64e, canonical_json, loads, signed_envelope
 from conclavium.tx import Sealed, TxError, check_map_name
 
 QUERY_VERSION = 1
@@ -76,14 +76,7 @@ def make(
 
 def parse(obj: Any) -> tuple[QueryBody, bytes, bytes]:
     """Decode a signed query; raises TxError. Signature and sealed request are the executor's."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("body"), str):
-        raise TxError("missing_field", "a query needs 'body' and 'signature'")
-    if not isinstance(obj.get("signature"), str):
-        raise TxError("missing_field", "a query needs 'body' and 'signature'")
-    try:
-        body, sig = b64d(obj["body"]), b64d(obj["signature"])
-    except ValueError:
-        raise TxError("invalid_encoding", "'body' and 'signature' must be standard base64") from None
+    body, sig = signed_envelope(obj, "a query", TxError)
     try:
         q = _dec.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:

@@ -25,7 +25,7 @@ import msgspec
 from conclavium import apps, values
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
-from conclavium.encoding import b64d, b64e, canonical_json
+from conclavium.encoding import b64d, b64e, canonical_json, signed_envelope
 
 TX_VERSION = 1
 MAX_TX_BYTES = 64 * 1024
@@ -186,13 +186,7 @@ def from_json(obj: Any) -> SignedTx:
     """Read the HTTP form `{"body": base64, "signature": base64}`."""
     if not isinstance(obj, dict):
         raise TxError("invalid_body", "a transaction is a JSON object")
-    body, sig = obj.get("body"), obj.get("signature")
-    if not isinstance(body, str) or not isinstance(sig, str):
-        raise TxError("missing_field", "a transaction needs string fields 'body' and 'signature'")
-    try:
-        return SignedTx(b64d(body), b64d(sig))
-    except ValueError:
-        raise TxError("invalid_encoding", "'body' and 'signature' must be standard base64") from None
+    return SignedTx(*signed_envelope(obj, "a transaction", TxError))
 
 
 def make_body(

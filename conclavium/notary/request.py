@@ -33,7 +33,7 @@ from conclavium import apps, receipt
 from conclavium.consortium import Identity
 from conclavium.crypto import sealing
 from conclavium.crypto.keys import PrivateKey
-from conclavium.encoding import b64d, b64e, canonical_json, loads
+from conclavium.encoding import b64d, b64e, canonical_json, loads, signed_envelope
 
 from .tearoff import (
     COMMANDS_GROUP,
@@ -231,13 +231,7 @@ def make(
 
 def from_json(obj: Any, ledger: str) -> Request:
     """`{"body": base64, "signature": base64}` as a client sends it."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("body"), str) or not isinstance(obj.get("signature"), str):
-        raise RequestError("missing_field", 'a notarisation request is {"body": base64, "signature": base64}')
-    try:
-        body, sig = b64d(obj["body"]), b64d(obj["signature"])
-    except ValueError:
-        raise RequestError("invalid_encoding", "'body' and 'signature' must be standard base64") from None
-    return parse(body, sig, ledger)
+    return parse(*signed_envelope(obj, "a notarisation request", RequestError), ledger)
 
 
 def parse(body: bytes, signature: bytes, ledger: str) -> Request:
@@ -403,12 +397,7 @@ def make_who_consumed(key: PrivateKey, ledger: str, state: str) -> tuple[dict[st
 
 
 def parse_who_consumed(obj: Any) -> tuple[WhoConsumedBody, bytes, bytes]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("body"), str) or not isinstance(obj.get("signature"), str):
-        raise RequestError("missing_field", 'a who-consumed query is {"body": base64, "signature": base64}')
-    try:
-        body, sig = b64d(obj["body"]), b64d(obj["signature"])
-    except ValueError:
-        raise RequestError("invalid_encoding", "'body' and 'signature' must be standard base64") from None
+    body, sig = signed_envelope(obj, "a who-consumed query", RequestError)
     try:
         q = _who_dec.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
