@@ -17,7 +17,7 @@ from conclavium.sdk.client import ClientError, NoSigningKey
 from conclavium.tx import TxError
 from conclavium.values import ValueDomainError
 
-from . import attestation, consortium, gov, ledger, local, notary, receipts, tx
+from . import attestation, consortium, gov, k8s, ledger, local, notary, receipts, tx
 from .context import NEEDS_KEY, CliError
 
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.register(sub)
     attestation.register(sub)
     notary.register(sub)
+    k8s.register(sub)
     return p
 
 

@@ -62,8 +62,10 @@ def short_name(base: str, limit: int = MAX_NAME) -> str:
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
 
 
-def node_name(member: str, role: str, ordinal: int) -> str:
-    return short_name(f"{member}-{role.lower()}-{ordinal}")
+def node_name(member: str, role: str, ordinal: int, cluster: str = "") -> str:
+    """`<member>-<role>-<n>`, or `<member>-<cluster>-<role>-<n>` with a cluster id: the ledger knows a
+    node by this name, so a member running nodes in two clusters gets distinct names."""
+    return short_name("-".join(p for p in (member, cluster, role.lower(), str(ordinal)) if p))
 
 
 def genesis_configmap_name(consortium: dict[str, Any]) -> str:
@@ -71,10 +73,10 @@ def genesis_configmap_name(consortium: dict[str, Any]) -> str:
     return short_name(f"{consortium['metadata']['name']}-genesis", 253)
 
 
-def founding_node_name(consortium: dict[str, Any] | None) -> str | None:
+def founding_node_name(consortium: dict[str, Any] | None, cluster: str = "") -> str | None:
     """The executor that creates the ledger: `executor-0` of the first of the Consortium's foundingMembers."""
     names = ((consortium or {}).get("spec") or {}).get("foundingMembers") or []
-    return node_name(str(names[0]), "Executor", 0) if names else None
+    return node_name(str(names[0]), "Executor", 0, cluster) if names else None
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -133,9 +135,9 @@ def member_node(
     for key in POD_FIELDS:
         if spec.get(key):
             node_spec[key] = spec[key]
-    name = node_name(meta["name"], role, ordinal)
+    name = node_name(meta["name"], role, ordinal, cfg.cluster_id)
     node_spec.update(role=role, ordinal=ordinal)
-    if consortium is not None and name == founding_node_name(consortium) and role == "Executor":
+    if consortium is not None and name == founding_node_name(consortium, cfg.cluster_id) and role == "Executor":
         node_spec["genesisConfigMapName"] = genesis_configmap_name(consortium)
     if role == "Executor":
         node_spec["tee"] = {"platform": platform, **({"runtimeClassName": runtime_class} if runtime_class else {})}

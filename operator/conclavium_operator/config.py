@@ -26,6 +26,9 @@ class OperatorConfig:
     executor_metrics_port: int = 9100
     sequencer_metrics_port: int = 9200
     instance: str = "conclavium"
+    # CONCLAVIUM_CLUSTER_ID (chart value clusterId): part of the names of the nodes this operator makes,
+    # so members' nodes in several clusters on one ledger never share a name.
+    cluster_id: str = ""
     # The chart's shared settings (ledgerId, nats.*), passed on unchanged to every node: one source for
     # the gateway, the attestation service and the nodes.
     ledger: str = "local"
@@ -65,6 +68,7 @@ class OperatorConfig:
             executor_metrics_port=int(_float(env, "CONCLAVIUM_EXECUTOR_METRICS_PORT", d.executor_metrics_port)),
             sequencer_metrics_port=int(_float(env, "CONCLAVIUM_SEQUENCER_METRICS_PORT", d.sequencer_metrics_port)),
             instance=env.get("CONCLAVIUM_INSTANCE", d.instance),
+            cluster_id=env.get("CONCLAVIUM_CLUSTER_ID", d.cluster_id),
             ledger=env.get("CONCLAVIUM_LEDGER", d.ledger),
             nats_url=env.get("CONCLAVIUM_NATS_URL", d.nats_url),
             stream_replicas=int(_float(env, "CONCLAVIUM_STREAM_REPLICAS", d.stream_replicas)),

@@ -156,6 +156,11 @@ def register(
         """The finalizer: however a node is deleted (kubectl, Argo CD, a foreground cascade), an executor
         the ledger trusts goes only after a `retire_node` vote, so its keys and ledger copy stay meanwhile."""
         rt = rt_of(memo)
+        if reconcile_member.ORPHAN_ANNOTATION in (body.metadata.annotations or {}):
+            logger.info(
+                "node %s released without retire_node (its member's deletionPolicy is Orphan)", body.metadata.name
+            )
+            return
         # The member's lock: its timer may be retiring the same node (scale-down, removal) right now.
         owners = [
             r.get("uid") for r in body.metadata.get("ownerReferences") or [] if r.get("kind") == "ConsortiumMember"

@@ -49,9 +49,20 @@ from conclavium_operator.metrics import PROPOSALS
 from conclavium_operator.runtime import Runtime
 
 PROPOSAL_ANNOTATION = "conclavium.io/proposal"
+ORPHAN_ANNOTATION = "conclavium.io/orphan"  # on a node: its finalizer lets it go without a retire_node vote
 PROPOSED_AT_ANNOTATION = "conclavium.io/proposed-at"
 RETIRED_ANNOTATION = "conclavium.io/retired-node"  # set once the ledger retired the node: one NodeRetired Event
 ROLES = ("Voting", "Participant")
+
+
+def external(spec: dict[str, Any]) -> bool:
+    """`membership: External`: the member's admission and removal are governed elsewhere."""
+    return spec.get("membership", "Owned") == "External"
+
+
+def orphans(spec: dict[str, Any]) -> bool:
+    """`deletionPolicy: Orphan`: deleting the member proposes nothing."""
+    return spec.get("deletionPolicy", "Retire") == "Orphan"
 
 
 class SpecProblem(Exception):
@@ -69,6 +80,9 @@ def check_spec(spec: dict[str, Any], consortium: dict[str, Any] | None) -> None:
     role = spec.get("role", "Voting")
     if role not in ROLES:
         raise SpecProblem("InvalidRole", f"spec.role must be one of {list(ROLES)}, got {role!r}")
+    for field, allowed in (("membership", ("Owned", "External")), ("deletionPolicy", ("Retire", "Orphan"))):
+        if spec.get(field, allowed[0]) not in allowed:
+            raise SpecProblem("InvalidPolicy", f"spec.{field} must be one of {list(allowed)}, got {spec[field]!r}")
     for field, low, high in (("executors", 0, 16), ("sequencerStandbys", 0, 3), ("weight", 1, 1000)):
         value = spec.get(field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
@@ -107,7 +121,9 @@ async def find_proposer(rt: Runtime, namespace: str, consortium: str, service: d
         spec = m.get("spec") or {}
         if (spec.get("consortiumRef") or {}).get("name") != consortium or not can_sign(spec):
             continue
-        if (m["metadata"].get("deletionTimestamp")) or spec.get("role", "Voting") != "Voting":
+        # A member being deleted no longer proposes, unless External: its membership stays, and it
+        # retires its own nodes in this cluster with its key.
+        if (m["metadata"].get("deletionTimestamp") and not external(spec)) or spec.get("role", "Voting") != "Voting":
             continue
         try:
             key = await load_signing_key(rt.k8s, namespace, spec)
@@ -175,6 +191,15 @@ async def _admission(
             f"waiting for {', '.join(shown['pendingVoters']) or 'nobody'}"
         )
         conditions.upsert(patch, Condition("Admitted", "False", "VotePending", msg))
+        return False
+    if external(spec):
+        patch.status["phase"] = "Pending"
+        msg = (
+            f"membership is External: {role} {spec['memberId']} ({fp[:16]}…) is admitted by governance "
+            "elsewhere (another cluster's ConsortiumMember or the members' own proposal); its nodes start "
+            "once the ledger lists the key"
+        )
+        conditions.upsert(patch, Condition("Admitted", "False", "AwaitingExternalAdmission", msg))
         return False
     if pid:
         last = await rt.gateway.proposal(pid)
@@ -248,6 +273,8 @@ async def ensure_nodes(
     for current in kept_executors:
         node = children.member_node(body, consortium, rt.cfg, "Executor", int(current["spec"].get("ordinal", 0)))
         node["spec"]["image"] = current["spec"].get("image")
+        node["metadata"]["name"] = current["metadata"]["name"]  # made before a cluster id was set: kept
+        node["metadata"]["labels"][children.NODE_LABEL] = current["metadata"]["name"]
         kept.append(await _converge(rt, ns, current, node))
     taken = {int(n["spec"].get("ordinal", 0)) for n in existing.values() if n["spec"].get("role") == "Executor"}
     free = (i for i in itertools.count() if i not in taken)
@@ -512,7 +539,7 @@ async def _bootstrap_founder(rt: Runtime, body: dict[str, Any], consortium: dict
         raise Waiting(f"waiting for genesis: {e}", delay=rt.cfg.retry_delay) from e
     desired, _ = await ensure_nodes(rt, body, consortium)
     await _refresh_nodes(rt, desired, service)
-    founder = children.founding_node_name(consortium)
+    founder = children.founding_node_name(consortium, rt.cfg.cluster_id)
     msg = f"founding member: {founder} creates the ledger with the genesis in ConfigMap {configmap}"
     patch.status["phase"] = "Pending"
     patch.status["desiredNodes"] = len(desired)
@@ -566,9 +593,13 @@ async def remove(
         ident: Identity | None = await load_identity(rt.k8s, ns, spec)
     except (IdentityProblem, KeyError, TypeError, AttributeError):
         ident = None  # an identity that never loaded was never proposed: nothing to undo in the ledger
+    if orphans(spec):
+        await _orphan_nodes(rt, ns, meta["name"])
+        logger.info("member %s deleted with deletionPolicy Orphan: nothing proposed", meta["name"])
+        return
     try:
         waits = []
-        if ident is not None:
+        if ident is not None and not external(spec):
             waiting = await _removal(rt, body, ident, patch, logger)
             if waiting:
                 waits.append(waiting)
@@ -590,6 +621,19 @@ async def remove(
         conditions.upsert(patch, Condition("Ready", "False", "Removing", f"waiting for {message}"))
         raise Waiting(f"waiting for {message}", delay=rt.cfg.poll_interval)
     logger.info("member %s removed from the ledger and its nodes retired", meta["name"])
+
+
+async def _orphan_nodes(rt: Runtime, ns: str, member: str) -> None:
+    """Delete the member's ConsortiumNodes, marked so their finalizers propose no retire_node: the
+    ledger keeps their records (their claims stay unless deleteClaim)."""
+    try:
+        for node in await rt.k8s.list(NODES, ns, {children.MEMBER_LABEL: member}):
+            name = node["metadata"]["name"]
+            if ORPHAN_ANNOTATION not in (node["metadata"].get("annotations") or {}):
+                await rt.k8s.patch(NODES, ns, name, {"metadata": {"annotations": {ORPHAN_ANNOTATION: "true"}}})
+            await rt.k8s.delete(NODES, ns, name)
+    except KubeError as e:
+        raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=rt.cfg.retry_delay) from e
 
 
 async def _removal(

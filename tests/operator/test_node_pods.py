@@ -179,3 +179,16 @@ def test_claims_are_kept_unless_the_member_says_delete_claim_and_carry_the_node_
     assert [(r["kind"], r["uid"]) for r in owned] == [("ConsortiumNode", "0123456789abcdef")]
     volumes = statefulset(body, None, OperatorConfig(), "data-legacy")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-legacy"}} in volumes
+
+
+def test_node_names_carry_the_cluster_id() -> None:
+    """Members' nodes in two clusters on one ledger never share a name (the ledger knows nodes by name)."""
+    cfg = OperatorConfig.from_env({"CONCLAVIUM_CLUSTER_ID": "east"})
+    assert cfg.cluster_id == "east"
+    names = [n["metadata"]["name"] for n in desired_nodes(member(), consortium(), cfg)]
+    assert names == ["acme-east-executor-0", "acme-east-executor-1", "acme-east-sequencer-0"]
+    founding = {**consortium(), "spec": {**consortium()["spec"], "foundingMembers": ["acme"]}}
+    first = desired_nodes(member(), founding, cfg)[0]
+    assert first["spec"]["genesisConfigMapName"] == "trade-genesis"
+    plain = [n["metadata"]["name"] for n in desired_nodes(member(), consortium(), OperatorConfig())]
+    assert plain == ["acme-executor-0", "acme-executor-1", "acme-sequencer-0"]
