@@ -70,6 +70,7 @@ CLOCK_HEARTBEAT_S = 2.0
 CLAMP_LOG_INTERVAL_S = 60.0
 UNSUPPORTED_RULES_RETRY_S = 5.0
 APP_UNAVAILABLE_RETRY_S = 0.5  # a Sawtooth TP registering is enough to go on
+CONSUMER_STALL_S = 5.0  # clock heartbeats enter the stream every 2 s: 5 s of nothing is a dead consumer
 
 
 @dataclass
@@ -284,6 +285,7 @@ class Executor:
                     ),
                 )
                 batch: list[Any] = []
+                seen, quiet_since = self.machine.tip.seq, time.monotonic()
                 while not self.stopping.is_set():
                     # Pipeline: while this batch executes, the next one is fetched and its
                     # signatures verified on the thread pool.
@@ -296,6 +298,19 @@ class Executor:
                     except (nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionClosedError):
                         log.warning("ledger consumer lost (NATS restarting?); recreating it after the tip")
                         break
+                    if batch:
+                        seen, quiet_since = batch[-1].metadata.sequence.stream, time.monotonic()
+                    elif time.monotonic() - quiet_since > CONSUMER_STALL_S:
+                        quiet_since = time.monotonic()
+                        if await self._stream_beyond(seen):
+                            m.CONSUMER_STALLS.inc()
+                            log.warning(
+                                "ledger consumer delivered nothing for %.0fs while the stream holds more "
+                                "than sequence %d; recreating it after the tip",
+                                CONSUMER_STALL_S,
+                                seen,
+                            )
+                            break
                     if not batch and self._must_recover():
                         break
                 with contextlib.suppress(Exception):
@@ -316,6 +331,17 @@ class Executor:
             except Exception as e:
                 log.exception("ledger consumer failed, resubscribing: %s", e)
                 await asyncio.sleep(0.5)
+
+    async def _stream_beyond(self, seen: int) -> bool:
+        """Whether the ledger stream holds messages after `seen`, by its leader's account. A consumer
+        created while a server that then died was answering for the stream can stay silent without
+        an error (seen after the last original server of a rebuilt cluster went): this finds it."""
+        try:
+            info = await self.js.stream_info(streams.ledger_stream(self.cfg.ledger))
+        except (TimeoutError, nats.errors.Error):
+            return False  # no leader to ask: the consumer cannot be blamed yet
+        self.pending_in_stream = max(0, info.state.last_seq - seen)
+        return info.state.last_seq > seen
 
     async def _fetch_and_verify(self, sub: Any) -> list[Any]:
         try:

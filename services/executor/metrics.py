@@ -10,6 +10,10 @@ REJECTED_BLOCKS = Counter(
 )
 EXECUTED_HEIGHT = Gauge("conclavium_executor_executed_height", "Height of the last executed block")
 COMMITTED_HEIGHT = Gauge("conclavium_executor_committed_height", "Height up to which all is committed")
+CONSUMER_STALLS = Counter(
+    "conclavium_executor_consumer_stalls_total",
+    "Ledger consumers re-created because they delivered nothing while the stream held more",
+)
 LAG = Gauge("conclavium_executor_consumer_lag", "Blocks in the ledger stream not yet executed")
 FORK = Gauge("conclavium_executor_fork_detected", "1 when this node's roots diverged from a quorum's")
 TRUSTED_NODES = Gauge("conclavium_executor_trusted_nodes", "Trusted, endorsed executors")

@@ -2,8 +2,9 @@
 the stream; a wiped one rebuilds from another node's snapshot; a corrupted chunk or snapshot is
 refused (naming the file and offset), the node rebuilds from the stream, and the audit reports it.
 A SIGTERM flushes the ledger: the node restarts at the height it stopped at, without a torn record;
-with every executor stopped the gateway answers reads `503 no_executor`. Nothing acknowledged is
-lost or duplicated, and all executors end on the same root."""
+with every executor stopped the gateway answers reads `503 no_executor`. A ledger consumer that
+answers with nothing is replaced. Nothing acknowledged is lost or duplicated, and all executors
+end on the same root."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,14 +22,18 @@ from urllib.request import urlopen
 
 import aiohttp
 from fault_support import Load, verify_exactly_once
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client.parser import text_string_to_metric_families
 
+from conclavium import streams
 from conclavium.block import decode_block
 from conclavium.cli.local import _node_status
 from conclavium.ledger_files import chunk_files, read_chunk, read_chunks, snapshot_files
 from conclavium.local.network import LocalNetwork, start_network
+from conclavium.runtime import connect_nats
 
 SNAPSHOT_EVERY = 300
+CONSUMER_INACTIVE_S = 30.0  # the executor's ledger consumer: `inactive_threshold`
 AUDIT = [str(Path(sys.executable).parent / "conclavium"), "ledger", "audit"]
 
 
@@ -218,5 +224,54 @@ async def test_sigterm_flushes_the_ledger_and_no_executor_answers_503(tmp_path: 
             f"\nexecutor SIGTERM: flushed at height {flushed}, restarted there; all stopped at {heights}; "
             f"the gateway answered 503 no_executor in {max(a[3] for a in answers):.2f}s\n{report.summary()}"
         )
+    finally:
+        await asyncio.to_thread(net.stop)
+
+
+async def test_silent_ledger_consumers_are_replaced(tmp_path: Path) -> None:
+    """Budget: about 1 minute. A consumer can answer an executor's pulls with nothing, and no error,
+    for ever: one created on the answer of a server that then died did so after a rebuilt cluster
+    lost its last original server. Made here on purpose: with the executors paused (SIGSTOP, as a
+    host pauses a VM), each one's ledger consumer is swapped on the server for one of the same name
+    that starts past the stream's end. Resumed, each executor finds the stream ahead of what it was
+    delivered, counts the stall, re-creates its consumer after its tip and commits everything."""
+    net = await _network(tmp_path)
+    names = sorted(n for n in net.procs if n.startswith("executor-"))
+    try:
+        load = Load(net, total=2000, workers=4)
+        task = asyncio.create_task(load.run())
+        await load.wait_acked(200)
+        nc = await connect_nats(net.nats_url, "fault-test")
+        try:
+            js = nc.jetstream(timeout=10)
+            stream = streams.ledger_stream(net.opt.ledger)
+            for n in names:
+                net.procs[n].signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(2.0)  # their last pulls expire: nothing will tell them of the swap
+                consumers = [c.name for c in await js.consumers_info(stream)]
+                assert len(consumers) == len(names), consumers
+                for name in consumers:
+                    await js.delete_consumer(stream, name)
+                    silent = ConsumerConfig(
+                        durable_name=name,
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=10**12,
+                        ack_policy=AckPolicy.NONE,
+                    )
+                    await js.add_consumer(stream, silent)
+            finally:
+                for n in names:
+                    net.procs[n].signal(signal.SIGCONT)
+        finally:
+            await nc.close()
+        t0 = time.monotonic()
+        while any(_counter(net, n, "conclavium_executor_consumer_stalls") < 1 for n in names):
+            assert time.monotonic() - t0 < 60, "an executor never noticed that its consumer delivers nothing"
+            await asyncio.sleep(0.5)
+        noticed = time.monotonic() - t0
+        await task
+        report = await verify_exactly_once(net, load.acked)
+        print(f"\nsilent consumers: every executor replaced its own within {noticed:.1f}s\n{report.summary()}")
     finally:
         await asyncio.to_thread(net.stop)
