@@ -12,13 +12,14 @@ import binascii
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conclavium.crypto.keys import PrivateKey
+from conclavium.crypto.keys import PrivateKey, PublicKey
 
 PARTIES_KEY = "quorum_parties"  # public:gov.service: {party key: {"owner": key id, "member": key id}}
 MAX_PARTIES = 1000
@@ -28,8 +29,85 @@ TLS_VALIDITY = dt.timedelta(hours=24)
 UPCHECK = "I'm up!"  # Tessera's exact answer; clients compare it
 
 
+APP = "quorum"  # the application private transactions' entries name (`conclavium.apps`)
+PREFIX = "quorum/"  # its maps, all private: sealed in snapshots, keyed in write digests
+TX_GROUPS = PREFIX + "txs"  # private transaction hash -> group id
+CONTRACTS = PREFIX + "contracts"  # private contract address -> group id
+GROUPS = PREFIX + "groups"  # group id -> its sorted party keys
+PAYLOADS = PREFIX + "payloads"  # payload hash (the marker's data, hex) -> private transaction hash
+ENTRY_TAG = b"conclavium.quorum.private-entry.v1"  # what the submitting node signs, + the payload
+SEAL_TAG = b"conclavium.quorum.private-payload.v1"  # HPKE info, + the marker transaction
+
+
 class PartyKeyError(ValueError):
     pass
+
+
+class PrivateEntryError(ValueError):
+    pass
+
+
+def group_id(keys: list[str]) -> str:
+    """The privacy group of a set of party keys (the sender's and privateFor)."""
+    return hashlib.sha256(b"conclavium.quorum.group.v1\n" + "\n".join(sorted(set(keys))).encode()).hexdigest()[:32]
+
+
+def group_map(gid: str, what: str) -> str:
+    """A group's private Ethereum maps: accounts, code, storage.<address>, txs (outcomes)."""
+    return f"{PREFIX}{gid}/{what}"
+
+
+def entry_payload(node: str, marker: bytes, tx_key_id: str, sealed: bytes) -> bytes:
+    """A private transaction's entry payload: the marker in clear (the public chain's record),
+    the private part HPKE-sealed to the transaction key, and the submitting node. The entry's
+    signature is the node's over ENTRY_TAG + this payload: only a member's own executors may say
+    which of its party keys sent it."""
+    return json.dumps(
+        {"node": node, "marker": marker.hex(), "sealed": {"key": tx_key_id, "ct": base64.b64encode(sealed).decode()}},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def parse_entry(payload: bytes) -> tuple[str, bytes, str, bytes]:
+    """(node, marker, tx key id, sealed) of an entry payload, or PrivateEntryError."""
+    try:
+        d = json.loads(payload)
+        node, marker, sealed = d["node"], bytes.fromhex(d["marker"]), d["sealed"]
+        key, ct = sealed["key"], base64.b64decode(sealed["ct"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise PrivateEntryError("malformed private transaction entry") from None
+    if not isinstance(node, str) or not isinstance(key, str) or set(d) != {"node", "marker", "sealed"}:
+        raise PrivateEntryError("malformed private transaction entry")
+    return node, marker, key, ct
+
+
+def private_part(payload: bytes, sender: str, recipients: list[str]) -> bytes:
+    """What is sealed: the private payload (EVM input), privateFrom and privateFor."""
+    return json.dumps(
+        {"payload": base64.b64encode(payload).decode(), "from": sender, "for": recipients}, sort_keys=True
+    ).encode()
+
+
+def parse_private_part(plain: bytes) -> tuple[bytes, str, list[str]]:
+    try:
+        d = json.loads(plain)
+        payload, sender, recipients = base64.b64decode(d["payload"], validate=True), d["from"], d["for"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise PrivateEntryError("malformed private part") from None
+    if not isinstance(recipients, list) or not recipients or len(recipients) > MAX_PARTIES:
+        raise PrivateEntryError("privateFor must name 1 to 1000 party keys")
+    try:
+        party_key(sender)
+        for k in recipients:
+            party_key(k)
+    except PartyKeyError as e:
+        raise PrivateEntryError(str(e)) from None
+    return payload, sender, recipients
+
+
+def verify_entry(node_key: PublicKey, payload: bytes, signature: bytes) -> bool:
+    return node_key.verify(signature, ENTRY_TAG + payload)
 
 
 def party_key(value: object) -> str:

@@ -111,8 +111,10 @@ def _recover(signing_hash: bytes, parity: int, r: int, s: int) -> bytes:
     return keccak256(public.format(compressed=False)[1:])[12:]
 
 
-def decode(raw: bytes) -> EthTx:
-    """A raw transaction, its sender recovered; EthTxError names the first problem."""
+def decode(raw: bytes, private_marker: bool = False) -> EthTx:
+    """A raw transaction, its sender recovered; EthTxError names the first problem. With
+    `private_marker`, a legacy v of 37/38 is GoQuorum's private marker: a homestead signature
+    (v 27/28) plus 10, no chain id (docs/quorum.md)."""
     if not raw:
         raise EthTxError("invalid_tx", "typed transaction too short")
     if len(raw) > MAX_RAW_TX:
@@ -120,7 +122,7 @@ def decode(raw: bytes) -> EthTx:
     first = raw[0]
     try:
         if first >= 0xC0:
-            return _legacy(raw, rlp.decode(raw))
+            return _legacy(raw, rlp.decode(raw), private_marker)
         if first in (1, 2):
             return _typed(raw, first, rlp.decode(raw[1:]))
     except rlp.exceptions.DecodingError as e:
@@ -128,7 +130,7 @@ def decode(raw: bytes) -> EthTx:
     raise EthTxError("unsupported_type", "transaction type not supported")
 
 
-def _legacy(raw: bytes, f: object) -> EthTx:
+def _legacy(raw: bytes, f: object, private_marker: bool = False) -> EthTx:
     if not isinstance(f, list) or len(f) != 9:
         raise EthTxError("invalid_tx", "rlp: a legacy transaction has 9 fields")
     nonce, gp, gas = _int(f[0], "nonce", 2**64), _int(f[1], "gasPrice"), _int(f[2], "gas", 2**64)
@@ -136,8 +138,8 @@ def _legacy(raw: bytes, f: object) -> EthTx:
     if not isinstance(f[5], bytes):
         raise EthTxError("invalid_tx", "rlp: data is not a byte string")
     v, r, s = _int(f[6], "v"), _int(f[7], "r"), _int(f[8], "s")
-    if v in (27, 28):
-        chain_id, parity = None, v - 27
+    if v in (27, 28) or (private_marker and v in (37, 38)):
+        chain_id, parity = None, (v - 27) % 10
         signing = keccak256(rlp.encode(f[:6]))
     elif v >= 35:
         chain_id, parity = (v - 35) // 2, (v - 35) % 2

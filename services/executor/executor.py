@@ -141,11 +141,7 @@ class Executor:
         self._clock_sent = 0.0
         self._clamp_logged = 0.0
         self.queries = QueryHandler(self)
-        self.party = (
-            PartyEndpoint(cfg.quorum_host, cfg.quorum_port, lambda: self.machine.state, self._my_member)
-            if cfg.quorum_port
-            else None
-        )
+        self.party = PartyEndpoint(self) if cfg.quorum_port else None
         self.nc: Any = None
         self.js: Any = None
 
@@ -181,7 +177,7 @@ class Executor:
             return False, f"quorum_unreachable: {problem}"
         return True, "ok"
 
-    def _my_member(self) -> str | None:
+    def my_member(self) -> str | None:
         return self.machine.signer_members().get(self.node_id)
 
     def is_signer(self) -> bool:

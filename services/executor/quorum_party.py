@@ -1,13 +1,14 @@
-"""A member's Quorum party endpoint: the subset of Tessera's ThirdParty API that web3js-quorum uses
-(`GET /upcheck`, `GET /keys`, `GET /partyinfo/keys`, `POST /storeraw`), served by the member's
-own executor over TLS that ends in this process (docs/quorum.md).
+"""A member's Quorum party endpoint (docs/quorum.md): the subset of Tessera's ThirdParty API that
+web3js-quorum uses (`GET /upcheck`, `GET /keys`, `GET /partyinfo/keys`, `POST /storeraw`) and the
+member's Quorum JSON-RPC (`POST /`, `quorum_rpc.py`), served by the member's own executor over TLS
+that ends in this process.
 
-The TLS key is made in the executor and never written in clear; its certificate is issued by the service
-key once this node holds the ledger secrets, so a client that pins the service certificate reaches
-a trusted executor and no gateway or proxy can read what it sends. `/keys` lists the party keys
-governance registered for this node's member (`set_quorum_party`); `/partyinfo/keys` all of them.
-`/storeraw` keeps the payload in this process's memory only, bounded and for `PAYLOAD_TTL_S`: the
-private transaction that would consume it is not built yet, so nothing reaches NATS, Redis or disk.
+The TLS key is made in the executor and never written in clear; its certificate is issued by the
+service key once this node holds the ledger secrets, so a client that pins the service certificate
+reaches a trusted executor and no gateway or proxy can read what it sends. `/keys` lists the party
+keys governance registered for this node's member (`set_quorum_party`); `/partyinfo/keys` all of
+them. `/storeraw` keeps the payload in this process's memory only, bounded and for `PAYLOAD_TTL_S`,
+until `eth_sendRawPrivateTransaction` seals it into a ledger entry.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from conclavium import quorum
+from conclavium.eth import jsonrpc as j
 
+from .quorum_rpc import PrivateRpc
 from .tables import SERVICE
 
 log = logging.getLogger("executor.quorum")
@@ -80,10 +83,12 @@ class PayloadStore:
 
 
 class PartyEndpoint:
-    def __init__(self, host: str, port: int, state: Callable[[], Any], member: Callable[[], str | None]) -> None:
-        self.host, self.port = host, port
-        self._state, self._member = state, member
+    def __init__(self, executor: Any) -> None:
+        self.host, self.port = executor.cfg.quorum_host, executor.cfg.quorum_port
+        self._state: Callable[[], Any] = lambda: executor.machine.state
+        self._member: Callable[[], str | None] = executor.my_member
         self.payloads = PayloadStore()
+        self.rpc = PrivateRpc(executor, self)
         self._ctx: ssl.SSLContext | None = None
         self._runner: web.AppRunner | None = None
         self._issued = 0.0
@@ -115,6 +120,7 @@ class PartyEndpoint:
             app.router.add_get("/keys", self._keys)
             app.router.add_get("/partyinfo/keys", self._partyinfo_keys)
             app.router.add_post("/storeraw", self._storeraw)
+            app.router.add_post("/", self._jsonrpc)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
             await web.TCPSite(self._runner, self.host, self.port, ssl_context=ctx, reuse_address=True).start()
@@ -133,6 +139,15 @@ class PartyEndpoint:
 
     async def _partyinfo_keys(self, _: web.Request) -> web.Response:
         return web.json_response({"keys": [{"key": k} for k in sorted(self.parties())]})
+
+    async def _jsonrpc(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": j.PARSE_ERROR, "message": "parse error"}}
+            )
+        return web.json_response(await self.rpc.handle(body))
 
     async def _storeraw(self, request: web.Request) -> web.Response:
         try:

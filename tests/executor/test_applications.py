@@ -192,4 +192,4 @@ async def test_a_new_ledger_runs_the_latest_rules_and_its_members_choose_its_app
 
 
 def test_the_harness_machine_implements_the_built_in_applications() -> None:
-    assert set(new_machine(Chain()).apps) == {"kv", "notary", "eth", "sawtooth"}
+    assert set(new_machine(Chain()).apps) == {"kv", "notary", "eth", "sawtooth", "quorum"}

@@ -137,6 +137,28 @@ def test_each_member_endpoint_acts_for_its_own_party_keys(parties: tuple[LocalNe
     assert call(f"{urls[1]}/storeraw", ctx, {"payload": payload})[1] != body  # another executor, another salt
 
 
+def test_private_transactions_refuse_what_is_not_supported(parties: tuple[LocalNetwork, list[str]]) -> None:
+    """Clear JSON-RPC errors, before anything reaches the ledger."""
+    net, urls = parties
+    ctx = pinned(net)
+
+    def rpc(params: list[Any], method: str = "eth_sendRawPrivateTransaction") -> dict[str, Any]:
+        status, body = call(urls[0], ctx, {"jsonrpc": "2.0", "id": 7, "method": method, "params": params})
+        assert status == 200 and body["id"] == 7
+        return dict(body["error"])
+
+    marker = "0x" + "ab" * 40
+    assert "privacyFlag 1 is not supported" in rpc([marker, {"privateFor": [KEY_B], "privacyFlag": 1}])["message"]
+    assert "mandatoryFor" in rpc([marker, {"privateFor": [KEY_B], "mandatoryFor": [KEY_B]}])["message"]
+    assert "did not register" in rpc([marker, {"privateFor": [KEY_B, base64.b64encode(b"Z" * 32).decode()]}])["message"]
+    assert rpc([marker, {"privateFor": []}])["code"] == -32602
+    assert rpc([marker])["code"] == -32602
+    assert rpc([marker, {"privateFor": [KEY_B]}])["code"] == -32000  # not a transaction at all
+    status, body = call(urls[0], ctx, raw=b"{not json")
+    assert status == 200 and body["error"]["code"] == -32700
+    assert call(urls[0], ctx, {"jsonrpc": "2.0", "id": 1, "method": "eth_nope", "params": []})[1]["error"]["code"] < 0
+
+
 async def test_stored_payloads_never_reach_the_untrusted_path(parties: tuple[LocalNetwork, list[str]]) -> None:
     """Capture NATS (every subject, replies, the ledger stream), Redis, every process's log (gateway,
     executors) and every executor's data directory while payloads are stored: the marker is nowhere, the party keys

@@ -170,7 +170,7 @@ class Rpc:
         }
 
     def transaction(self, tx_hash: str, rec: dict[str, Any]) -> dict[str, Any]:
-        tx = decode(bytes.fromhex(rec["raw"]))
+        tx = decode(bytes.fromhex(rec["raw"]), private_marker=bool(rec.get("private")))
         committed = self.committed(rec["height"])
         out: dict[str, Any] = {
             "hash": tx_hash,
@@ -222,7 +222,7 @@ class Rpc:
         rec = self.state.get(eth_chain.TXS, tx_hash)
         if rec is None or not self.committed(rec["height"]):
             return None
-        tx = decode(bytes.fromhex(rec["raw"]))
+        tx = decode(bytes.fromhex(rec["raw"]), private_marker=bool(rec.get("private")))
         return {
             "transactionHash": tx_hash,
             "transactionIndex": j.qty(rec["index"]),
@@ -245,7 +245,8 @@ class Rpc:
 
     # --- calls ----------------------------------------------------------------------------
 
-    def call(self, call: Any, gas_cap: int | None = None) -> evm.RunResult:
+    def call(self, call: Any, gas_cap: int | None = None, reader: evm.LedgerReader | None = None) -> evm.RunResult:
+        """`reader`: another state to run on (a Quorum privacy group's, `quorum_rpc.py`)."""
         if not isinstance(call, dict):
             raise j.RpcError(j.INVALID_PARAMS, "invalid argument 0: a call is an object")
         caller = j.parse_address(call["from"], "from") if call.get("from") is not None else evm.ZERO
@@ -265,7 +266,7 @@ class Rpc:
             access.append((j.parse_address(item.get("address"), "accessList address"), keys))
         params = block_params(self.chain, self.m.tip.height + 1, self.m.tip.ts_ms, self.m.tip.hash)
         try:
-            return evm.run(evm.LedgerReader(self.state), params, caller, to, data, value, gas, access)
+            return evm.run(reader or evm.LedgerReader(self.state), params, caller, to, data, value, gas, access)
         except evm.EvmFailure as e:
             text = str(e)
             if "LackOfFund" in text:
