@@ -49,6 +49,12 @@ def _error(status: int, reason: str, message: str) -> web.Response:
     return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
 
 
+def _rpc_refusal(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": j.SERVER, "message": message}}, status=status
+    )
+
+
 class PayloadStore:
     """Stored raw payloads, in memory, oldest evicted first beyond the bounds."""
 
@@ -89,6 +95,7 @@ class PartyEndpoint:
         self._member: Callable[[], str | None] = executor.my_member
         self.payloads = PayloadStore()
         self.rpc = PrivateRpc(executor, self)
+        self._executor, self._ledger = executor, executor.cfg.ledger
         self._ctx: ssl.SSLContext | None = None
         self._runner: web.AppRunner | None = None
         self._issued = 0.0
@@ -140,14 +147,32 @@ class PartyEndpoint:
     async def _partyinfo_keys(self, _: web.Request) -> web.Response:
         return web.json_response({"keys": [{"key": k} for k in sorted(self.parties())]})
 
+    def _caller(self, request: web.Request) -> tuple[str | None, web.Response | None]:
+        """The owner the request's bearer token authenticates, or the refusal (401/403)."""
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return None, _rpc_refusal(401, "authentication required: Authorization: Bearer <token> (docs/quorum.md)")
+        try:
+            owner = quorum.verify_token(
+                auth[7:].strip(), self._ledger, self._executor.machine.participant_keys(), time.time()
+            )
+        except quorum.TokenError as e:
+            return None, _rpc_refusal(401, str(e))
+        if not self.rpc.my_keys(owner):
+            return None, _rpc_refusal(403, "the token's owner has no party key at this member's endpoint")
+        return owner, None
+
     async def _jsonrpc(self, request: web.Request) -> web.Response:
+        owner, refused = self._caller(request)
+        if refused is not None or owner is None:
+            return refused or _rpc_refusal(401, "authentication required")
         try:
             body = await request.json()
         except ValueError:
             return web.json_response(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": j.PARSE_ERROR, "message": "parse error"}}
             )
-        return web.json_response(await self.rpc.handle(body))
+        return web.json_response(await self.rpc.handle(body, owner))
 
     async def _storeraw(self, request: web.Request) -> web.Response:
         try:

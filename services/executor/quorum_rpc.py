@@ -5,8 +5,9 @@ answered for this member's party keys, everything else as the public Ethereum JS
 returned, seals the payload with privateFrom/privateFor to the transaction key and puts the
 entry, signed by this node, in the intake. Reads of private state (`eth_getTransactionReceipt`,
 `eth_getPrivateTransactionReceipt`, `eth_getQuorumPayload`, `eth_getCode`, `eth_call`) answer
-from the group's state when one of this member's party keys is in the group, and as a node that
+from the group's state when one of the caller's party keys is in the group, and as a node that
 is not a party otherwise: the public marker receipt, no payload, no code, an empty call result.
+The caller is the owner its bearer token names (`quorum.verify_token`, checked by the endpoint).
 """
 
 from __future__ import annotations
@@ -39,17 +40,22 @@ class PrivateRpc:
     def state(self) -> Any:
         return self.x.machine.state
 
-    def my_groups(self) -> set[str]:
-        """The privacy groups one of this member's party keys is in."""
-        mine = set(self.endpoint.own_keys())
+    def my_keys(self, owner: str) -> set[str]:
+        """This member's party keys that `owner` (the caller's token) is the owner of."""
+        parties = self.endpoint.parties()
+        return {k for k in self.endpoint.own_keys() if parties[k]["owner"] == owner}
+
+    def my_groups(self, owner: str) -> set[str]:
+        """The privacy groups one of the caller's party keys is in."""
+        mine = self.my_keys(owner)
         return {gid for gid, keys in self.state.items(quorum.GROUPS) if mine & set(keys)}
 
-    async def handle(self, body: Any) -> Any:
+    async def handle(self, body: Any, owner: str) -> Any:
         if isinstance(body, list):
-            return [await self.one(b) for b in body]
-        return await self.one(body)
+            return [await self.one(b, owner) for b in body]
+        return await self.one(body, owner)
 
-    async def one(self, req: Any) -> dict[str, Any]:
+    async def one(self, req: Any, owner: str) -> dict[str, Any]:
         rid = req.get("id") if isinstance(req, dict) else None
         if not isinstance(req, dict) or not isinstance(req.get("method"), str):
             return {"jsonrpc": "2.0", "id": rid, "error": {"code": j.INVALID_REQUEST, "message": "invalid request"}}
@@ -57,7 +63,7 @@ class PrivateRpc:
         if not isinstance(params, list):
             params = []
         try:
-            result = await self.dispatch(req["method"], params)
+            result = await self.dispatch(req["method"], params, owner)
         except j.RpcError as e:
             return {"jsonrpc": "2.0", "id": rid, "error": e.to_json()}
         except QueryError as e:
@@ -71,22 +77,23 @@ class PrivateRpc:
             raise j.RpcError(e["code"], e["message"], e.get("data"))
         return out["rpc"]["result"]
 
-    async def dispatch(self, method: str, p: list[Any]) -> Any:
+    async def dispatch(self, method: str, p: list[Any], owner: str) -> Any:
         if method == "eth_sendRawPrivateTransaction":
-            return await self.send_private(p)
+            return await self.send_private(p, owner)
+        groups = self.my_groups(owner)
         if method in ("eth_getTransactionReceipt", "eth_getPrivateTransactionReceipt"):
-            return self.receipt(p, only_private=method == "eth_getPrivateTransactionReceipt")
+            return self.receipt(p, groups, only_private=method == "eth_getPrivateTransactionReceipt")
         if method == "eth_getQuorumPayload":
-            return self.payload(p)
+            return self.payload(p, groups)
         if method == "eth_getCode":
-            return self.code(p)
+            return self.code(p, groups)
         if method == "eth_call":
-            return self.call(p)
+            return self.call(p, groups)
         return self.public(method, p)
 
     # --- writes -----------------------------------------------------------------------------
 
-    async def send_private(self, p: list[Any]) -> str:
+    async def send_private(self, p: list[Any], owner: str) -> str:
         raw = j.parse_data(p[0] if p else None, "raw transaction")
         opts = p[1] if len(p) > 1 else None
         if not isinstance(opts, dict):
@@ -123,6 +130,8 @@ class PrivateRpc:
                 j.SERVER, "the transaction's data is not a payload hash this endpoint stored (POST /storeraw first)"
             )
         sender, payload = stored
+        if sender not in self.my_keys(owner):
+            raise j.RpcError(j.SERVER, "the payload was stored for a party key the caller's token does not own")
         secrets = self.x.secrets
         gen = secrets.current
         sealed = sealing.seal(
@@ -139,19 +148,19 @@ class PrivateRpc:
 
     # --- private reads ----------------------------------------------------------------------
 
-    def _private_outcome(self, tx_hash: str) -> dict[str, Any] | None:
+    def _private_outcome(self, tx_hash: str, groups: set[str]) -> dict[str, Any] | None:
         gid = self.state.get(quorum.TX_GROUPS, tx_hash)
-        if gid is None or gid not in self.my_groups():
+        if gid is None or gid not in groups:
             return None
         out: dict[str, Any] | None = self.state.get(quorum.group_map(gid, "txs"), tx_hash)
         return out
 
-    def receipt(self, p: list[Any], only_private: bool) -> Any:
+    def receipt(self, p: list[Any], groups: set[str], only_private: bool) -> Any:
         tx_hash = "0x" + j.parse_data(p[0] if p else None, "transaction hash").hex()
         public = self.public("eth_getTransactionReceipt", [tx_hash])
         if public is None:
             return None
-        outcome = self._private_outcome(tx_hash)
+        outcome = self._private_outcome(tx_hash, groups)
         if outcome is None:
             return None if only_private else public
         rpc = Rpc(self.x.machine)
@@ -165,20 +174,20 @@ class PrivateRpc:
             "isPrivacyMarkerTransaction": False,
         }
 
-    def payload(self, p: list[Any]) -> str:
+    def payload(self, p: list[Any], groups: set[str]) -> str:
         digest = j.parse_data(p[0] if p else None, "payload hash")
         tx_hash = self.state.get(quorum.PAYLOADS, digest.hex())
-        outcome = self._private_outcome(tx_hash) if tx_hash is not None else None
+        outcome = self._private_outcome(tx_hash, groups) if tx_hash is not None else None
         return "0x" + outcome["payload"] if outcome is not None else "0x"
 
-    def _group_of(self, address: str) -> tuple[str | None, bool]:
-        """(the group of a private contract, whether this member is a party to it)."""
+    def _group_of(self, address: str, groups: set[str]) -> tuple[str | None, bool]:
+        """(the group of a private contract, whether the caller is a party to it)."""
         gid = self.state.get(quorum.CONTRACTS, address)
-        return gid, gid is not None and gid in self.my_groups()
+        return gid, gid is not None and gid in groups
 
-    def code(self, p: list[Any]) -> str:
+    def code(self, p: list[Any], groups: set[str]) -> str:
         address = j.parse_address(p[0] if p else None, "address")
-        gid, mine = self._group_of(address)
+        gid, mine = self._group_of(address, groups)
         if gid is None:
             return str(self.public("eth_getCode", p))
         if not mine:
@@ -186,11 +195,11 @@ class PrivateRpc:
         acct = GroupReader(self.state, gid).account(address)
         return j.data(acct.code if acct else b"")
 
-    def call(self, p: list[Any]) -> str:
+    def call(self, p: list[Any], groups: set[str]) -> str:
         call = p[0] if p else None
         to = call.get("to") if isinstance(call, dict) else None
         address = j.parse_address(to, "to") if to is not None else None
-        gid, mine = self._group_of(address) if address else (None, False)
+        gid, mine = self._group_of(address, groups) if address else (None, False)
         if gid is None:
             return str(self.public("eth_call", p))
         if not mine:

@@ -22,7 +22,7 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
-from conclavium import streams
+from conclavium import quorum, streams
 from conclavium.crypto.keys import PrivateKey
 from conclavium.identity import service_certificate
 from conclavium.local.network import LocalNetwork, start_network
@@ -56,9 +56,12 @@ def pinned(net: LocalNetwork) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(net.dir / "service_cert.pem"))
 
 
-def call(url: str, ctx: ssl.SSLContext, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+def call(
+    url: str, ctx: ssl.SSLContext, body: Any = None, raw: bytes | None = None, token: str | None = None
+) -> tuple[int, Any]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
             text = r.read().decode()
@@ -141,9 +144,13 @@ def test_private_transactions_refuse_what_is_not_supported(parties: tuple[LocalN
     """Clear JSON-RPC errors, before anything reaches the ledger."""
     net, urls = parties
     ctx = pinned(net)
+    token = quorum.make_token(
+        PrivateKey.from_file(str(net.dir / net.users[0]["key"])), net.opt.ledger, int(time.time()) + 600
+    )
 
     def rpc(params: list[Any], method: str = "eth_sendRawPrivateTransaction") -> dict[str, Any]:
-        status, body = call(urls[0], ctx, {"jsonrpc": "2.0", "id": 7, "method": method, "params": params})
+        req = {"jsonrpc": "2.0", "id": 7, "method": method, "params": params}
+        status, body = call(urls[0], ctx, req, token=token)
         assert status == 200 and body["id"] == 7
         return dict(body["error"])
 
@@ -154,9 +161,44 @@ def test_private_transactions_refuse_what_is_not_supported(parties: tuple[LocalN
     assert rpc([marker, {"privateFor": []}])["code"] == -32602
     assert rpc([marker])["code"] == -32602
     assert rpc([marker, {"privateFor": [KEY_B]}])["code"] == -32000  # not a transaction at all
-    status, body = call(urls[0], ctx, raw=b"{not json")
+    status, body = call(urls[0], ctx, raw=b"{not json", token=token)
     assert status == 200 and body["error"]["code"] == -32700
-    assert call(urls[0], ctx, {"jsonrpc": "2.0", "id": 1, "method": "eth_nope", "params": []})[1]["error"]["code"] < 0
+    nope = {"jsonrpc": "2.0", "id": 1, "method": "eth_nope", "params": []}
+    assert call(urls[0], ctx, nope, token=token)[1]["error"]["code"] < 0
+
+
+def test_party_json_rpc_needs_a_token_of_one_of_the_members_party_owners(
+    parties: tuple[LocalNetwork, list[str]],
+) -> None:
+    net, urls = parties
+    ctx = pinned(net)
+    req = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    user0 = PrivateKey.from_file(str(net.dir / net.users[0]["key"]))
+    member1 = net.member_key(1)
+    soon = int(time.time()) + 600
+    assert call(urls[0], ctx, req, token=quorum.make_token(user0, net.opt.ledger, soon))[0] == 200
+    assert call(urls[1], ctx, req, token=quorum.make_token(member1, net.opt.ledger, soon))[0] == 200
+
+    def refused(token: str | None, url: str = urls[0]) -> tuple[int, str]:
+        status, body = call(url, ctx, req, token=token)
+        return status, body["error"]["message"]
+
+    assert refused(None)[0] == 401
+    assert refused(quorum.make_token(user0, net.opt.ledger, int(time.time()) - 1)) == (
+        401,
+        "the access token has expired",
+    )
+    assert "another ledger" in refused(quorum.make_token(user0, "other-ledger", soon))[1]
+    assert "at most" in refused(quorum.make_token(user0, net.opt.ledger, soon + 30 * 86400))[1]
+    assert "not signed by an active" in refused(quorum.make_token(PrivateKey.generate(), net.opt.ledger, soon))[1]
+    forged = quorum.make_token(user0, net.opt.ledger, soon).split(".")[0] + "." + "A" * 86
+    assert refused(forged)[0] == 401
+    assert refused("garbage")[0] == 401
+    # member 1 owns a party key, but not one member 0's endpoint serves.
+    assert refused(quorum.make_token(member1, net.opt.ledger, soon)) == (
+        403,
+        "the token's owner has no party key at this member's endpoint",
+    )
 
 
 async def test_stored_payloads_never_reach_the_untrusted_path(parties: tuple[LocalNetwork, list[str]]) -> None:

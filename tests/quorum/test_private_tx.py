@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import nats
@@ -24,7 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 from eth_tools import compiled, need_tools
 
-from conclavium import streams
+from conclavium import quorum, streams
 from conclavium.crypto.keys import PrivateKey
 from conclavium.local.network import LocalNetwork, start_network
 from conclavium.local.processes import free_port
@@ -101,6 +102,7 @@ async def test_private_erc20_between_parties(net: tuple[LocalNetwork, list[str]]
         "accounts": [a["private_key"] for a in n.eth_accounts[:3]],
         "token": {"abi": token["abi"], "bytecode": token["bytecode"]},
         "supply": str(supply),
+        "tokens": [quorum.make_token(n.member_key(i), n.opt.ledger, int(time.time()) + 3600) for i in range(3)],
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     seen: list[bytes] = []
@@ -142,6 +144,19 @@ async def test_private_erc20_between_parties(net: tuple[LocalNetwork, list[str]]
     assert got["marker"]["from"].lower() == a_addr and len(got["marker"]["input"]) == 2 + 128
     # The second group {A, C}: invisible to B, visible to C.
     assert got["bOtherCode"] == "0x" and got["cOtherCodeLength"] > 1000
+    # A caller without a token gets nothing from a party endpoint.
+    unauthenticated = Request(
+        urls[0],
+        data=json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "eth_getCode", "params": [got["token"], "latest"]}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(HTTPError) as e:
+        await asyncio.to_thread(
+            urlopen, unauthenticated, timeout=10, context=ssl.create_default_context(cafile=cfg["ca"])
+        )
+    assert e.value.code == 401 and got["aCodeLength"] > 1000
     # The public chain (the gateway) holds only the marker.
     assert public_rpc(n, "eth_getCode", [got["token"], "latest"]) == "0x"
     public = public_rpc(n, "eth_getTransactionReceipt", [got["deployHash"]])

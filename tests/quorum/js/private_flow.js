@@ -11,7 +11,10 @@ const ca = fs.readFileSync(cfg.ca);
 
 function party(i) {
   const agent = new https.Agent({ ca });
-  const provider = new Web3.providers.HttpProvider(cfg.urls[i], { agent: { https: agent } });
+  const provider = new Web3.providers.HttpProvider(cfg.urls[i], {
+    agent: { https: agent },
+    headers: [{ name: "Authorization", value: `Bearer ${cfg.tokens[i]}` }],
+  });
   const web3 = new Web3Quorum(new Web3(provider), { privateUrl: cfg.urls[i], tlsSettings: { cacert: ca } }, true);
   const account = web3.eth.accounts.privateKeyToAccount(cfg.accounts[i]);
   return { web3, account, key: cfg.keys[i] };
