@@ -95,6 +95,7 @@ class Commands:
         self.api = kubelet.api
         self.helm = helm_binary
         self.log: list[tuple[float, list[str]]] = []
+        self.installed: dict[str, list[str]] = {}  # release → the install's options (its values)
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -131,13 +132,25 @@ class Commands:
     # --- helm ------------------------------------------------------------------------------------
 
     async def helm_cmd(self, argv: list[str], cwd: Path) -> str:
-        if not argv or argv[0] != "install":
-            raise Failed(f"helm {argv[:1]}: only `helm install` is emulated")
+        """`helm install`: the chart rendered with its CRDs and applied. `helm upgrade`: rendered
+        without them (Helm never changes `crds/` on an upgrade), with the install's values first when
+        `--reuse-values` is given."""
+        if not argv or argv[0] not in ("install", "upgrade"):
+            raise Failed(f"helm {argv[:1]}: only `helm install` and `helm upgrade` are emulated")
         args = argv[1:]
         namespace = _option(args, "-n", "--namespace") or "default"
+        extra = ["--include-crds"]
+        if argv[0] == "install":
+            self.installed[args[0]] = [a for a in args[2:] if a not in ("-n", "--namespace", namespace)]
+        else:
+            if args[0] not in self.installed:
+                raise Failed(f'Error: UPGRADE FAILED: "{args[0]}" has no deployed releases')
+            reuse = "--reuse-values" in args
+            args = [a for a in args if a != "--reuse-values"]
+            extra = self.installed[args[0]] if reuse else []
         rendered = await asyncio.to_thread(
             subprocess.run,
-            [self.helm, "template", *args, "--namespace", namespace, "--include-crds"],
+            [self.helm, "template", *args[:2], *extra, *args[2:], "--namespace", namespace],
             capture_output=True,
             text=True,
             cwd=cwd,

@@ -122,6 +122,12 @@ async def test_helm_install_and_declared_members_make_a_working_ledger(api: Any,
         assert result.returncode == 0, f"walk-through failed:\n{result.stderr[-6000:]}\n{logs[-20000:]}"
         _report_timing(trace)
         await _check_status(commands, result.stdout)
+        upgrade, _ = await _run_walkthrough(
+            shell_block(DOC.read_text(), "## Walk-through: upgrading the chart and its CRDs"), work, env
+        )
+        assert upgrade.returncode == 0, f"upgrade walk-through failed:\n{upgrade.stderr[-6000:]}"
+        _check_crds(commands)
+        await _check_status(commands, upgrade.stdout)
         await _check_genesis_once(commands, kubelet, env)
         await _check_scaling(commands, kubelet)
         samples = await _scrape_every_pod(kubelet)
@@ -131,6 +137,18 @@ async def test_helm_install_and_declared_members_make_a_working_ledger(api: Any,
         await runner.cleanup()
         redis.stop()
         nats.stop()
+
+
+def _check_crds(commands: Commands) -> None:
+    """The stored CRDs are the chart's files (what `kubectl apply -f crds/` sent), and `helm upgrade`
+    left the operator's Deployment as the install made it (--reuse-values: the same values)."""
+    for path in sorted((ROOT / "helm" / "conclavium" / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        stored = commands.stored("CustomResourceDefinition", "", crd["metadata"]["name"])
+        assert stored is not None and stored["spec"] == crd["spec"], path.name
+    operator = commands.stored("Deployment", NS, "conclavium-operator")
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}  # type: ignore[index]
+    assert env["CONCLAVIUM_OPERATOR_POLL_INTERVAL"] == "2" and env["CONCLAVIUM_LEDGER"] == "dev-ledger", env
 
 
 def _report_timing(trace: list[tuple[float, str]]) -> None:
