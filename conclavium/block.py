@@ -9,8 +9,10 @@
 - A *block* is what the sequencer appends to the ledger stream. Its hash is SHA-256 of its exact
   encoded bytes; each block names the previous block's hash, so the stream is a hash chain.
 - A *commit signature* is a node's signature over a *statement*: (ledger, height, block hash,
-  Merkle root of the block's leaves, quorum in force). It commits to all history through the block
-  hash, and tells an offline verifier how many signatures make a commit.
+  Merkle root of the block's leaves, quorum in force) and, from rules version 4
+  (`conclavium.rules`), the block's ledger time. It commits to all history through the block hash,
+  tells an offline verifier how many signatures make a commit, and when: a receipt's time is what
+  the signers said, so nobody relaying it can move it to when a retired node still counted.
 - A *clock signature* is a node's signature over its local clock: executors publish them with their
   commit signatures and as a heartbeat, and bound the ledger's time by them (`ledger_clock.py` in
   the executor), so the sequencer's timestamp can never move ledger time far from a quorum's clocks.
@@ -48,6 +50,7 @@ class CommitSig(msgspec.Struct, array_like=True, frozen=True):
     root: bytes
     quorum: int
     signature: bytes
+    ts_ms: int | None = None  # the ledger time signed (rules version 4 on); None: the statement has no time
 
 
 class ClockSig(msgspec.Struct, array_like=True, frozen=True):
@@ -95,15 +98,22 @@ def block_hash(raw: bytes) -> bytes:
 
 
 STATEMENT_DOMAIN = b"conclavium.commit.v1\x00"
+TIMED_STATEMENT_DOMAIN = b"conclavium.commit.v2\x00"
 
 
-def statement(ledger: str, height: int, block_hash_: bytes, root: bytes, quorum: int) -> bytes:
-    """The exact bytes a node signs to vouch for a block."""
-    return STATEMENT_DOMAIN + _enc.encode([ledger, height, block_hash_, root, quorum])
+def statement(
+    ledger: str, height: int, block_hash_: bytes, root: bytes, quorum: int, ts_ms: int | None = None
+) -> bytes:
+    """The exact bytes a node signs to vouch for a block: with `ts_ms` (the block's ledger time,
+    rules version 4 on) under its own domain, so a signature over one form never verifies as the
+    other."""
+    if ts_ms is None:
+        return STATEMENT_DOMAIN + _enc.encode([ledger, height, block_hash_, root, quorum])
+    return TIMED_STATEMENT_DOMAIN + _enc.encode([ledger, height, block_hash_, root, quorum, ts_ms])
 
 
 def sig_statement(sig: CommitSig, ledger: str) -> bytes:
-    return statement(ledger, sig.height, sig.block_hash, sig.root, sig.quorum)
+    return statement(ledger, sig.height, sig.block_hash, sig.root, sig.quorum, sig.ts_ms)
 
 
 CLOCK_DOMAIN = b"conclavium.clock.v1\x00"

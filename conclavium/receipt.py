@@ -10,9 +10,13 @@ Nothing that decides the count comes from the receipt: not k, not the member set
 are retired, so no node (and no member alone, with all its nodes) can make a receipt verify.
 
 A signer counts only while its endorsement is valid at the receipt's ledger time (`ts_ms`, the
-time of its block as the executors agreed it), or at the time the verifier states instead. `ts_ms`
-is not covered by the commit signatures: a verifier that does not take the receipt's word for it
-states the time (`at_ms`, CLI `--at`), e.g. when it fetched the receipt.
+time of its block as the executors agreed it). From rules version 4 (receipt version 3) every
+commit signature covers `ts_ms` (`conclavium.block.statement`), so the time is the signers' word,
+not the relayer's: moving it to when a retired or expired node still counted breaks every honest
+signature, and that node's own signature over an earlier time is over another statement. The
+verifier takes no other time for such a receipt. A receipt of version 2 (a ledger before rules
+version 4) carries `ts_ms` beside the signatures, unsigned: the verifier must state the time
+instead (`at_ms`, CLI `--at`), e.g. when it fetched the receipt.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from conclavium.consortium import Identity
 from conclavium.encoding import b64d, b64e
 from conclavium.endorsement import NOT_COUNTED, EndorsementError, endorsed_node_key
 
-RECEIPT_VERSION = 2
+RECEIPT_VERSION = 3  # ts_ms is signed
+UNSIGNED_TIME_VERSION = 2  # a block committed before rules version 4: ts_ms is not signed
 
 
 class ReceiptError(ValueError):
@@ -61,11 +66,13 @@ def build(
     quorum: int,
     ts_ms: int,
     signatures: list[tuple[str, bytes, str, str]],
+    time_signed: bool = True,
 ) -> dict[str, Any]:
     """`signatures`: (node id, signature, node signing key PEM, member endorsement base64);
-    `ts_ms`: the block's ledger time."""
+    `ts_ms`: the block's ledger time, which the signatures cover unless `time_signed` is false
+    (a block before rules version 4)."""
     return {
-        "v": RECEIPT_VERSION,
+        "v": RECEIPT_VERSION if time_signed else UNSIGNED_TIME_VERSION,
         "ledger": ledger,
         "height": height,
         "index": index,
@@ -93,22 +100,39 @@ def _hex(r: dict[str, Any], field: str, size: int = 32) -> bytes:
     return b
 
 
-def _time(r: dict[str, Any], at_ms: int | None) -> int:
-    """When the signers' endorsements must be valid: the caller's time, else the receipt's."""
-    at = r.get("ts_ms") if at_ms is None else at_ms
-    if type(at) is not int or at < 0:
-        raise ReceiptError("no_time", "the receipt names no ledger time (ts_ms): state the time to verify at")
-    return at
+def time_unsigned(r: Any) -> bool:
+    """Whether the receipt's time is not covered by its signatures (version 2): `verify` then
+    needs the time from the caller."""
+    return isinstance(r, dict) and r.get("v") == UNSIGNED_TIME_VERSION
 
 
-def verify(
-    r: Any, identity: Identity, *, tx_hash: str | None = None, at_ms: int | None = None
-) -> VerifiedReceipt:
+def _time(r: dict[str, Any], at_ms: int | None) -> tuple[int, int | None]:
+    """When the signers' endorsements must be valid, and the time the statement covers: a version 3
+    receipt's signed ts_ms and nothing else; for version 2 the caller's time, and none signed."""
+    if not time_unsigned(r):
+        ts = r.get("ts_ms")
+        if type(ts) is not int or ts < 0:
+            raise ReceiptError("malformed", "ts_ms must be a non-negative integer (milliseconds)")
+        if at_ms is not None:
+            raise ReceiptError(
+                "time_signed", "the receipt's ledger time is signed: it is the only time its signers are checked at"
+            )
+        return ts, ts
+    if type(at_ms) is not int or at_ms < 0:
+        raise ReceiptError(
+            "no_time",
+            "the receipt's ledger time (ts_ms) is not signed (a ledger before rules version 4): state the time "
+            "to verify at",
+        )
+    return at_ms, None
+
+
+def verify(r: Any, identity: Identity, *, tx_hash: str | None = None, at_ms: int | None = None) -> VerifiedReceipt:
     """Verify a receipt against the consortium identity the caller trusts, its signers' endorsements
-    at `at_ms` (default: the receipt's ledger time); raises ReceiptError naming the first failed
-    check."""
-    if not isinstance(r, dict) or r.get("v") != RECEIPT_VERSION:
-        raise ReceiptError("malformed", f"not a version {RECEIPT_VERSION} receipt")
+    at its signed ledger time (version 3; `at_ms` is refused) or at `at_ms` (version 2, required);
+    raises ReceiptError naming the first failed check."""
+    if not isinstance(r, dict) or r.get("v") not in (RECEIPT_VERSION, UNSIGNED_TIME_VERSION):
+        raise ReceiptError("malformed", f"not a version {RECEIPT_VERSION} (or {UNSIGNED_TIME_VERSION}) receipt")
     ledger, height, index, quorum = r.get("ledger"), r.get("height"), r.get("index"), r.get("quorum")
     if not isinstance(ledger, str) or not all(type(x) is int for x in (height, index, quorum)):
         raise ReceiptError("malformed", "ledger, height, index and quorum are required")
@@ -126,8 +150,8 @@ def verify(
         raise ReceiptError("malformed", "inclusion path is malformed") from None
     if computed != root:
         raise ReceiptError("bad_inclusion_proof", "the leaf and path do not lead to the signed root")
-    stmt = statement(ledger, height, bhash, root, quorum)
-    at = _time(r, at_ms)
+    at, signed_ts = _time(r, at_ms)
+    stmt = statement(ledger, height, bhash, root, quorum, signed_ts)
     sigs = r.get("signatures")
     if not isinstance(sigs, list):
         raise ReceiptError("malformed", "signatures must be a list")

@@ -16,6 +16,9 @@ version 1, the rules it was written with.
   half of the nodes that can sign, counting only nodes an active member endorsed
   (docs/confidentiality.md, "Receipts that need k members"). Before it, every trusted node with a
   service certificate counted on its own and a configured quorum up to the nodes was used as is.
+- 4: commit signatures cover the block's ledger time (`conclavium.block.statement`), so a receipt's
+  time, by which a verifier decides whether each signer's endorsement was valid, is signed. Before
+  it the time travelled beside the signatures and anyone relaying a receipt could change it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from conclavium.apps import KV
 RULES_KEY = "rules"
 APPLICATIONS_KEY = "applications"
 FIRST = 1
-LATEST = 3
-IMPLEMENTED: frozenset[int] = frozenset({1, 2, 3})
+LATEST = 4
+IMPLEMENTED: frozenset[int] = frozenset({1, 2, 3, 4})
 APPLICATIONS_FROM = 2  # the first version in which applications are governed
 MEMBER_COMMITS_FROM = 3  # the first version whose commit rule counts members
+SIGNED_TIME_FROM = 4  # the first version whose commit signatures cover the ledger time
 
 
 def record(tables: Any, service: str) -> dict[str, Any]:

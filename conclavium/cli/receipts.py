@@ -69,7 +69,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--at",
         type=int,
-        help="count only signers whose endorsement is valid at this time (seconds since the epoch; default: "
-        "the receipt's ledger time, which its signatures do not cover)",
+        help="for a receipt whose ledger time is not signed (version 2, a ledger before rules version 4; "
+        "required there): count only signers whose endorsement is valid at this time (seconds since the epoch). "
+        "Refused for a version 3 receipt: its signed time is the only one its signers are checked at",
     )
     p.set_defaults(func=cmd_verify)

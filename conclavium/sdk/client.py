@@ -262,7 +262,9 @@ class Client:
                 status, data, why = 503, None, f"the gateway did not answer: {e}"
             if status == 200:
                 try:
-                    checked = receipt.verify(data, self.consortium, tx_hash=tx_hash)
+                    # a receipt whose time is not signed (a ledger before rules version 4): checked now
+                    at = int(time.time() * 1000) if receipt.time_unsigned(data) else None
+                    checked = receipt.verify(data, self.consortium, tx_hash=tx_hash, at_ms=at)
                 except receipt.ReceiptError as e:
                     raise ClientError(
                         502, "unverified_commit", f"reported Committed, but the receipt does not verify: {e}"

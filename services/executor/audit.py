@@ -41,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from conclavium import node_messages
+from conclavium import node_messages, rules
 from conclavium.block import Block, Kind, decode_block, sig_statement
 from conclavium.chain import ChainError
 from conclavium.consortium import quorum_met as has_quorum
@@ -88,6 +88,7 @@ class Height:
     quorum: int
     root: bytes | None  # None: not recomputable (sealed entries not replayed)
     leaves: bool  # whether the block has accepted entries (when the root is known)
+    signed_time: int | None  # the ledger time its commit signatures state (rules version 4 on), else None
     votes: dict[bytes, set[str]] = field(default_factory=dict)  # root -> trusted signers
     committed: bool = False
 
@@ -238,6 +239,8 @@ def _signatures(a: Audit, machine: LedgerMachine, block: Block, nodes: dict[str,
             )
         elif s.quorum != known.quorum:
             a.problem(f"at height {s.height}: {who} signed for quorum {s.quorum}, replay computes {known.quorum}")
+        elif s.ts_ms != known.signed_time:
+            a.problem(f"at height {s.height}: {who} signed time {s.ts_ms}, replay computes {known.signed_time}")
         elif known.root is not None and not known.leaves:
             a.problem(f"at height {s.height}: {who} signed a block that has no accepted entries on replay")
         elif known.root is not None and s.root != known.root:
@@ -254,7 +257,9 @@ def _record_height(a: Audit, machine: LedgerMachine, block: Block, invalid: list
     rec = machine.uncommitted.get(block.height)  # present exactly when the block has accepted entries
     unknown = any(code == NOT_REPLAYED for _, code, _ in invalid)
     root = None if unknown else (rec.root if rec is not None else b"")
-    a.heights[block.height] = Height(machine.tip.hash, machine.quorum(), root, rec is not None)
+    timed = machine.rules_version() >= rules.SIGNED_TIME_FROM
+    signed_time = machine.tip.ts_ms if timed else None
+    a.heights[block.height] = Height(machine.tip.hash, machine.quorum(), root, rec is not None, signed_time)
     if rec is not None or root is None:  # a block that can need a commit
         a.open.add(block.height)
 

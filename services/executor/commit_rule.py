@@ -1,5 +1,5 @@
 """The commit rule: a block commits once nodes of at least k distinct members, and at least the node
-quorum of nodes, signed its (hash, root, quorum).
+quorum of nodes, signed its (hash, root, quorum) and, from rules version 4, its ledger time.
 
 k is the consortium identity's member threshold, so no member alone (with all its nodes) commits;
 the node quorum is more than half of the nodes that can sign, so two forks shown to different
@@ -36,7 +36,7 @@ def check_signatures(
         rec = uncommitted.get(s.height)
         if rec is None or not node_auth.commit_sig_ok(s, nodes, ledger):
             continue
-        agrees = (s.block_hash, s.root, s.quorum) == (rec.hash, rec.root, rec.quorum)
+        agrees = (s.block_hash, s.root, s.quorum, s.ts_ms) == (rec.hash, rec.root, rec.quorum, rec.signed_time())
         votes.append((rec, s.node, s.signature, agrees))
     return votes
 
@@ -96,7 +96,7 @@ def count_signatures(
             continue
         rec.divergent.add(node)
         if fork_reason is None and has_quorum(rec.divergent, member_of, max(rec.quorum, 1), k):
-            fork_reason = f"a quorum signed a different root at height {rec.height}: this node diverged"
+            fork_reason = f"a quorum signed a different root or time at height {rec.height}: this node diverged"
             out.fork = fork_reason
     return fork_reason
 
@@ -119,4 +119,6 @@ def advance(
         uncommitted.popitem(last=False)
         rec.committed = True
         out.committed.append(rec)
-        index.add(CommittedBlock(rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms, rec.leaves, rec.signatures))
+        index.add(
+            CommittedBlock(rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms, rec.leaves, rec.signatures, rec.timed)
+        )

@@ -642,10 +642,10 @@ class Executor:
         for rec in self.machine.uncommitted.values():
             if rec.height in self.signed or self.node_id in rec.signatures:
                 continue
-            stmt = statement(self.cfg.ledger, rec.height, rec.hash, rec.root, rec.quorum)
-            sigs.append(
-                CommitSig(self.node_id, rec.height, rec.hash, rec.root, rec.quorum, self.keys.signing.sign(stmt))
-            )
+            ts = rec.signed_time()
+            stmt = statement(self.cfg.ledger, rec.height, rec.hash, rec.root, rec.quorum, ts)
+            sig = self.keys.signing.sign(stmt)
+            sigs.append(CommitSig(self.node_id, rec.height, rec.hash, rec.root, rec.quorum, sig, ts))
             self.signed.add(rec.height)
         if sigs:
             clocks = []

@@ -239,7 +239,8 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         self.entries_executed += len(leaves)
         root = merkle.root([merkle.leaf_hash(leaf_data(e, d)) for e, d in leaves])
         quorum = self.quorum()
-        rec = BlockRecord(block.height, bhash, root, quorum, self.block_time, leaves)
+        timed = self.rules_version() >= rules.SIGNED_TIME_FROM
+        rec = BlockRecord(block.height, bhash, root, quorum, self.block_time, leaves, timed=timed)
         if out.recovered:
             self._after_recovery(rec.quorum)
         if leaves:
@@ -499,8 +500,10 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
             "ledger": self.ledger,
             "tip": [self.tip.height, self.tip.hash, self.tip.seq, self.tip.ts_ms],
             "maps": self.state.maps,
+            # a timed record carries a last True, so a ledger before rules version 4 snapshots the same bytes
             "uncommitted": [
                 [r.height, r.hash, r.root, r.quorum, r.ts_ms, r.leaves, r.signatures, sorted(r.divergent)]
+                + ([True] if r.timed else [])
                 for r in self.uncommitted.values()
             ],
             "recent": recent,
@@ -528,7 +531,17 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         for height, bhash, root, quorum, bts, leaves, sigs, *rest in snap["uncommitted"]:
             # divergent signers still count towards a fork after a restart (older snapshots lack them)
             divergent = set(rest[0]) if rest else set()
-            rec = BlockRecord(height, bhash, root, quorum, bts, [(e, d) for e, d in leaves], dict(sigs), divergent)
+            rec = BlockRecord(
+                height,
+                bhash,
+                root,
+                quorum,
+                bts,
+                [(e, d) for e, d in leaves],
+                dict(sigs),
+                divergent,
+                timed=rest[1:2] == [True],
+            )
             self.uncommitted[height] = rec
         self.window.restore(snap["recent"], snap["invalid"])
         self.entries_executed = snap["entries"]
@@ -540,7 +553,15 @@ class LedgerMachine(NodeEntries, GovernanceEntries):
         last = self.index.latest_at_or_before(self.committed_height)
         if last is not None:
             self.last_committed = BlockRecord(
-                last.height, last.hash, last.root, last.quorum, last.ts_ms, last.leaves, last.signatures, committed=True
+                last.height,
+                last.hash,
+                last.root,
+                last.quorum,
+                last.ts_ms,
+                last.leaves,
+                last.signatures,
+                committed=True,
+                timed=last.timed,
             )
 
 

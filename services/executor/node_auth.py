@@ -162,7 +162,7 @@ class _Candidate:
     height: int
     hash: bytes
     secrets: LedgerSecrets
-    signers: defaultdict[tuple[bytes, int], set[str]] = field(default_factory=lambda: defaultdict(set))
+    signers: defaultdict[tuple[bytes, int, int | None], set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
 class JoinScan:
@@ -211,7 +211,7 @@ class JoinScan:
             cand = self.candidates.get(s.height)
             if cand is None or s.block_hash != cand.hash or not commit_sig_ok(s, self.signers, self.ledger):
                 continue
-            cand.signers[(s.root, s.quorum)].add(s.node)
+            cand.signers[(s.root, s.quorum, s.ts_ms)].add(s.node)
         for e in block.entries:
             if e.kind == Kind.NODE and b'"recovered"' in e.data:
                 self._recovered(e)

@@ -18,6 +18,11 @@ class BlockRecord:
     signatures: dict[str, bytes] = field(default_factory=dict)
     divergent: set[str] = field(default_factory=set)
     committed: bool = False
+    timed: bool = False  # applied under rules version 4 on: commit signatures cover ts_ms
+
+    def signed_time(self) -> int | None:
+        """The time a commit signature on this block states, None when its statement has none."""
+        return self.ts_ms if self.timed else None
 
 
 @dataclass

@@ -219,6 +219,7 @@ class QueryHandler:
             quorum=rec.quorum,
             ts_ms=rec.ts_ms,
             signatures=sigs,
+            time_signed=rec.timed,
         )
 
     def _application_query(self, name: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:

@@ -1,9 +1,10 @@
 """Where committed blocks' receipt material lives once it leaves memory: SQLite in the data dir.
 
-Per committed block: hash, root, quorum, timestamp, leaves (entry id, write digest) and the
-signatures that committed it; per transaction: its height and index. Writes are idempotent, so
-replaying blocks after a restart rewrites the same rows. The file is a cache of what the ledger
-holds: a receipt served from it is still verified by whoever receives it.
+Per committed block: hash, root, quorum, timestamp, leaves (entry id, write digest), the
+signatures that committed it and whether they cover the timestamp (rules version 4 on); per
+transaction: its height and index. Writes are idempotent, so replaying blocks after a restart
+rewrites the same rows. The file is a cache of what the ledger holds: a receipt served from it is
+still verified by whoever receives it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class CommittedBlock:
     ts_ms: int
     leaves: list[tuple[bytes, bytes]]
     signatures: dict[str, bytes]
+    timed: bool = False
 
 
 class ReceiptIndex:
@@ -44,8 +46,10 @@ class ReceiptIndex:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, hash BLOB, root BLOB, quorum INTEGER,"
-            " ts INTEGER, leaves BLOB, sigs BLOB)"
+            " ts INTEGER, leaves BLOB, sigs BLOB, timed INTEGER NOT NULL DEFAULT 0)"
         )
+        if "timed" not in {row[1] for row in self.db.execute("PRAGMA table_info(blocks)")}:
+            self.db.execute("ALTER TABLE blocks ADD COLUMN timed INTEGER NOT NULL DEFAULT 0")  # an older data dir
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS txs (id BLOB PRIMARY KEY, height INTEGER, idx INTEGER) WITHOUT ROWID"
         )
@@ -72,9 +76,18 @@ class ReceiptIndex:
     def _insert(self, pending: list[CommittedBlock]) -> None:
         self.db.execute("BEGIN")
         self.db.executemany(
-            "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (b.height, b.hash, b.root, b.quorum, b.ts_ms, _enc.encode(b.leaves), _enc.encode(b.signatures))
+                (
+                    b.height,
+                    b.hash,
+                    b.root,
+                    b.quorum,
+                    b.ts_ms,
+                    _enc.encode(b.leaves),
+                    _enc.encode(b.signatures),
+                    int(b.timed),
+                )
                 for b in pending
             ],
         )
@@ -99,12 +112,12 @@ class ReceiptIndex:
                 if b.height == height:
                     return b
             row = self.db.execute(
-                "SELECT height, hash, root, quorum, ts, leaves, sigs FROM blocks WHERE height = ?", (height,)
+                "SELECT height, hash, root, quorum, ts, leaves, sigs, timed FROM blocks WHERE height = ?", (height,)
             ).fetchone()
         if row is None:
             return None
         leaves = [(bytes(e), bytes(d)) for e, d in _dec.decode(row[5])]
-        return CommittedBlock(row[0], row[1], row[2], row[3], row[4], leaves, dict(_dec.decode(row[6])))
+        return CommittedBlock(row[0], row[1], row[2], row[3], row[4], leaves, dict(_dec.decode(row[6])), bool(row[7]))
 
     def height_of(self, block_hash: bytes) -> int | None:
         """The height of the committed block with this hash (a scan: for reads by block id)."""

@@ -66,7 +66,7 @@ async def run(chain: Chain, machines: list[LedgerMachine], entries: list[Entry])
     block = chain.block(entries)
     outs = [(await m.apply(*block))[1] for m in machines]
     first = machines[0]
-    sigs = [chain.sig(i, r.height, r.hash, r.root, r.quorum) for r in first.uncommitted.values() for i in range(3)]
+    sigs = [chain.sig_of(i, r) for r in first.uncommitted.values() for i in range(3)]
     commit = chain.block([], sigs)
     for m in machines:
         await m.apply(*commit)
@@ -238,7 +238,7 @@ async def test_reads_never_go_back_across_executors_and_empty_blocks_are_stable(
     block = chain.block([eth(raw)])
     for m in (ahead, behind):
         await m.apply(*block)
-    commit = chain.block([], [chain.sig(i, chain.height, *_record(ahead, chain.height)) for i in range(3)])
+    commit = chain.block([], [chain.sig_of(i, ahead.uncommitted[chain.height]) for i in range(3)])
     await ahead.apply(*commit)
     reply = answer(ahead, {"method": "eth_getTransactionReceipt", "params": ["0x" + _hash(raw)]})
     seen = reply["height"]
@@ -275,11 +275,7 @@ async def test_reads_never_go_back_across_executors_and_empty_blocks_are_stable(
         assert (again["hash"], again["timestamp"]) == (empty["hash"], empty["timestamp"])
         assert rpc(m, "eth_getBlockByHash", empty["hash"], False)["number"] == hex(seen + 1)
     newer = rpc(ahead, "eth_getTransactionReceipt", "0x" + _hash(later))
-    assert rpc(ahead, "eth_getBlockByNumber", newer["blockNumber"], False)["parentHash"] == rpc(
-        ahead, "eth_getBlockByNumber", hex(int(newer["blockNumber"], 16) - 1), False
-    )["hash"]
-
-
-def _record(m: LedgerMachine, height: int) -> tuple[bytes, bytes, int]:
-    rec = m.uncommitted[height]
-    return rec.hash, rec.root, rec.quorum
+    assert (
+        rpc(ahead, "eth_getBlockByNumber", newer["blockNumber"], False)["parentHash"]
+        == rpc(ahead, "eth_getBlockByNumber", hex(int(newer["blockNumber"], 16) - 1), False)["hash"]
+    )

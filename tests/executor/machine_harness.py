@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from conclavium import node_messages
+from conclavium import node_messages, rules
 from conclavium.attestation import expected_report_data, make_virtual_evidence
 from conclavium.block import (
     BLOCK_VERSION,
@@ -34,6 +34,7 @@ from conclavium.node_messages import VIRTUAL_DEV_MEASUREMENT
 from conclavium.tx import make_body, sign
 from services.executor.enclave import LedgerSecrets
 from services.executor.ledger_machine import LedgerMachine
+from services.executor.outcome import BlockRecord
 from services.executor.verifier import BatchVerifier
 
 LEDGER = "unit"
@@ -77,6 +78,8 @@ class Chain:
         self.prev = bytes(32)
         self.ts = int(time.time() * 1000)
         self.seq = 0
+        self.times: dict[int, int] = {}  # height -> the time it was stamped (its ledger time unless bounded)
+        self.timed = True  # commit signatures cover the ledger time (rules version 4 on)
 
     def block(
         self,
@@ -91,8 +94,9 @@ class Chain:
         self.ts += 10
         if clocks is None:
             clocks = [self.clock(i, self.ts) for i in range(len(self.nodes))]
+        self.times[self.height] = self.ts if ts is None else ts
         block = Block(
-            BLOCK_VERSION, LEDGER, self.height, self.prev, self.ts if ts is None else ts, entries, sigs or [], clocks
+            BLOCK_VERSION, LEDGER, self.height, self.prev, self.times[self.height], entries, sigs or [], clocks
         )
         raw = encode(block)
         self.prev = block_hash(raw)
@@ -174,9 +178,20 @@ class Chain:
         node = self.nodes[i]
         return ClockSig(node.id, clock_ms, node.key.sign(clock_statement(LEDGER, node.id, clock_ms)))
 
-    def sig(self, i: int, height: int, bhash: bytes, root: bytes, quorum: int) -> CommitSig:
-        s = self.nodes[i].key.sign(statement(LEDGER, height, bhash, root, quorum))
-        return CommitSig(self.nodes[i].id, height, bhash, root, quorum, s)
+    def sig(self, i: int, height: int, bhash: bytes, root: bytes, quorum: int, ts_ms: int | None = None) -> CommitSig:
+        """Node i's commit signature, at the time the block at `height` was stamped unless `ts_ms`
+        says otherwise; without a time while the chain is not `timed`."""
+        at = (self.times.get(height, 0) if ts_ms is None else ts_ms) if self.timed else None
+        s = self.nodes[i].key.sign(statement(LEDGER, height, bhash, root, quorum, at))
+        return CommitSig(self.nodes[i].id, height, bhash, root, quorum, s, at)
+
+    def sig_of(self, i: int, rec: BlockRecord, root: bytes | None = None) -> CommitSig:
+        """Node i's commit signature on an executed block, as an honest executor signs it (over
+        another `root` when given)."""
+        root = rec.root if root is None else root
+        ts = rec.signed_time()
+        s = self.nodes[i].key.sign(statement(LEDGER, rec.height, rec.hash, root, rec.quorum, ts))
+        return CommitSig(self.nodes[i].id, rec.height, rec.hash, root, rec.quorum, s, ts)
 
 
 async def bootstrap(
@@ -191,6 +206,7 @@ async def bootstrap(
     from conclavium.governance import documents
 
     await machine.apply(*chain.block([chain.genesis_entry(config=config)]))
+    chain.timed = machine.rules_version() >= rules.SIGNED_TIME_FROM
     await machine.apply(*chain.block([chain.join_entry(1), chain.join_entry(2)]))
     await machine.apply(*chain.block([chain.endorse_entry(1), chain.endorse_entry(2)]))
     by = endorsers or [chain.member] * 3
@@ -201,7 +217,7 @@ async def bootstrap(
     ballot = documents.make_ballot(pid, True, chain.member, chain.ts // 1000, ledger=LEDGER)
     await machine.apply(*chain.block([Entry(Kind.GOV, ballot, b"")]))
     assert len(machine.trusted_node_keys()) == 3
-    sigs = [chain.sig(i, r.height, r.hash, r.root, r.quorum) for r in machine.uncommitted.values() for i in range(3)]
+    sigs = [chain.sig_of(i, r) for r in machine.uncommitted.values() for i in range(3)]
     await machine.apply(*chain.block([], sigs))
     assert not machine.uncommitted
 

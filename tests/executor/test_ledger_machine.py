@@ -26,14 +26,14 @@ async def test_commit_needs_a_quorum_of_trusted_signatures() -> None:
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1), chain.tx("b", 2)])
     assert rec.quorum == 2
-    _, out = await m.apply(*chain.block([], [chain.sig(0, rec.height, rec.hash, rec.root, rec.quorum)]))
+    _, out = await m.apply(*chain.block([], [chain.sig_of(0, rec)]))
     assert not out.committed and m.tx_status(rec.leaves[0][0])["status"] == "Pending"
     stranger = Chain(1).nodes[0]
-    stmt = statement("unit", rec.height, rec.hash, rec.root, rec.quorum)
-    forged = CommitSig(stranger.id, rec.height, rec.hash, rec.root, rec.quorum, stranger.key.sign(stmt))
-    _, out = await m.apply(*chain.block([], [forged, chain.sig(0, rec.height, rec.hash, rec.root, rec.quorum)]))
+    stmt = statement("unit", rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms)
+    forged = CommitSig(stranger.id, rec.height, rec.hash, rec.root, rec.quorum, stranger.key.sign(stmt), rec.ts_ms)
+    _, out = await m.apply(*chain.block([], [forged, chain.sig_of(0, rec)]))
     assert not out.committed, "an untrusted signer and a repeated signer do not make a quorum"
-    _, out = await m.apply(*chain.block([], [chain.sig(2, rec.height, rec.hash, rec.root, rec.quorum)]))
+    _, out = await m.apply(*chain.block([], [chain.sig_of(2, rec)]))
     assert [r.height for r in out.committed] == [rec.height]
     assert m.tx_status(rec.leaves[1][0]) == {"status": "Committed", "height": rec.height, "index": 1}
 
@@ -44,10 +44,48 @@ async def test_divergent_root_signed_by_a_quorum_is_a_fork() -> None:
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1)])
     other_root = bytes(32)
-    sigs = [chain.sig(i, rec.height, rec.hash, other_root, rec.quorum) for i in (1, 2)]
+    sigs = [chain.sig_of(i, rec, other_root) for i in (1, 2)]
     _, out = await m.apply(*chain.block([], sigs))
     assert out.fork and m.fork_reason and "diverged" in m.fork_reason
     assert not out.committed
+
+
+@pytest.mark.parametrize("when", ["an hour earlier", "unsigned"])
+async def test_signatures_over_another_time_do_not_commit_the_block(when: str) -> None:
+    """From rules version 4 the ledger time is in the statement: a quorum's signatures over the
+    right block, root and quorum but another time (or none, the statement before version 4) are
+    not this node's block: nothing commits, and a quorum of them is a fork."""
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m)
+    rec = await _executed(chain, [m], [chain.tx("a", 1)])
+    assert rec.timed and rec.signed_time() == rec.ts_ms
+    chain.timed = when != "unsigned"
+    sigs = [chain.sig(i, rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms - 3_600_000) for i in range(3)]
+    _, out = await m.apply(*chain.block([], sigs))
+    assert not out.committed and m.tx_status(rec.leaves[0][0])["status"] == "Pending"
+    assert out.fork and "root or time" in out.fork
+
+
+async def test_a_ledger_before_rules_version_4_signs_no_time() -> None:
+    """Blocks applied under rules version 3 are signed without a time (the statement an older
+    ledger's blocks replay with): a signature with a time is not one on this block."""
+    chain = Chain()
+    m = new_machine(chain)
+    await bootstrap(chain, m, config={"rules_version": 3})
+    assert not chain.timed
+    rec = await _executed(chain, [m], [chain.tx("a", 1)])
+    assert not rec.timed and rec.signed_time() is None
+    chain.timed = True
+    _, out = await m.apply(*chain.block([], [chain.sig(0, rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms)]))
+    chain.timed = False
+    _, out = await m.apply(*chain.block([], [chain.sig_of(1, rec)]))
+    assert not out.committed, "a signature with a time does not count for a block of rules version 3"
+    _, out = await m.apply(*chain.block([], [chain.sig_of(2, rec)]))
+    assert [r.height for r in out.committed] == [rec.height] and out.committed[0].signatures.keys() == {
+        chain.nodes[1].id,
+        chain.nodes[2].id,
+    }
 
 
 async def test_one_divergent_signer_is_not_a_fork() -> None:
@@ -55,7 +93,7 @@ async def test_one_divergent_signer_is_not_a_fork() -> None:
     m = new_machine(chain)
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1)])
-    _, out = await m.apply(*chain.block([], [chain.sig(1, rec.height, rec.hash, bytes(32), rec.quorum)]))
+    _, out = await m.apply(*chain.block([], [chain.sig_of(1, rec, bytes(32))]))
     assert out.fork is None and m.fork_reason is None
 
 
@@ -108,7 +146,7 @@ async def test_replay_within_and_beyond_the_window() -> None:
     entry = chain.tx("once", 1)
     rec = await _executed(chain, [m], [entry, entry])
     assert len(rec.leaves) == 1, "a duplicate in one block is dropped"
-    await m.apply(*chain.block([], [chain.sig(i, rec.height, rec.hash, rec.root, rec.quorum) for i in (0, 1)]))
+    await m.apply(*chain.block([], [chain.sig_of(i, rec) for i in (0, 1)]))
     raw, seq = chain.block([entry])
     _, out = await m.apply(raw, seq)
     assert chain.height not in m.uncommitted and not out.invalid, "a later copy is ignored"
@@ -139,11 +177,11 @@ async def test_divergent_signers_survive_a_snapshot() -> None:
     m = new_machine(chain)
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1)])
-    _, out = await m.apply(*chain.block([], [chain.sig(1, rec.height, rec.hash, bytes(32), rec.quorum)]))
+    _, out = await m.apply(*chain.block([], [chain.sig_of(1, rec, bytes(32))]))
     assert out.fork is None
     restored = new_machine(chain)
     restored.restore(m.snapshot())
-    raw, seq = chain.block([], [chain.sig(2, rec.height, rec.hash, bytes(32), rec.quorum)])
+    raw, seq = chain.block([], [chain.sig_of(2, rec, bytes(32))])
     for machine in (m, restored):
         _, out = await machine.apply(raw, seq)
         assert out.fork and "diverged" in out.fork
@@ -157,13 +195,13 @@ async def test_a_detected_fork_survives_a_snapshot() -> None:
     m = new_machine(chain)
     await bootstrap(chain, m)
     rec = await _executed(chain, [m], [chain.tx("a", 1)])
-    sigs = [chain.sig(i, rec.height, rec.hash, bytes(32), rec.quorum) for i in (1, 2)]
+    sigs = [chain.sig_of(i, rec, bytes(32)) for i in (1, 2)]
     _, out = await m.apply(*chain.block([], sigs))
     assert out.fork and m.fork_reason
     restored = new_machine(chain)
     restored.restore(m.snapshot())
     assert restored.fork_reason == m.fork_reason
-    raw, seq = chain.block([], [chain.sig(0, rec.height, rec.hash, bytes(32), rec.quorum)])
+    raw, seq = chain.block([], [chain.sig_of(0, rec, bytes(32))])
     for machine in (m, restored):
         _, out = await machine.apply(raw, seq)
         assert out.fork is None

@@ -621,22 +621,29 @@ def draw_sigs(data: Any, w: World, ref: LedgerMachine, chain: Chain) -> list[Com
     nodes = [n.key for n in w.chain.nodes]
     sigs: list[CommitSig] = []
     if recs and data.draw(st.integers(0, 2)) == 0:
-        sigs += [_sign(k, r.height, r.hash, r.root, r.quorum) for r in recs for k in nodes]
+        sigs += [_sign(k, r.height, r.hash, r.root, r.quorum, r.signed_time()) for r in recs for k in nodes]
     for _ in range(data.draw(st.integers(0, 3))):
         if recs and data.draw(st.booleans()):
             r = data.draw(st.sampled_from(recs))
-            h, bh, root, q = r.height, r.hash, r.root, r.quorum
+            h, bh, root, q, ts = r.height, r.hash, r.root, r.quorum, r.signed_time()
         else:
             h, bh, root, q = data.draw(st.integers(0, chain.height + 2)), bytes(32), bytes(32), 2
+            ts = data.draw(st.sampled_from([None, chain.ts]))
         key = data.draw(st.sampled_from([*nodes, w.stranger, w.newcomer.key]))
-        fault = data.draw(st.sampled_from(["none", "none", "root", "hash", "quorum", "signature", "ledger"]))
+        fault = data.draw(
+            st.sampled_from(["none", "none", "root", "hash", "quorum", "signature", "ledger", "time", "untimed"])
+        )
         if fault == "root":
             root = bytes(32)
         elif fault == "hash":
             bh = bytes(32)
         elif fault == "quorum":
             q += 1
-        s = _sign(key, h, bh, root, q, "other" if fault == "ledger" else LEDGER)
+        elif fault == "time":
+            ts = (ts or 0) + 1
+        elif fault == "untimed":
+            ts = None
+        s = _sign(key, h, bh, root, q, ts, "other" if fault == "ledger" else LEDGER)
         if fault == "signature":
             s = msgspec.structs.replace(s, signature=bytes(len(s.signature)))
         sigs.append(s)
@@ -658,8 +665,8 @@ def draw_clocks(data: Any, w: World, chain: Chain) -> list[ClockSig] | None:
     return out
 
 
-def _sign(key: PrivateKey, h: int, bh: bytes, root: bytes, q: int, ledger: str = LEDGER) -> CommitSig:
-    return CommitSig(key.key_id, h, bh, root, q, key.sign(statement(ledger, h, bh, root, q)))
+def _sign(key: PrivateKey, h: int, bh: bytes, root: bytes, q: int, ts: int | None, ledger: str = LEDGER) -> CommitSig:
+    return CommitSig(key.key_id, h, bh, root, q, key.sign(statement(ledger, h, bh, root, q, ts)), ts)
 
 
 def account(recent: set[bytes], entries: list[Entry], res: Result) -> list[int]:
@@ -710,9 +717,10 @@ def translate(sigs: list[CommitSig], w: World, ref: dict[int, bytes], mine: dict
         if key is None or s.height not in ref or s.block_hash != ref[s.height]:
             out.append(s)
             continue
-        valid = key.public_key.verify(s.signature, statement(LEDGER, s.height, s.block_hash, s.root, s.quorum))
+        stmt = statement(LEDGER, s.height, s.block_hash, s.root, s.quorum, s.ts_ms)
+        valid = key.public_key.verify(s.signature, stmt)
         bh = mine.get(s.height, s.block_hash)
-        new = _sign(key, s.height, bh, s.root, s.quorum)
+        new = _sign(key, s.height, bh, s.root, s.quorum, s.ts_ms)
         out.append(new if valid else msgspec.structs.replace(new, signature=s.signature))
     return out
 

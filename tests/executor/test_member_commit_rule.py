@@ -19,7 +19,7 @@ async def _three_nodes(chain: Chain, m: LedgerMachine, config: dict[str, Any]) -
 
 
 async def _sign_all(chain: Chain, m: LedgerMachine, nodes: range) -> None:
-    sigs = [chain.sig(i, r.height, r.hash, r.root, r.quorum) for r in m.uncommitted.values() for i in nodes]
+    sigs = [chain.sig_of(i, r) for r in m.uncommitted.values() for i in nodes]
     await m.apply(*chain.block([], sigs))
 
 

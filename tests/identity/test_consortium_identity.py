@@ -111,7 +111,8 @@ def test_one_nodes_complete_key_material_cannot_forge_a_receipt(net: LocalNetwor
     digest = hashlib.sha256(b"whatever it wrote").digest()
     root = merkle.leaf_hash(leaf_data(tx, digest))
     height, bhash = net.service()["height"] + 1, hashlib.sha256(b"no such block").digest()
-    stmt = statement(net.opt.ledger, height, bhash, root, 1)
+    ts_ms = int(time.time() * 1000)
+    stmt = statement(net.opt.ledger, height, bhash, root, 1, ts_ms)
     forged = receipt.build(
         ledger=net.opt.ledger,
         height=height,
@@ -122,7 +123,7 @@ def test_one_nodes_complete_key_material_cannot_forge_a_receipt(net: LocalNetwor
         root=root,
         block_hash=bhash,
         quorum=1,
-        ts_ms=int(time.time() * 1000),
+        ts_ms=ts_ms,
         signatures=[],
     )
     forged["signatures"] = [_signed(stmt, keys.signing, node0["member_endorsement"])]
@@ -155,6 +156,7 @@ def test_a_member_with_all_its_nodes_cannot_forge_a_receipt(net: LocalNetwork) -
         bytes.fromhex(genuine["block_hash"]),
         bytes.fromhex(genuine["root"]),
         genuine["quorum"],
+        genuine["ts_ms"],
     )
     for name in ALICE_NODES:
         keys, _ = node_material(net, name)
@@ -301,7 +303,9 @@ async def _evolve(net: LocalNetwork, tmp: Path) -> None:
     # know of the retirement) but not under v2
     r = await _committed(net, "after-retirement")
     assert r["height"] > after
-    stmt = statement(r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"])
+    stmt = statement(
+        r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"], r["ts_ms"]
+    )
     bob_sig = next(s for s in r["signatures"] if s["node"] == _nodes(net)[BOB_NODE]["id"])
     late = copy.deepcopy(r)
     late["signatures"] = [_signed(stmt, retired_keys.signing, retired["member_endorsement"]), bob_sig]

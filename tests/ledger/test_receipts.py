@@ -67,6 +67,10 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "block_hash": (lambda r: r.update(block_hash=_flip_hex(r["block_hash"])), "bad_signature"),
     "height": (lambda r: r.update(height=r["height"] + 1), "bad_signature"),
     "quorum lowered": (lambda r: r.update(quorum=1), "bad_signature"),
+    "ts_ms moved back": (lambda r: r.update(ts_ms=r["ts_ms"] - 1), "bad_signature"),
+    "ts_ms moved on": (lambda r: r.update(ts_ms=r["ts_ms"] + 1), "bad_signature"),
+    "ts_ms dropped": (lambda r: r.pop("ts_ms"), "malformed"),
+    "time said unsigned": (lambda r: r.update(v=receipt.UNSIGNED_TIME_VERSION), "no_time"),
     "ledger": (lambda r: r.update(ledger="other"), "wrong_ledger"),
     "signature": (
         lambda r: r["signatures"][0].update(signature=_flip_b64(r["signatures"][0]["signature"])),
@@ -86,6 +90,14 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "garbage": (lambda r: r.update(path="nonsense"), "malformed"),
     "version": (lambda r: r.update(v=1), "malformed"),
 }
+
+
+def _statement(r: dict[str, Any], ts_ms: int | None = None) -> bytes:
+    """What the signers of `r` signed, or the same statement at another time."""
+    at = r["ts_ms"] if ts_ms is None else ts_ms
+    return receipt.statement(
+        r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"], at
+    )
 
 
 def test_real_receipt_verifies(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
@@ -109,9 +121,7 @@ def test_signatures_of_nodes_a_stranger_endorsed_do_not_count(
     """Nodes endorsed by keys outside the identity are not counted, however many and however good
     their signatures; and a receipt checked against another consortium's identity does not verify."""
     r = copy.deepcopy(real_receipt)
-    stmt = receipt.statement(
-        r["ledger"], r["height"], bytes.fromhex(r["block_hash"]), bytes.fromhex(r["root"]), r["quorum"]
-    )
+    stmt = _statement(r)
     for _ in range(3):
         stranger, node = PrivateKey.generate(), PrivateKey.generate()
         doc = consortium.make_node_endorsement(stranger, r["ledger"], node.public_key.pem, 0)
@@ -192,26 +202,99 @@ def test_signers_whose_endorsement_does_not_hold_at_the_receipts_time_do_not_cou
     assert sorted(e.value.not_counted.values()) == [code] * len({s["node"] for s in r["signatures"]})
     out = _cli_verify(network, r, tmp_path)
     assert not out["valid"] and set(out["not_counted"].values()) == {code}
-    # at a time the caller states, inside the new endorsements' window: they count again
+    # no other time is taken: the caller's time inside the new endorsements' window is refused
     inside = (at + (window[0] + window[1]) // 2) * 1000
-    assert len(receipt.verify(r, identity(network), at_ms=inside).members) >= 2
-    assert _cli_verify(network, r, tmp_path, "--at", str(inside // 1000))["valid"]
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(r, identity(network), at_ms=inside)
+    assert e.value.code == "time_signed"
+    out = _cli_verify(network, r, tmp_path, "--at", str(inside // 1000))
+    assert not out["valid"] and out["code"] == "time_signed"
 
 
-def test_the_time_comes_from_the_receipt_or_the_caller(network: LocalNetwork, real_receipt: dict[str, Any]) -> None:
+def _expired_node(network: LocalNetwork, r: dict[str, Any], member_of_signer: str) -> tuple[PrivateKey, str]:
+    """A node key of the signer's member, endorsed from two hours to one hour before the receipt's
+    block: a node that was retired (its endorsement ran out) before the block; its key is the
+    attacker's."""
+    keys = {k.key_id: k for k in member_keys(network)}
+    member = keys[member_of_signer]
+    node = PrivateKey.generate()
+    at = r["ts_ms"] // 1000
+    return node, b64e(consortium.make_node_endorsement(member, r["ledger"], node.public_key.pem, at - 7200, at - 3600))
+
+
+def test_a_retired_nodes_key_cannot_move_a_receipt_to_when_it_counted(
+    network: LocalNetwork, real_receipt: dict[str, Any], tmp_path: Path
+) -> None:
+    """The attack: the receipt's block has genuine signatures of nodes of k members; one member's
+    own nodes are dropped (with those of any member beyond k), and in their place a node of that
+    member whose endorsement expired before the block signs (the attacker holds its key). Signed at
+    the block's true time it is not counted; signed at a time its endorsement held, with ts_ms
+    moved to match, the genuine signatures no longer verify: the time is in what every signer
+    signed."""
+    ident = identity(network)
+    real = receipt.verify(real_receipt, ident)
+    kid = {s["node"]: cose.parse1(b64d(s["endorsement"])).kid for s in real_receipt["signatures"]}
+    victim = real.members[0]
+    node, endorsement = _expired_node(network, real_receipt, victim)
+    # the other members' nodes re-endorsed by their members for a day either side of the block, so
+    # their endorsements hold at any time the attacker may claim: only the signatures can tell
+    at = real_receipt["ts_ms"] // 1000
+    widened = copy.deepcopy(real_receipt)
+    _reendorsed(network, widened, at - 86400, at + 86400)
+    helpers = real.members[1 : ident.threshold]  # with the victim's nodes they would make k, without: one short
+    others = [s for s in widened["signatures"] if kid[s["node"]] in helpers]
+
+    def with_attacker(ts_ms: int) -> dict[str, Any]:
+        r = copy.deepcopy(real_receipt)
+        sig = {
+            "node": node.key_id,
+            "signature": b64e(node.sign(_statement(r, ts_ms))),
+            "signing_key": node.public_key.pem,
+            "endorsement": endorsement,
+        }
+        r.update(ts_ms=ts_ms, signatures=[*copy.deepcopy(others), sig])
+        return r
+
+    # the receipt without the victim's genuine nodes falls short of k members (the attack's premise)
+    assert len({kid[s["node"]] for s in others}) < ident.threshold
+    # signed at the block's signed time: the retired node is not counted
+    now = with_attacker(real_receipt["ts_ms"])
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(now, ident)
+    assert e.value.code == "insufficient_signatures" and e.value.not_counted == {node.key_id: "endorsement_expired"}
+    # moved to when the node still counted: the honest signatures are over another time
+    then = with_attacker(real_receipt["ts_ms"] - 5400 * 1000)
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(then, ident)
+    assert e.value.code == "bad_signature", e.value
+    out = _cli_verify(network, then, tmp_path)
+    assert not out["valid"] and out["code"] == "bad_signature"
+    # nor as a receipt whose time is unsigned, at the time the attacker would like
+    unsigned = {**then, "v": receipt.UNSIGNED_TIME_VERSION}
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify(unsigned, ident, at_ms=then["ts_ms"])
+    assert e.value.code == "bad_signature", e.value
+
+
+def test_the_time_is_the_signed_one(network: LocalNetwork, real_receipt: dict[str, Any], tmp_path: Path) -> None:
     ident = identity(network)
     year_later = real_receipt["ts_ms"] + 400 * 86400 * 1000  # the local network endorses for 365 days
     with pytest.raises(receipt.ReceiptError) as e:
         receipt.verify({**real_receipt, "ts_ms": year_later}, ident)
     assert e.value.code == "insufficient_signatures" and set(e.value.not_counted.values()) == {"endorsement_expired"}
+    # endorsements that hold then too: the signatures say the time was another
+    lasting = copy.deepcopy(real_receipt)
+    _reendorsed(network, lasting, real_receipt["ts_ms"] // 1000 - 60, year_later // 1000 + 60)
+    assert receipt.verify(lasting, ident).height == real_receipt["height"]
+    with pytest.raises(receipt.ReceiptError) as e:
+        receipt.verify({**lasting, "ts_ms": year_later}, ident)
+    assert e.value.code == "bad_signature"
     with pytest.raises(receipt.ReceiptError) as e:
         receipt.verify(real_receipt, ident, at_ms=year_later)
-    assert e.value.code == "insufficient_signatures"
-    timeless = {k: v for k, v in real_receipt.items() if k != "ts_ms"}
-    with pytest.raises(receipt.ReceiptError) as e:
-        receipt.verify(timeless, ident)
-    assert e.value.code == "no_time"
-    assert receipt.verify(timeless, ident, at_ms=real_receipt["ts_ms"]).height == real_receipt["height"]
+    assert e.value.code == "time_signed"
+    assert _cli_verify(network, real_receipt, tmp_path)["valid"]
+    out = _cli_verify(network, real_receipt, tmp_path, "--at", str(year_later // 1000))
+    assert not out["valid"] and out["code"] == "time_signed"
 
 
 def _cli_verify(network: LocalNetwork, r: dict[str, Any], tmp: Path, *extra: str) -> dict[str, Any]:

@@ -168,9 +168,15 @@ async def test_share_sets_recovery_and_refusals() -> None:
     assert not await apply(machine, chain, raws, Entry(Kind.GOV, endorsement, b""))
     assert machine.quorum() == 1 and "nodes of 1 member(s) can sign" in str(machine.quorum_problem())
     alone = [
-        CommitSig(r.id, rec.height, rec.hash, rec.root, rec.quorum, r.key.sign(
-            statement(LEDGER, rec.height, rec.hash, rec.root, rec.quorum)
-        ))
+        CommitSig(
+            r.id,
+            rec.height,
+            rec.hash,
+            rec.root,
+            rec.quorum,
+            r.key.sign(statement(LEDGER, rec.height, rec.hash, rec.root, rec.quorum, rec.ts_ms)),
+            rec.ts_ms,
+        )
         for rec in machine.uncommitted.values()
     ]
     pending = len(machine.uncommitted)
