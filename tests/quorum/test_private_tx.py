@@ -177,3 +177,26 @@ async def test_private_erc20_between_parties(net: tuple[LocalNetwork, list[str]]
     deploy = bytes.fromhex(got["deployData"][2:])
     for needle in (word, word.hex().encode(), base64.b64encode(deploy)[-200:-8], str(supply).encode()):
         assert needle not in everything, f"{needle[:40]!r} leaked to the untrusted path"
+    # The group's private state survives a restart of A's executor (replayed from its own files).
+    n.procs["executor-0"].restart()
+    ctx = ssl.create_default_context(cafile=cfg["ca"])
+
+    def private_rpc(method: str, params: list[Any]) -> Any:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {cfg['tokens'][0]}"}
+        with urlopen(Request(urls[0], data=body, headers=headers), timeout=10, context=ctx) as r:
+            return json.loads(r.read()).get("result")
+
+    def code_after_restart() -> Any:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                code = private_rpc("eth_getCode", [got["token"], "latest"])
+                if code and code != "0x":
+                    return code
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("A's endpoint did not serve the private contract again after the restart")
+
+    assert len(await asyncio.to_thread(code_after_restart)) == got["aCodeLength"]
