@@ -26,6 +26,7 @@ KINDS = {
     "Namespace": ("/api/v1", "namespaces"),
     "Secret": ("/api/v1", "secrets"),
     "ConfigMap": ("/api/v1", "configmaps"),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Service": ("/api/v1", "services"),
     "ServiceAccount": ("/api/v1", "serviceaccounts"),
     "Deployment": ("/apis/apps/v1", "deployments"),
@@ -196,11 +197,34 @@ class Commands:
                     if doc:
                         out.append(await self.create(doc, namespace))
             return "\n".join(out) + "\n"
+        if verb == "delete":
+            return await self._delete(rest, namespace)
         if verb == "wait":
             return await self._wait(rest, namespace)
         if verb == "get":
             return self._get(rest, namespace)
         raise Failed(f"kubectl {verb}: not emulated")
+
+    async def _delete(self, rest: list[str], namespace: str) -> str:
+        """`kubectl delete KIND NAME [--wait=false]`: by default, as kubectl does, until the object is gone
+        (its finalizers released)."""
+        wait = _option(rest, "--wait") != "false"
+        kind, name = SHORT[rest[0].lower()], rest[1]
+        if self.stored(kind, namespace, name) is None:
+            raise Failed(f'Error from server (NotFound): {rest[0]} "{name}" not found')
+        resp = await self.api.delete(url(kind, namespace, name))
+        if resp.status >= 300:
+            raise Failed(f"error: {kind} {name}: HTTP {resp.status} {await resp.text()}")
+        uid = (self.stored(kind, namespace, name) or {}).get("metadata", {}).get("uid")
+        deadline = time.monotonic() + 300
+        while wait and uid is not None:
+            current = self.stored(kind, namespace, name)
+            if current is None or current["metadata"].get("uid") != uid:
+                break
+            if time.monotonic() > deadline:
+                raise Failed(f"error: timed out waiting for {kind} {name} to be deleted")
+            await asyncio.sleep(0.5)
+        return f'{kind.lower()}.conclavium.io "{name}" deleted\n'
 
     async def _wait(self, rest: list[str], namespace: str) -> str:
         condition = _option(rest, "--for").removeprefix("condition=")

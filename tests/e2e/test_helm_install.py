@@ -128,6 +128,12 @@ async def test_helm_install_and_declared_members_make_a_working_ledger(api: Any,
         assert upgrade.returncode == 0, f"upgrade walk-through failed:\n{upgrade.stderr[-6000:]}"
         _check_crds(commands)
         await _check_status(commands, upgrade.stdout)
+        old = _status(commands, "ConsortiumNode", "gamma-executor-0")
+        replace, _ = await _run_walkthrough(
+            shell_block(DOC.read_text(), "## Walk-through: replacing a node"), work, env
+        )
+        assert replace.returncode == 0, f"node replacement walk-through failed:\n{replace.stderr[-6000:]}"
+        await _check_replaced(commands, kubelet, old)
         await _check_genesis_once(commands, kubelet, env)
         await _check_scaling(commands, kubelet)
         samples = await _scrape_every_pod(kubelet)
@@ -149,6 +155,17 @@ def _check_crds(commands: Commands) -> None:
     operator = commands.stored("Deployment", NS, "conclavium-operator")
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}  # type: ignore[index]
     assert env["CONCLAVIUM_OPERATOR_POLL_INTERVAL"] == "2" and env["CONCLAVIUM_LEDGER"] == "dev-ledger", env
+
+
+async def _check_replaced(commands: Commands, kubelet: Kubelet, old: dict[str, Any]) -> None:
+    """gamma-executor-0 is a new node (another node id and claim, trusted), the old one is Retired in
+    the ledger, its claim kept; the cluster's status converges as after the install."""
+    new = _status(commands, "ConsortiumNode", "gamma-executor-0")
+    assert new["nodeId"] != old["nodeId"] and new["claimName"] != old["claimName"], (old, new)
+    ledger = {n["id"]: n["status"] for n in (await _service(kubelet.service_url("conclavium-gateway")))["nodes"]}
+    assert (ledger[old["nodeId"]], ledger[new["nodeId"]]) == ("Retired", "Trusted"), ledger
+    assert commands.stored("PersistentVolumeClaim", NS, old["claimName"]) is not None, "the old claim is kept"
+    await _check_status(commands, "consortium.conclavium.io/dev Trusted")
 
 
 def _report_timing(trace: list[tuple[float, str]]) -> None:
