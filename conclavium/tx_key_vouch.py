@@ -16,10 +16,20 @@ relays what they answered (`GET /v1/service/tx-key`):
 The gateway is not trusted with any of it: a vouch that does not verify against the identity
 (another request, a node no member endorsed, a retired node, a changed key) is not counted, and
 one node counts for one member whatever it signs. Format: docs/formats.md ("Transaction key").
+
+Nor can it replay old vouches. Signed answers do not expire, so a set recorded before a rotation
+still verifies after it, and a gateway (with whoever holds the retired key, say a removed node)
+could keep clients sealing to the retired key. So a client asks with a fresh random `nonce`
+(`GET /v1/service/tx-key?nonce=HEX`, the request `{"type": "tx_key", "nonce"}`): each node's
+signature covers the request, so an answer to another nonce is not counted (`wrong_request`), and
+every vouch counted was given after the client asked. It also names the lowest height it accepts
+(what it saw committed): an answer read at an older state is not counted (`stale_read`).
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +38,8 @@ from conclavium.consortium import Identity
 
 REQUEST_TYPE = "tx_key"
 MAX_VOUCHES = 1000
+NONCE_BYTES = 16
+NONCE_PATTERN = re.compile(r"[0-9a-f]{32,128}")  # what a gateway relays: 16 to 64 bytes, lowercase hex
 
 
 class TxKeyError(ValueError):
@@ -48,9 +60,14 @@ class VouchedKey:
     nodes: list[str]
 
 
-def request() -> dict[str, Any]:
-    """What each executor answers, signed, with the transaction key its state holds."""
-    return {"type": REQUEST_TYPE}
+def new_nonce() -> str:
+    return secrets.token_hex(NONCE_BYTES)
+
+
+def request(nonce: str | None = None) -> dict[str, Any]:
+    """What each executor answers, signed, with the transaction key its state holds; with the
+    client's `nonce`, an answer only to this asking."""
+    return {"type": REQUEST_TYPE} if nonce is None else {"type": REQUEST_TYPE, "nonce": nonce}
 
 
 def _key(answer: dict[str, Any]) -> tuple[str, str, int]:
@@ -67,19 +84,21 @@ def _key(answer: dict[str, Any]) -> tuple[str, str, int]:
     return key_id, raw.hex(), height
 
 
-def verify(doc: Any, identity: Identity) -> VouchedKey:
+def verify(doc: Any, identity: Identity, *, nonce: str | None = None, min_height: int = 0) -> VouchedKey:
     """The transaction key nodes of at least `identity.threshold` distinct members of `identity`
     vouch for in `doc` (the newest, should two keys each have enough: one member's nodes may be on
-    both sides of a rotation); TxKeyError otherwise."""
+    both sides of a rotation), counting only answers to `nonce` read at `min_height` or later;
+    TxKeyError otherwise. Without a nonce, vouches recorded at any earlier time count: a client
+    that asked with one passes it."""
     vouches = doc.get("vouches") if isinstance(doc, dict) else None
     if not isinstance(vouches, list) or len(vouches) > MAX_VOUCHES:
         raise TxKeyError("malformed", f"vouches must be a list of at most {MAX_VOUCHES} answers")
-    asked = request()
+    asked = request(nonce)
     backers: dict[tuple[str, str, int], dict[str, str]] = {}  # key -> node -> member
     refused: list[str] = []
     for v in vouches:
         try:
-            checked = read_answer.verify(v, asked, identity)
+            checked = read_answer.verify(v, asked, identity, min_height=min_height)
             key = _key(checked.answer)
         except (read_answer.ReadAnswerError, TxKeyError) as e:
             refused.append(e.code)

@@ -188,9 +188,12 @@ class Client:
                 "sealing private operations needs the consortium identity pinned (Client(consortium=...), "
                 "CLI --consortium FILE): a transaction key counts only when nodes of k distinct members vouch for it",
             )
-        _, data = await self._request("GET", "/v1/service/tx-key")
+        # a fresh nonce: vouches recorded before (say, before a rotation) are answers to another request
+        nonce = tx_key_vouch.new_nonce()
+        floor = self.seen_height
+        _, data = await self._request("GET", f"/v1/service/tx-key?nonce={nonce}")
         try:
-            vouched = tx_key_vouch.verify(data, self.consortium)
+            vouched = tx_key_vouch.verify(data, self.consortium, nonce=nonce, min_height=floor)
         except tx_key_vouch.TxKeyError as e:
             raise ClientError(502, "untrusted_tx_key", f"the transaction key is not vouched for: {e}", e.code) from None
         self._tx_key = (now, (vouched.id, vouched.public))

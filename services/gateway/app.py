@@ -509,14 +509,19 @@ class Gateway:
     async def get_service(self, _: web.Request) -> web.Response:
         return self._relay(await self.service_info())
 
-    async def get_tx_key(self, _: web.Request) -> web.Response:
+    async def get_tx_key(self, request: web.Request) -> web.Response:
         """The transaction key's vouches: every executor's signed answer, relayed as they came
-        (`conclavium.tx_key_vouch`); clients count them, this gateway only collects."""
+        (`conclavium.tx_key_vouch`); clients count them, this gateway only collects. With the
+        client's `nonce` the executors are asked afresh (their answers cover it, so none can be
+        reused for another asking); without, answers a few seconds old are served."""
+        nonce = request.query.get("nonce")
+        if nonce is not None and not tx_key_vouch.NONCE_PATTERN.fullmatch(nonce):
+            raise ApiError(400, "invalid_nonce", "nonce must be 32 to 128 lowercase hex digits")
         now = time.monotonic()
-        if self._vouches is None or now - self._vouches[0] >= SERVICE_CACHE_S:
+        if nonce is not None or self._vouches is None or now - self._vouches[0] >= SERVICE_CACHE_S:
             info = await self.service_info()
             endorsed = [n for n in info.get("nodes", []) if n.get("member") and n.get("status") == "Trusted"]
-            answers = await self._ask_every_executor(tx_key_vouch.request(), len(endorsed))
+            answers = await self._ask_every_executor(tx_key_vouch.request(nonce), len(endorsed))
             vouches = [a for a in answers if isinstance(a, dict) and read_answer.FIELD in a and "error" not in a]
             m.TX_KEY_VOUCHES.set(len(vouches))
             if not vouches:
@@ -525,6 +530,8 @@ class Gateway:
                     return self._relay({"error": errors[0]})
                 message = "no endorsed executor vouched for the transaction key"
                 raise ApiError(503, "no_executor", message, {"Retry-After": "1"})
+            if nonce is not None:
+                return _json({"vouches": vouches})
             self._vouches = (now, {"vouches": vouches})
         return _json(self._vouches[1])
 

@@ -287,11 +287,22 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
             "description": (
                 "Every executor's signed answer naming the ledger's current transaction key; a client "
                 "seals only to a key that nodes of k distinct members of its consortium identity vouch for "
-                "(docs/confidentiality.md)."
+                "(docs/confidentiality.md). With `nonce` every answer covers it, so none recorded "
+                "earlier can be replayed."
             ),
             "tags": ["service"],
+            "parameters": [
+                {
+                    "name": "nonce",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{32,128}$"},
+                    "description": "The client's fresh random value, which every vouch's signed request names",
+                }
+            ],
             "responses": {
                 "200": ok("Vouches", ref("TxKeyVouches")),
+                "400": err("Malformed nonce (`invalid_nonce`)"),
                 "503": err(UNAVAILABLE, RETRY_AFTER),
             },
         },

@@ -2,9 +2,11 @@
 it substitutes the transaction key in the executors' vouches, or hands out a vouch for a key of its
 own signed with one real node's complete key material (its node key and member endorsement, the
 service key): the SDK and the CLI refuse it and seal nothing, since a key counts only when nodes of
-k distinct members vouch for it. It answers Committed for a transaction that never committed or
-hands out another transaction's receipt (`wait()` refuses to report the commit). Without a pinned
-consortium identity nothing is sealed at all."""
+k distinct members vouch for it. It replays the executors' genuine vouches recorded before a
+rotation, for the retired key: the SDK asks with a fresh nonce and refuses them. It answers
+Committed for a transaction that never committed or hands out another transaction's receipt
+(`wait()` refuses to report the commit). Without a pinned consortium identity nothing is sealed at
+all."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,9 @@ class HostileProxy:
         self.upstream = upstream.rstrip("/")
         self.mode = "relay"
         self.attacker_key = sealing.generate_key()
-        self.forged: list[Any] = []  # vouches a node-level forger made, for the "forged*" modes
+        self.forger: Callable[[str | None], Any] | None = None  # a node-level forger's vouch for a nonce
+        self.recorded: bytes | None = None  # a tx-key answer kept in "record" mode, served in "replay" mode
+        self.recorded_nonce: str | None = None  # the nonce the client asked that answer with
         self.sealed_seen: list[bytes] = []
         self.dropped: set[str] = set()
         self.stolen_receipt: Any = None
@@ -73,15 +77,20 @@ class HostileProxy:
         ):
             data = await r.read()
             status = r.status
-        if request.path == "/v1/service/tx-key" and status == 200 and self.mode != "relay":
+        if request.path == "/v1/service/tx-key" and self.mode == "replay" and self.recorded is not None:
+            return web.Response(body=self.recorded, content_type="application/json")
+        if request.path == "/v1/service/tx-key" and status == 200 and self.mode == "record":
+            self.recorded, self.recorded_nonce = data, request.query.get("nonce")
+        elif request.path == "/v1/service/tx-key" and status == 200 and self.mode != "relay":
             vouches = json.loads(data)["vouches"]
+            forged = [self.forger(request.query.get("nonce"))] if self.forger else []
             public = sealing.public_bytes(self.attacker_key).hex()
             if self.mode == "swap_key":  # every executor's vouch, the key replaced
                 vouches = [{**v, "tx_key": {**v["tx_key"], "public": public}} for v in vouches]
             elif self.mode == "forged":  # only the forger's word, as often as it likes
-                vouches = self.forged * 3
+                vouches = forged * 3
             elif self.mode == "forged_beside":
-                vouches = [*self.forged, *vouches]
+                vouches = [*forged, *vouches]
             data = json.dumps({"vouches": vouches}).encode()
         return web.Response(body=data, status=status, content_type="application/json")
 
@@ -95,7 +104,8 @@ async def proxy(network: LocalNetwork) -> AsyncIterator[HostileProxy]:
 
 def _forge(network: LocalNetwork, proxy: HostileProxy) -> None:
     """executor-0's node key, its member's genuine endorsement and the service key vouch for the
-    attacker's transaction key: a signed answer that verifies, from one member's node."""
+    attacker's transaction key: a signed answer that verifies, from one member's node, made afresh
+    for whatever nonce the client sent."""
     keys, secrets = node_material(network, "executor-0")
     node0 = next(n for n in network.service()["nodes"] if n["name"] == "executor-0")
     genuine = network.service()["tx_key"]
@@ -103,11 +113,17 @@ def _forge(network: LocalNetwork, proxy: HostileProxy) -> None:
     row = {**genuine, **sign_tx_key(secrets.service_key, network.opt.ledger, genuine["id"], public)}
     answer = {"tx_key": row}
     height = network.service()["height"]
-    proxy.forged = [
-        read_answer.sign(
-            keys.signing, node0["member_endorsement"], network.opt.ledger, height, tx_key_vouch.request(), answer
-        )
-    ]
+
+    def forge(nonce: str | None) -> Any:
+        asked = tx_key_vouch.request(nonce)
+        return read_answer.sign(keys.signing, node0["member_endorsement"], network.opt.ledger, height, asked, answer)
+
+    proxy.forger = forge
+
+
+def forge_for(proxy: HostileProxy, nonce: str | None) -> Any:
+    assert proxy.forger is not None
+    return proxy.forger(nonce)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +135,7 @@ async def test_sdk_refuses_to_seal_to_a_substituted_tx_key(
     _forge(network, proxy)
     trusted = consortium.load_trusted(network.trust()["consortium"])
     # the forger's vouch is a genuine signed answer of an endorsed node: one member's word
-    assert read_answer.verify(proxy.forged[0], tx_key_vouch.request(), trusted).member in trusted.members
+    assert read_answer.verify(forge_for(proxy, None), tx_key_vouch.request(), trusted).member in trusted.members
     proxy.mode = mode
     async with Client(proxy.url, user_key(network), **network.trust()) as c:
         with pytest.raises(ClientError) as e:
@@ -221,3 +237,58 @@ async def test_cli_pins_a_service_certificate_with_gateway(
     pins = ["--service-cert", str(not_pem)]
     r = await asyncio.to_thread(cli, proxy.url, "tx", "put", "clinic", "k", "1")
     assert r.returncode == 2 and "not a PEM certificate" in r.stderr, r.stderr
+
+
+async def _rotate(network: LocalNetwork) -> str:
+    """The members rotate the ledger secret; returns the new transaction key's id once executors
+    name it."""
+    old = network.service()["tx_key"]["id"]
+    members = [Client(network.gateway_url, network.member_key(i)) for i in range(2)]
+    try:
+        p = await members[0].propose([{"name": "rotate_ledger_secret", "args": {}}])
+        await members[0].wait(p["tx_hash"])
+        for m in members:
+            await m.wait((await m.vote(p["proposal_id"], True))["tx_hash"])
+    finally:
+        for m in members:
+            await m.close()
+    deadline = asyncio.get_running_loop().time() + 120
+    while network.service()["tx_key"]["id"] == old:
+        assert asyncio.get_running_loop().time() < deadline, "no new transaction key after the rotation was accepted"
+        await asyncio.sleep(0.3)
+    return str(network.service()["tx_key"]["id"])
+
+
+async def test_vouches_recorded_before_a_rotation_are_not_replayed(network: LocalNetwork, proxy: HostileProxy) -> None:
+    """The gateway keeps the executors' genuine vouches from before a rotation and serves them
+    after it, so that clients seal to the retired key (which a removed node may still hold). Signed
+    answers do not expire: without freshness they verify. The SDK asks with a fresh nonce, so the
+    recorded answers are answers to another request: it refuses them and seals nothing."""
+    trusted = consortium.load_trusted(network.trust()["consortium"])
+    async with aiohttp.ClientSession() as s, s.get(network.gateway_url + "/v1/service/tx-key") as r:
+        plain = await r.read()  # the vouches as a client without a nonce got them
+    proxy.mode = "record"
+    async with Client(proxy.url, user_key(network), **network.trust()) as c:
+        old_id, old_public = await c.tx_key()
+    assert proxy.recorded is not None
+    new_id = await _rotate(network)
+    assert new_id != old_id
+    # the attack's premise: vouches recorded earlier still verify, for the retired key
+    assert tx_key_vouch.verify(json.loads(plain), trusted).id == old_id
+    assert proxy.recorded_nonce is not None
+    assert tx_key_vouch.verify(json.loads(proxy.recorded), trusted, nonce=proxy.recorded_nonce).id == old_id
+    for recorded in (proxy.recorded, plain):
+        proxy.recorded, proxy.mode = recorded, "replay"
+        async with Client(proxy.url, user_key(network), **network.trust()) as c:
+            with pytest.raises(ClientError) as e:
+                await c.put("clinic", "patient-replayed", {"secret": "A+"})
+            assert (e.value.code, e.value.reason) == ("untrusted_tx_key", "insufficient_vouches"), e.value
+            assert "wrong_request" in e.value.message, e.value
+    assert proxy.sealed_seen == []
+    # the same client through an honest relay seals to the new key
+    proxy.mode = "relay"
+    async with Client(proxy.url, user_key(network), **network.trust()) as c:
+        assert await c.tx_key() == (new_id, bytes.fromhex(network.service()["tx_key"]["public"]))
+        st = await c.wait(await c.put("clinic", "patient-replayed", {"secret": "A+"}))
+        assert st["status"] == "Committed" and st["verified"] is True
+    assert proxy.sealed_seen and old_public != bytes.fromhex(network.service()["tx_key"]["public"])

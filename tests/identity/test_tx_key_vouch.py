@@ -24,10 +24,12 @@ def _row(public: bytes, key_id: str = "gen-1", from_height: int = 1) -> dict[str
     return {"id": key_id, "public": public.hex(), "signature": "", "from_height": from_height, "from_ts": 0}
 
 
-def _vouch(member: int, row: dict[str, Any], node: PrivateKey | None = None) -> dict[str, Any]:
+def _vouch(
+    member: int, row: dict[str, Any], node: PrivateKey | None = None, nonce: str | None = None, height: int = 10
+) -> dict[str, Any]:
     node = node or PrivateKey.generate()
     endorsement = b64e(consortium.make_node_endorsement(MEMBERS[member], LEDGER, node.public_key.pem, 0))
-    return read_answer.sign(node, endorsement, LEDGER, 10, tx_key_vouch.request(), {"tx_key": row})
+    return read_answer.sign(node, endorsement, LEDGER, height, tx_key_vouch.request(nonce), {"tx_key": row})
 
 
 def test_nodes_of_k_members_make_a_key() -> None:
@@ -94,3 +96,24 @@ def test_a_vouch_for_a_malformed_key_is_not_counted() -> None:
     with pytest.raises(tx_key_vouch.TxKeyError) as e:
         tx_key_vouch.verify({"vouches": [_vouch(0, bad), _vouch(1, bad)]}, IDENTITY)
     assert e.value.code == "insufficient_vouches" and "malformed" in e.value.message
+
+
+def test_only_answers_to_this_nonce_at_the_height_asked_count() -> None:
+    """A vouch to another nonce (recorded for another client, or before a rotation) or to none, or
+    read at a state older than the client saw, is not counted."""
+    key, nonce = os.urandom(32), tx_key_vouch.new_nonce()
+    fresh = [_vouch(0, _row(key), nonce=nonce), _vouch(1, _row(key), nonce=nonce)]
+    assert tx_key_vouch.verify({"vouches": fresh}, IDENTITY, nonce=nonce, min_height=10).public == key
+    for stale in (
+        [_vouch(0, _row(key), nonce=tx_key_vouch.new_nonce()), fresh[1]],
+        [_vouch(0, _row(key)), fresh[1]],
+        [_vouch(0, _row(key), nonce=nonce, height=9), fresh[1]],
+    ):
+        with pytest.raises(tx_key_vouch.TxKeyError) as e:
+            tx_key_vouch.verify({"vouches": stale}, IDENTITY, nonce=nonce, min_height=10)
+        assert e.value.code == "insufficient_vouches" and (
+            "wrong_request" in e.value.message or "stale_read" in e.value.message
+        )
+    with pytest.raises(tx_key_vouch.TxKeyError):
+        tx_key_vouch.verify({"vouches": fresh}, IDENTITY)  # answers to a nonce are not answers without one
+    assert tx_key_vouch.NONCE_PATTERN.fullmatch(nonce)
