@@ -97,6 +97,7 @@ class Commands:
         self.helm = helm_binary
         self.log: list[tuple[float, list[str]]] = []
         self.installed: dict[str, list[str]] = {}  # release → the install's options (its values)
+        self.contexts: dict[str, Commands] = {}  # other clusters, by kubectl context name
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -193,9 +194,10 @@ class Commands:
             out = []
             target = cwd / _option(rest, "-f", "--filename")
             for path in sorted(target.glob("*.yaml")) if target.is_dir() else [target]:
-                for doc in yaml.safe_load_all(path.read_text()):
-                    if doc:
-                        out.append(await self.create(doc, namespace))
+                for doc in yaml.safe_load_all(path.read_text()):  # JSON too (a YAML subset)
+                    for item in (doc or {}).get("items", []) if (doc or {}).get("kind") == "List" else [doc]:
+                        if item:
+                            out.append(await self.create(item, namespace))
             return "\n".join(out) + "\n"
         if verb == "delete":
             return await self._delete(rest, namespace)
@@ -271,13 +273,20 @@ class Commands:
     # --- the executables -------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
+        """One command; `kubectl --context NAME` / `helm --kube-context NAME` act on the cluster of
+        that name in `self.contexts` (a second cluster), any other on this one."""
         body = await request.json()
         self.log.append((time.time(), [body["tool"], *body["argv"]]))
+        argv = list(body["argv"])
+        context = _option(argv, "--kube-context" if body["tool"] == "helm" else "--context")
+        target = self if context is None else self.contexts.get(context)
         try:
+            if target is None:
+                raise Failed(f'error: context "{context}" does not exist')
             if body["tool"] == "helm":
-                out = await self.helm_cmd(body["argv"], Path(body["cwd"]))
+                out = await target.helm_cmd(argv, Path(body["cwd"]))
             else:
-                out = await self.kubectl(body["argv"], Path(body["cwd"]))
+                out = await target.kubectl(argv, Path(body["cwd"]))
             return web.json_response({"stdout": out, "stderr": "", "code": 0})
         except Failed as e:
             return web.json_response({"stdout": "", "stderr": f"{e}\n", "code": 1})

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kmock
 import pytest
 import yaml
 from aiohttp import web
 from kubectl import Commands, shell_block
 from kubelet import Kubelet
+from operator_harness import RVEmulator, load_resources
 
 from conclavium.local.processes import Process, find_binary, free_port, nats_process
 
@@ -138,6 +140,8 @@ async def test_helm_install_and_declared_members_make_a_working_ledger(api: Any,
         await _check_scaling(commands, kubelet)
         samples = await _scrape_every_pod(kubelet)
         _alerts_silent(promtool, samples, tmp_path)
+        env["EAST_REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/1"
+        await _second_cluster(commands, kubelet, work, env, tmp_path)
     finally:
         await kubelet.stop()
         await runner.cleanup()
@@ -166,6 +170,42 @@ async def _check_replaced(commands: Commands, kubelet: Kubelet, old: dict[str, A
     assert (ledger[old["nodeId"]], ledger[new["nodeId"]]) == ("Retired", "Trusted"), ledger
     assert commands.stored("PersistentVolumeClaim", NS, old["claimName"]) is not None, "the old claim is kept"
     await _check_status(commands, "consortium.conclavium.io/dev Trusted")
+
+
+async def _second_cluster(
+    commands: Commands, kubelet: Kubelet, work: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The walk-through of a second cluster (context `east`: its own kmock and kubelet, the same NATS):
+    delta's External member there gets its executor once the members voted delta in; the first
+    cluster has no node of delta's, and the ledger trusts `delta-east-executor-0`."""
+    async with RVEmulator() as east_api, kmock.Server(east_api):
+        load_resources(east_api)
+        east = Kubelet(east_api, NS, tmp_path / "east", kubelet.bin_dir)
+        east_commands = Commands(east, commands.helm)
+        commands.contexts["east"] = east_commands
+        await east.start()
+        try:
+            result, _ = await _run_walkthrough(
+                shell_block(DOC.read_text(), "## Walk-through: a second cluster joins"), work, env
+            )
+            logs = "\n".join(
+                f"--- {p.name}\n" + p.log.read_text()[-3000:] for p in east.pods.values() if p.log.exists()
+            )
+            assert result.returncode == 0, (
+                f"second cluster walk-through failed:\n{result.stderr[-6000:]}\n{logs[-12000:]}"
+            )
+            member = _status(east_commands, "ConsortiumMember", "delta")
+            assert _cond(member, "Admitted").get("status") == "True", member
+            node = _status(east_commands, "ConsortiumNode", "delta-east-executor-0")
+            assert node.get("phase") == "Trusted", node
+            assert not [k for k in commands.api.objects if str(k[2]).startswith("delta")], (
+                "no delta object in cluster one"
+            )
+            ledger = await _service(kubelet.service_url("conclavium-gateway"))
+            assert {n["name"]: n["status"] for n in ledger["nodes"]}.get("delta-east-executor-0") == "Trusted"
+            assert len(ledger["members"]) == 4
+        finally:
+            await east.stop()
 
 
 def _report_timing(trace: list[tuple[float, str]]) -> None:
