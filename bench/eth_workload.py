@@ -36,6 +36,7 @@ CONTRACTS = ROOT / "tests" / "eth" / "contracts"
 TRANSFER = bytes.fromhex("a9059cbb")
 ENTRY_PREFIX = b"eth\x00"  # conclavium.apps: the entry's data is the application name, NUL, payload
 TRANSFER_GAS = 100_000
+SETUP_WAIT_S = 900.0  # anvil mines thousands of transfers one by one; slow on a loaded host
 
 
 def compile_token() -> str:
@@ -195,10 +196,10 @@ def anvil_anchor(w: Workload, batch: int, port: int) -> dict[str, Any]:
                 time.sleep(0.1)
         call(url, "anvil_setBalance", "0x" + address_of(w.deployer).hex(), hex(10**20))
         send_all(url, w.setup)
-        wait_receipt(url, w.setup[-1])
+        wait_receipt(url, w.setup[-1], SETUP_WAIT_S)
         t0 = time.perf_counter()
         send_all(url, w.transfers, batch)
-        last = wait_receipt(url, w.transfers[-1])
+        last = wait_receipt(url, w.transfers[-1], SETUP_WAIT_S)
         elapsed = time.perf_counter() - t0
         assert last["status"] == "0x1"
         return {

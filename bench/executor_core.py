@@ -8,10 +8,12 @@ time, stays put on a loaded host. Isolates the executor's own cost from the rest
 
 `--workload`: `kv` signed key-value writes, half sealed to the ledger's transaction key, 100-byte
 values; `public` the same, all public; `notary` notarisation requests of 2 inputs with their
-tear-off, as `bench/run.py --protocol notary` sends them.
+tear-off, as `bench/run.py --protocol notary` sends them; `eth` ERC-20 transfers (EIP-1559, signed
+raw transactions) from `--eth-holders` accounts, one each per round, as `bench/run.py --protocol eth`
+sends them (the token is deployed and the holders funded in blocks that are not timed).
 
-    python bench/executor_core.py [--workload kv|public|notary] [--blocks 40] [--block-size 500]
-                                  [--verify-threads 1] [--openers 1]
+    python bench/executor_core.py [--workload kv|public|notary|eth] [--blocks 40] [--block-size 500]
+                                  [--verify-threads 1] [--openers 1] [--eth-holders 3300]
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from services.executor.sealed_openers import SealedOpenerPool  # noqa: E402
 from services.executor.verifier import BatchVerifier  # noqa: E402
 
 
-def build_blocks(chain: Chain, blocks: int, size: int, workload: str) -> list[tuple[bytes, int]]:
+def build_blocks(chain: Chain, blocks: int, size: int, workload: str, holders: int) -> list[tuple[bytes, int]]:
     if workload == "notary":
         return build_notary_blocks(chain, blocks, size)
+    if workload == "eth":
+        return build_eth_blocks(chain, blocks, size, holders)
     gen = chain.secrets.current
     out, k = [], 0
     for b in range(blocks):
@@ -72,13 +76,46 @@ def build_notary_blocks(chain: Chain, blocks: int, size: int) -> list[tuple[byte
     return out
 
 
+def build_eth_blocks(chain: Chain, blocks: int, size: int, holders: int) -> list[tuple[bytes, int]]:
+    """Governance (the eth application, open senders, the deployer funded), the token's deployment
+    and the holders' funding, then the timed transfers: every holder sends one per round."""
+    import hashlib
+
+    from bench import eth_workload as ew
+    from conclavium.governance import documents
+
+    chain_id = 1337
+    w = ew.Workload(chain_id, bytes(31) + b"\x01", holders)
+    w.sign_setup(ew.compile_token())
+    deployer = "0x" + ew.address_of(w.deployer).hex()
+    actions = [
+        {"name": "set_applications", "args": {"applications": ["kv", "eth"]}},
+        {"name": "set_eth_chain", "args": {"chain_id": chain_id, "senders": "open"}},
+        {"name": "eth_alloc", "args": {"balances": {deployer: 10**20}}},
+    ]
+    at = chain.ts // 1000 + 1
+    doc = documents.make_proposal(actions, chain.member, at, ledger=LEDGER)
+    ballot = documents.make_ballot(hashlib.sha256(doc).hexdigest(), True, chain.member, at, ledger=LEDGER)
+    out = [chain.block([Entry(Kind.GOV, doc, b""), Entry(Kind.GOV, ballot, b"")])]
+    for i in range(0, len(w.setup), size):
+        out.append(chain.block([app_entry("eth", raw, b"") for raw in w.setup[i : i + size]]))
+    flat = [raw for part in w.sign_transfers(blocks * size, size) for raw in part]
+    out += [chain.block([app_entry("eth", raw, b"") for raw in flat[i : i + size]]) for i in range(0, len(flat), size)]
+    return out
+
+
 async def run(args: argparse.Namespace) -> None:
     chain = Chain()
     machine = LedgerMachine(LEDGER, BatchVerifier(args.verify_threads), secrets=chain.secrets)
     await bootstrap(chain, machine)
-    blocks = build_blocks(chain, args.blocks, args.block_size, args.workload)
+    blocks = build_blocks(chain, args.blocks, args.block_size, args.workload, args.eth_holders)
     if args.workload == "notary":  # the governance block that enables the notary is not timed
         await machine.apply(*blocks.pop(0))
+    if args.workload == "eth":  # governance, the deployment and the funding are not timed
+        setup = len(blocks) - args.blocks
+        for raw, seq in blocks[:setup]:
+            await machine.apply(raw, seq)
+        blocks = blocks[setup:]
     machine.openers = SealedOpenerPool(args.openers) if args.openers else None
     if machine.openers is not None:
         await machine.openers.open([])
@@ -105,7 +142,8 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", choices=("kv", "public", "notary"), default="kv")
+    p.add_argument("--workload", choices=("kv", "public", "notary", "eth"), default="kv")
+    p.add_argument("--eth-holders", type=int, default=3300, help="eth: token holders (bench/run.py's default)")
     p.add_argument("--blocks", type=int, default=40)
     p.add_argument("--block-size", type=int, default=500)
     p.add_argument("--verify-threads", type=int, default=1)
