@@ -16,6 +16,7 @@ from conclavium.apps import app_entry
 from conclavium.block import Entry, Kind
 from conclavium.governance import documents
 from services.executor.apps.base import QueryError
+from services.executor.apps.eth import evm
 from services.executor.apps.eth.rpc import answer
 from services.executor.ledger_machine import LedgerMachine
 from services.executor.verifier import BatchVerifier
@@ -223,6 +224,74 @@ async def test_the_blocks_cached_evm_gives_what_one_fresh_evm_per_transaction_gi
         for _, d in many.index.block(h).leaves
     ]
     assert len(digests_one) == len(digests_many) == len(raws)
+
+
+def test_only_code_that_reaches_no_other_account_counts_as_isolated() -> None:
+    assert evm.isolated(b"")
+    assert evm.isolated(bytes.fromhex("60f100"))  # 0xf1 is PUSH1's data, not CALL
+    assert evm.isolated(bytes.fromhex("7f" + "f1" * 32 + "00"))
+    assert evm.isolated(bytes.fromhex("00f1"))  # after STOP with no JUMPDEST before it: never executed
+    assert not evm.isolated(bytes.fromhex("f1"))
+    assert not evm.isolated(bytes.fromhex("005bf1"))  # a JUMPDEST makes what follows reachable
+    assert not evm.isolated(bytes.fromhex("600131"))  # BALANCE
+
+
+async def test_calls_to_isolated_code_give_what_asking_the_evm_each_round_gives(monkeypatch: Any) -> None:
+    """A call to code that reaches no other account (an ERC-20) runs once, without asking the EVM
+    which accounts it looked up; forcing that check on every call gives the same outcomes and state."""
+    alice, bob, carol = new_account(), new_account(), new_account()
+    c = compiled()
+    token_code = bytes.fromhex(c["Token"]["bytecode"][2:]) + (10**24).to_bytes(32, "big")
+    token, probe = _created(alice, 0), _created(alice, 1)
+    setup = [
+        sign(alice, nonce=0, data=token_code, gas=3_000_000),
+        sign(alice, nonce=1, data=bytes.fromhex(c["Probe"]["bytecode"][2:]), gas=2_000_000),
+        sign(alice, nonce=2, to=token, data=call_data("transfer(address,uint256)", bob.address, 50), gas=100_000),
+        sign(alice, nonce=3, to=token, data=call_data("transfer(address,uint256)", carol.address, 50), gas=100_000),
+    ]
+    block = [
+        sign(bob, nonce=0, to=token, data=call_data("transfer(address,uint256)", carol.address, 7), gas=100_000),
+        sign(carol, nonce=0, to=token, data=call_data("transfer(address,uint256)", alice.address, 10**9), gas=100_000),
+        sign(alice, nonce=4, to=probe, data=call_data("storeOther(address,uint256)", probe, 13), gas=300_000),
+        sign(carol, nonce=1, to=token, data=call_data("transfer(address,uint256)", bob.address, 3), gas=100_000),
+        sign(bob, nonce=1, to=carol.address, value=11, gas=21_000),
+    ]
+    machines = []
+    for forced in (False, True):
+        if forced:
+            monkeypatch.setattr(evm, "isolated", lambda code: False)
+        chain, (m,) = await ledger(1, [alice, bob, carol])
+        await run(chain, [m], [eth(r) for r in setup])
+        await run(chain, [m], [eth(r) for r in block])
+        machines.append(m)
+    fast, slow = machines
+    monkeypatch.undo()
+    assert evm.isolated(bytes.fromhex(rpc(fast, "eth_getCode", token)[2:]))
+    assert not evm.isolated(bytes.fromhex(rpc(fast, "eth_getCode", probe)[2:]))
+    for r in setup + block:
+        a, b = (rpc(m, "eth_getTransactionReceipt", "0x" + _hash(r)) for m in (fast, slow))
+        logs = [[(x["address"], x["topics"], x["data"]) for x in y["logs"]] for y in (a, b)]
+        assert (a["status"], a["gasUsed"], logs[0]) == (b["status"], b["gasUsed"], logs[1])
+    assert [rpc(fast, "eth_getTransactionReceipt", "0x" + _hash(r))["status"] for r in block] == [
+        "0x1",
+        "0x0",  # more than carol holds
+        "0x0",  # reverts inside the callee (not isolated: the round-by-round run)
+        "0x1",
+        "0x1",
+    ]
+    prefix = "public:sys.eth."
+    names = {n for m in machines for n in m.state.maps if n.startswith(prefix) and "txs" not in n and "block" not in n}
+    for name in sorted(names):
+        assert fast.state.maps.get(name) == slow.state.maps.get(name), name
+
+
+def _created(deployer: Any, nonce: int) -> str:
+    import rlp
+    from eth_utils import to_checksum_address
+
+    from conclavium.eth.hashing import keccak256
+
+    return to_checksum_address(keccak256(rlp.encode([bytes.fromhex(deployer.address[2:]), nonce]))[12:])
 
 
 async def test_reads_never_go_back_across_executors_and_empty_blocks_are_stable() -> None:

@@ -16,6 +16,7 @@ that computes another outcome computes another root, a fork detected like any ot
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,9 @@ def chain_config(state: Any) -> eth_chain.ChainConfig:
     return eth_chain.from_record(state.get(SERVICE, eth_chain.CHAIN_KEY))
 
 
+@functools.lru_cache(maxsize=16)
 def block_params(chain: eth_chain.ChainConfig, height: int, ts_ms: int, prev: bytes) -> evm.BlockParams:
+    """The EVM's block environment, the same for every transaction of a block (computed once)."""
     return evm.BlockParams(
         number=height,
         timestamp=ts_ms // 1000,
@@ -153,7 +156,7 @@ class EthereumApp(Application):
                 continue
             code_hash = ""
             if acct.code:
-                code_hash = "0x" + keccak256(acct.code).hex()
+                code_hash = "0x" + evm.code_hash(acct.code).hex()
                 if state.get(eth_chain.CODE, code_hash) is None:
                     state.put(eth_chain.CODE, code_hash, acct.code.hex())
             state.put(eth_chain.ACCOUNTS, address, eth_chain.account_row(acct.nonce, acct.balance, code_hash))

@@ -68,12 +68,20 @@ class BlockEvm:
         if to is not None:
             wanted.add(to)
         self._load(vm, reader, wanted - self.loaded)
+        # A message to code that cannot reach another account asks the database only for these,
+        # now loaded: one round, without listing the database (`db_accounts` costs per account it
+        # holds, which grows with every sender of the block).
+        alone = to is not None and evmrun.isolated(self._code(reader, to))
+        if alone:
+            self._load(vm, reader, {params.coinbase, *evmrun.PRECOMPILES} - self.loaded)
         rounds = 0
         while True:
             rounds += 1
             checkpoint = vm.snapshot()
             vm.reset_transient_storage()
             result = evmrun.message(vm, caller, to, data, value, gas, access_list)
+            if alone:
+                break
             asked = {a.lower() for a in vm.db_accounts}
             missing = {a for a in asked - self.loaded if reader.account(a) is not None}
             if missing and rounds >= evmrun.MAX_ROUNDS:
@@ -104,6 +112,11 @@ class BlockEvm:
                 _insert_slot(vm, address, slot, v)
         state.changed_maps.discard(eth_chain.ACCOUNTS)
         self.vm = vm
+
+    def _code(self, reader: evmrun.LedgerReader, address: str) -> bytes:
+        """The code the database holds for `address` (loaded: the ledger's, as the block left it)."""
+        acct = reader.account(address)
+        return acct.code if acct is not None else b""
 
     def _load(self, vm: EVM, reader: evmrun.LedgerReader, addresses: set[str]) -> None:
         for address in sorted(addresses):

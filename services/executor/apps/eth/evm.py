@@ -92,6 +92,55 @@ class LedgerReader:
         return [a for a, _ in self.state.items(eth_chain.ACCOUNTS)]
 
 
+# Opcodes that make the EVM ask its database for an account other than the transaction's own
+# (caller, recipient, coinbase, access list, precompiles): BALANCE, EXTCODESIZE, EXTCODECOPY,
+# EXTCODEHASH, CREATE, CALL, CALLCODE, DELEGATECALL, CREATE2, STATICCALL, SELFDESTRUCT.
+_REACHES_OUT = frozenset((0x31, 0x3B, 0x3C, 0x3F, 0xF0, 0xF1, 0xF2, 0xF4, 0xF5, 0xFA, 0xFF))
+# After these, execution does not fall through to the next byte (STOP, JUMP, RETURN, REVERT, INVALID).
+_ENDS_FLOW = frozenset((0x00, 0x56, 0xF3, 0xFD, 0xFE))
+PRECOMPILES = tuple(f"0x{i:040x}" for i in range(1, 11))  # Cancun: 0x01 to 0x0a (point evaluation)
+_isolated_cache: dict[bytes, bool] = {}
+_code_hashes: dict[bytes, bytes] = {}
+
+
+def code_hash(code: bytes) -> bytes:
+    """Keccak of a contract's code, remembered: a contract's code is hashed on every call to it."""
+    found = _code_hashes.get(code)
+    if found is None:
+        if len(_code_hashes) > 1_000:
+            _code_hashes.clear()
+        found = _code_hashes[code] = keccak256(code)
+    return found
+
+
+def isolated(code: bytes) -> bool:
+    """True when no instruction of `code` that can execute reaches another account: a message to
+    such code asks the database only for the transaction's own accounts, so it needs no second
+    round (`block_evm.py`). An instruction can execute only if sequential flow from offset 0 or
+    from a JUMPDEST reaches it (jumps land only on JUMPDESTs, found by the same scan that skips
+    PUSH data), so bytes after a terminating instruction, such as Solidity's metadata trailer,
+    count only once a JUMPDEST precedes them. Conservative: any doubt answers False."""
+    found = _isolated_cache.get(code)
+    if found is not None:
+        return found
+    live, i, n = True, 0, len(code)
+    found = True
+    while i < n:
+        op = code[i]
+        if op == 0x5B:
+            live = True
+        elif live and op in _REACHES_OUT:
+            found = False
+            break
+        elif op in _ENDS_FLOW:
+            live = False
+        i += op - 0x5E if 0x60 <= op <= 0x7F else 1  # PUSHn: the opcode and n bytes of data
+    if len(_isolated_cache) > 1_000:
+        _isolated_cache.clear()
+    _isolated_cache[code] = found
+    return found
+
+
 def storage_map(address: str) -> str:
     return f"{eth_chain.STORAGE}.{address}"
 
@@ -272,7 +321,7 @@ def changes(evm: EVM, reader: LedgerReader, result: RunResult, caller: str, call
             continue
         if acct.code_hash == EMPTY_CODE_HASH:
             code = b""
-        elif before is not None and keccak256(before.code) == acct.code_hash:
+        elif before is not None and code_hash(before.code) == acct.code_hash:
             code = before.code
         else:
             code = acct.code or b""
