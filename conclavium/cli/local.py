@@ -32,7 +32,8 @@ def _options(args: argparse.Namespace) -> NetworkOptions:
         sequencers=args.sequencers,
         redis=False if args.no_redis else None,
         nats_servers=args.nats_cluster,
-        eth=getattr(args, "eth", False),
+        eth=getattr(args, "eth", False) or getattr(args, "quorum", False),
+        quorum=getattr(args, "quorum", False),
         sawtooth=_families(getattr(args, "sawtooth", None)),
     )
 
@@ -74,6 +75,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("Development accounts (10000 ETH each; the keys are in local.json):")
             for i, a in enumerate(net.eth_accounts):
                 print(f"  ({i}) {a['address']}  {a['private_key']}")
+        for party in net.quorum_parties:
+            print(f"Quorum party of {party['member']}: {party['rpc']} key {party['public_key']} (token in local.json)")
         print("Ctrl-C stops it.", flush=True)
         while not stop:
             net.supervise_once()
@@ -226,6 +229,12 @@ def register(sub: Any) -> None:
     )
     up.add_argument(
         "--eth", action="store_true", help="run the Ethereum application: JSON-RPC on /rpc, funded development accounts"
+    )
+    up.add_argument(
+        "--quorum",
+        action="store_true",
+        help="also run Quorum private transactions (implies --eth): each member's party endpoint, key and "
+        "access token in local.json (docs/quorum.md)",
     )
     up.add_argument(
         "--sawtooth",

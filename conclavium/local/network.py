@@ -14,6 +14,7 @@ any process that dies, as Kubernetes would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -25,7 +26,10 @@ from typing import Any
 from urllib.error import URLError
 from urllib.request import Request, urlopen
 
-from conclavium import consortium
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from conclavium import consortium, quorum
 from conclavium.apps import KV
 from conclavium.crypto.keys import PrivateKey
 from conclavium.eth import chain as eth_chain
@@ -101,6 +105,9 @@ class NetworkOptions:
     eth: bool = False  # the members vote the Ethereum application on, with funded development accounts
     eth_accounts: int = 5
     eth_chain_id: int = 1337
+    # Quorum private transactions (docs/quorum.md; needs `eth`): every executor serves its member's
+    # party endpoint; each member gets a party key, registered by governance, and an access token.
+    quorum: bool = False
     # Sawtooth families to run (`--sawtooth intkey`): every executor serves a TP endpoint and gets
     # one TP process per family; the members vote the application and the families on.
     sawtooth: list[str] = field(default_factory=list)
@@ -146,6 +153,8 @@ class LocalNetwork:
         self.users: list[dict[str, str]] = []
         self.eth_accounts: list[dict[str, str]] = []
         self.tp_endpoints: dict[str, str] = {}  # executor name -> the ZeroMQ endpoint its Sawtooth TPs use
+        self.party_urls: dict[str, str] = {}  # executor name -> its member's Quorum party endpoint
+        self.quorum_parties: list[dict[str, Any]] = []  # per member: endpoint, party key, access token
         if self.opt.members is None:
             self.opt.members = 3 if self.opt.executors >= 2 else 1
         self._endorsing: dict[str, float] = {}  # node id -> when its endorsement was last submitted
@@ -320,6 +329,10 @@ class LocalNetwork:
             args += ["--verify-threads", str(self.opt.verify_threads), "--snapshot-every", str(self.opt.snapshot_every)]
             if i == 0:
                 args += ["--genesis", str(genesis)]
+            if self.opt.quorum:
+                party_port = free_port()
+                self.party_urls[name] = f"https://{self.host_of(i).address}:{party_port}"
+                args += ["--quorum-host", self.host_of(i).address, "--quorum-port", str(party_port)]
             if self.opt.sawtooth:
                 endpoint = f"tcp://{self.host_of(i).address}:{free_port()}"
                 self.tp_endpoints[name] = endpoint
@@ -396,6 +409,8 @@ class LocalNetwork:
             self.enable_eth()
         if self.opt.sawtooth:
             self.enable_sawtooth()
+        if self.opt.quorum:
+            self.enable_quorum()
         self.write_local_json()
 
     def member_key(self, index: int) -> PrivateKey:
@@ -434,7 +449,60 @@ class LocalNetwork:
 
     def applications(self) -> list[str]:
         """The applications the options run (what `set_applications` names)."""
-        return [KV, *([eth_chain.APP] if self.opt.eth else []), *([saw.APP] if self.opt.sawtooth else [])]
+        return [
+            KV,
+            *([eth_chain.APP] if self.opt.eth else []),
+            *([saw.APP] if self.opt.sawtooth else []),
+            *([quorum.APP] if self.opt.quorum else []),
+        ]
+
+    def enable_quorum(self, timeout: float = 30.0) -> None:
+        """Once per network directory: a party key per member (a Curve25519 key pair; the private
+        halves, which the ledger never uses, in `keys/quorum-parties.json`), owned by the member
+        and served by its executors, voted on with the application; then a fresh access token per
+        member (signed by the member's key, valid for `quorum.MAX_TOKEN_S`)."""
+        path = self.dir / "keys" / "quorum-parties.json"
+        if not path.exists():
+            pairs = []
+            for _ in self.members:
+                k = x25519.X25519PrivateKey.generate()
+                raw = k.private_bytes(
+                    serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+                )
+                pub = k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+                pairs.append(
+                    {"public_key": base64.b64encode(pub).decode(), "private_key": base64.b64encode(raw).decode()}
+                )
+            ids = [self.member_key(i).key_id for i in range(len(self.members))]
+            self.vote(
+                [
+                    {"name": "set_applications", "args": {"applications": self.applications()}},
+                    *(
+                        {"name": "set_quorum_party", "args": {"public_key": p["public_key"], "owner": m, "member": m}}
+                        for p, m in zip(pairs, ids, strict=True)
+                    ),
+                ],
+                timeout,
+            )
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(pairs, indent=2))
+            tmp.replace(path)
+        pairs = json.loads(path.read_text())
+        expires = int(time.time()) + quorum.MAX_TOKEN_S - 60
+        self.quorum_parties = []
+        for i, member in enumerate(self.members):
+            served = [n for n in self.party_urls if self.owner(n) == i]
+            url = self.party_urls[served[0]] if served else None
+            self.quorum_parties.append(
+                {
+                    "member": member["name"],
+                    "public_key": pairs[i]["public_key"],
+                    "rpc": url,
+                    "tessera": url,
+                    "token": quorum.make_token(self.member_key(i), self.opt.ledger, expires),
+                    "token_expires": expires,
+                }
+            )
 
     def enable_sawtooth(self, timeout: float = 30.0) -> None:
         """The members vote the Sawtooth application and the families of `--sawtooth` on, with any
@@ -535,6 +603,11 @@ class LocalNetwork:
                         }
                     }
                     if self.eth_accounts
+                    else {}
+                ),
+                **(
+                    {quorum.APP: {"ca": "service_cert.pem", "parties": self.quorum_parties}}
+                    if self.quorum_parties
                     else {}
                 ),
                 **(

@@ -25,43 +25,27 @@ import pytest
 import redis.asyncio as aioredis
 from eth_tools import compiled, need_tools
 
-from conclavium import quorum, streams
-from conclavium.crypto.keys import PrivateKey
+from conclavium import streams
 from conclavium.local.network import LocalNetwork, start_network
-from conclavium.local.processes import free_port
 
 pytestmark = pytest.mark.protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 QUORUM_JS = ROOT / ".tools" / "quorum-js" / "node_modules"
-KEYS = [base64.b64encode(bytes([0x50 + i]) * 32).decode() for i in range(3)]  # A, B, C
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalNetwork, list[str]]]:
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalNetwork, list[dict[str, Any]]]]:
+    """What `conclavium local up --quorum` starts; the parties as it writes them to local.json."""
     if shutil.which("node") is None or not (QUORUM_JS / "web3js-quorum").is_dir():
         pytest.skip("web3js-quorum is not installed: run scripts/install-tools.sh")
     need_tools()
     compiled()
-    ports = [free_port() for _ in range(3)]
-    n = start_network(
-        tmp_path_factory.mktemp("quorumtx"),
-        redis=True,
-        eth=True,
-        executor_args={i: ["--quorum-port", str(p)] for i, p in enumerate(ports)},
-    )
+    n = start_network(tmp_path_factory.mktemp("quorumtx"), redis=True, eth=True, quorum=True)
     try:
-        kid = [PrivateKey.from_file(str(n.dir / m["key"])).key_id for m in n.members]
-        n.vote(
-            [
-                {"name": "set_applications", "args": {"applications": [*n.applications(), "quorum"]}},
-                *(
-                    {"name": "set_quorum_party", "args": {"public_key": KEYS[i], "owner": kid[i], "member": kid[i]}}
-                    for i in range(3)
-                ),
-            ]
-        )
-        yield n, [f"https://127.0.0.1:{p}" for p in ports]
+        doc = json.loads((n.dir / "local.json").read_text())["applications"]["quorum"]
+        assert doc["ca"] == "service_cert.pem" and len(doc["parties"]) == 3
+        yield n, doc["parties"]
     finally:
         n.stop()
 
@@ -73,9 +57,9 @@ def public_rpc(n: LocalNetwork, method: str, params: list[Any]) -> Any:
         return json.loads(r.read())["result"]
 
 
-def wait_parties(n: LocalNetwork, urls: list[str]) -> None:
+def wait_parties(n: LocalNetwork, urls: list[str], keys: list[str]) -> None:
     ctx = ssl.create_default_context(cafile=str(n.dir / "service_cert.pem"))
-    want = {"keys": [{"key": k} for k in sorted(KEYS)]}
+    want = {"keys": [{"key": k} for k in sorted(keys)]}
     deadline = time.monotonic() + 90
     last: Any = None
     while time.monotonic() < deadline:
@@ -90,19 +74,20 @@ def wait_parties(n: LocalNetwork, urls: list[str]) -> None:
     raise AssertionError(f"party keys not served everywhere: {last!r}")
 
 
-async def test_private_erc20_between_parties(net: tuple[LocalNetwork, list[str]], tmp_path: Path) -> None:
-    n, urls = net
-    wait_parties(n, urls)
+async def test_private_erc20_between_parties(net: tuple[LocalNetwork, list[dict[str, Any]]], tmp_path: Path) -> None:
+    n, parties = net
+    urls, keys = [p["rpc"] for p in parties], [p["public_key"] for p in parties]
+    wait_parties(n, urls, keys)
     supply = int.from_bytes(b"\x5e\xc7" + secrets.token_bytes(14), "big")  # a marker value
     token = compiled()["Token"]
     cfg = {
         "urls": urls,
         "ca": str(n.dir / "service_cert.pem"),
-        "keys": KEYS,
+        "keys": keys,
         "accounts": [a["private_key"] for a in n.eth_accounts[:3]],
         "token": {"abi": token["abi"], "bytecode": token["bytecode"]},
         "supply": str(supply),
-        "tokens": [quorum.make_token(n.member_key(i), n.opt.ledger, int(time.time()) + 3600) for i in range(3)],
+        "tokens": [p["token"] for p in parties],
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     seen: list[bytes] = []
