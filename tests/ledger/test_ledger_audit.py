@@ -27,6 +27,9 @@ from conclavium.sdk.client import Client, ClientError
 
 AUDIT = [str(Path(sys.executable).parent / "conclavium"), "ledger", "audit"]
 TXS = 240  # half of them sealed, as the default benchmark writes
+# A joiner's endorsement may be submitted again before the first copy is applied (on a busy host);
+# the later copy ends Invalid `already_endorsed`, as block application must end an entry: no fault.
+BOOTSTRAP_RACES = {"already_endorsed"}
 
 
 def audit(directory: Path, *flags: str) -> tuple[int, dict[str, Any]]:
@@ -109,7 +112,7 @@ def test_audit_with_secrets_replays_everything(stopped_net: LocalNetwork) -> Non
     assert code == 0 and report["ok"], report
     assert report["mode"] == "with secrets" and report["not_checked"] == {}
     checked = report["checked"]
-    assert checked["entries_executed"] >= TXS and checked["entries_invalid"] == {}
+    assert checked["entries_executed"] >= TXS and set(checked["entries_invalid"]) <= BOOTSTRAP_RACES
     assert checked["block_roots_recomputed"] >= 1 and checked["commit_signatures_valid"] >= checked["blocks_committed"]
     assert checked["committed_height"] > report["height"] // 2
     snaps = checked["snapshots"]
@@ -130,7 +133,8 @@ def test_audit_without_secrets_checks_what_needs_no_plaintext(stopped_net: Local
         assert checked["trusted_nodes"] == 3 and checked["quorum"] == 3, "followed from governance"
         assert checked["blocks_committed"] >= 1
         assert checked["commit_signatures_valid"] >= 2 * checked["blocks_committed"]
-        assert checked["entries_invalid"] == {} and checked["committed_height"] > report["height"] // 2
+        assert set(checked["entries_invalid"]) <= BOOTSTRAP_RACES
+        assert checked["committed_height"] > report["height"] // 2
         assert checked["snapshots"]["recorded_digests"] >= 1 and checked["snapshots"]["files_checked"] >= 1
 
 
