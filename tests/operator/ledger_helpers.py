@@ -25,17 +25,21 @@ def member_pem(net: LocalNetwork, index: int) -> tuple[str, str]:
 
 
 async def vote(net: LocalNetwork, proposal_id: str, voters: list[int], approve: bool = True) -> dict[str, Any]:
-    """Members `voters` vote; returns the proposal once every ballot is committed."""
+    """Members `voters` vote; returns the proposal as read at the last ballot's height or later
+    (an executor that has not yet applied that ballot would still answer Open)."""
+    height = 0
     for i in voters:
         async with Client(net.gateway_url, net.member_key(i)) as c:
             ballot = await c.vote(proposal_id, approve)
             st = await c.wait(ballot["tx_hash"])
             assert st["status"] == "Committed", st
-    return await proposal(net, proposal_id)
+            height = max(height, int(st["height"]))
+    return await proposal(net, proposal_id, height)
 
 
-async def proposal(net: LocalNetwork, proposal_id: str) -> dict[str, Any]:
+async def proposal(net: LocalNetwork, proposal_id: str, min_height: int = 0) -> dict[str, Any]:
     async with Client(net.gateway_url) as c:
+        c.seen_height = max(c.seen_height, min_height)
         return await c.proposal(proposal_id)
 
 
